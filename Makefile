@@ -1,0 +1,31 @@
+# Every target does its own set-up on a fresh machine: a local .venv with the project installed.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench compile-kernels clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first: on the project's CPU machines this resolves to the local CPU build.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[video,dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/autogaze-fast demo
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+
+bench: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest bench -q --benchmark-enable --benchmark-json=bench/results.json
+	$(PY) bench/speedup_table.py bench/results.json
+
+compile-kernels: $(STAMP)
+	$(VENV)/bin/autogaze-fast compile-kernels
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

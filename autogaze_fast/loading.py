@@ -1,0 +1,90 @@
+"""Checkpoint loading shared by AutoGaze and SigLIP: resolve a directory, read safetensors,
+load a state dict strictly with an error that lists every mismatch."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable
+
+import torch
+from torch import nn
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable, or does not match the model built from its config."""
+
+
+def resolve_model_dir(path_or_repo_id: str | os.PathLike, allow_patterns: Iterable[str] = ("*.json", "*.safetensors")) -> Path:
+    """Return a local directory holding the checkpoint.
+
+    A local directory is used as is. Anything else is taken as a Hugging Face hub id and
+    fetched with ``huggingface_hub.snapshot_download`` (from the local cache when offline).
+    """
+    path = Path(os.fspath(path_or_repo_id)).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise CheckpointError(f"{path} is a file; pass the directory that holds config.json and model.safetensors")
+    repo_id = os.fspath(path_or_repo_id)
+    if repo_id.startswith((".", "/", "~")) or repo_id.count("/") != 1:
+        raise CheckpointError(f"no such model directory: {repo_id}")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id, allow_patterns=list(allow_patterns)))
+    except Exception as e:  # offline, missing repo, network error: all end the same way for the user
+        raise CheckpointError(
+            f"could not get '{repo_id}' from the Hugging Face hub ({type(e).__name__}: {e}). "
+            "If this machine is offline, download the snapshot elsewhere "
+            f"(`huggingface-cli download {repo_id} --local-dir DIR`), copy DIR here and pass "
+            "that local directory instead of the hub id."
+        ) from None
+
+
+def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read every tensor of a ``.safetensors`` file, with a clear error for a missing or corrupt file."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no weights file at {path}")
+    try:
+        return load_file(str(path))
+    except Exception as e:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({type(e).__name__}: {e})") from None
+
+
+def load_state_dict_strict(module: nn.Module, state_dict: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Copy ``state_dict`` into ``module``, refusing any missing, unexpected or wrongly shaped key.
+
+    Raises:
+        CheckpointError: listing every missing, unexpected and shape-mismatched key.
+    """
+    own = module.state_dict()
+    missing = sorted(k for k in own if k not in state_dict)
+    unexpected = sorted(k for k in state_dict if k not in own)
+    mismatched = sorted(
+        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)
+    )
+    if missing or unexpected or mismatched:
+        lines = [f"{source} does not match the model built from its config:"]
+        if missing:
+            lines.append(f"  missing keys ({len(missing)}): " + ", ".join(missing[:20]) + (" ..." if len(missing) > 20 else ""))
+        if unexpected:
+            lines.append(
+                f"  unexpected keys ({len(unexpected)}): " + ", ".join(unexpected[:20]) + (" ..." if len(unexpected) > 20 else "")
+            )
+        if mismatched:
+            lines.append(f"  shape mismatches ({len(mismatched)}): " + "; ".join(mismatched[:20]))
+        raise CheckpointError("\n".join(lines))
+    with torch.no_grad():
+        for k, v in own.items():
+            v.copy_(state_dict[k].to(dtype=v.dtype))
+
+
+def strip_prefix(state_dict: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """Keys starting with ``prefix`` with it removed; other keys are kept unchanged (so they show as unexpected)."""
+    return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state_dict.items()}

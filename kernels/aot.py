@@ -1,0 +1,33 @@
+"""Ahead-of-time compile specs: what ``autogaze-fast compile-kernels`` builds for every arch.
+
+Each kernel file exposes ``AOT_SPECS: list[AotSpec]``, one entry per constexpr configuration its
+launcher can use. :mod:`autogaze_fast.compile_kernels` collects them from :data:`KERNEL_MODULES`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+# Kernel-family modules (relative to autogaze_fast.kernels) whose AOT_SPECS are compiled.
+KERNEL_MODULES: list[str] = []
+
+
+@dataclass(frozen=True)
+class AotSpec:
+    """One compilable configuration of a ``@triton.jit`` kernel.
+
+    Attributes:
+        name: a readable id, e.g. ``"decode_attention[D=64,BLOCK_N=64,fp16]"``.
+        fn: the ``@triton.jit`` function (a JITFunction; compile runs without TRITON_INTERPRET).
+        signature: argument name → Triton type string (``"*fp16"``, ``"i32"``, ``"fp32"``, ``"constexpr"``).
+        constexprs: argument name → value, for every ``tl.constexpr`` argument.
+        num_warps / num_stages: launch options the launcher uses for this configuration.
+    """
+
+    name: str
+    fn: Callable[..., Any]
+    signature: dict[str, str]
+    constexprs: dict[str, Any] = field(default_factory=dict)
+    num_warps: int = 4
+    num_stages: int = 2

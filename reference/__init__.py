@@ -1,0 +1,1 @@
+"""Pure-PyTorch reference of AutoGaze and AutoGaze-SigLIP: the oracle. Installed as ``autogaze_fast.reference``."""
