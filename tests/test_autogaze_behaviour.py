@@ -1,0 +1,185 @@
+"""AutoGaze behaviour beyond the fixtures: training, sampling, impl switch, bad input, loading."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from autogaze_fast import AutoGaze, CheckpointError, ConfigError
+from autogaze_fast.config import AutoGazeConfig
+
+from conftest import FIXTURES
+
+CASES = load_file(str(FIXTURES / "gaze_cases.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def model():
+    return AutoGaze.from_pretrained(FIXTURES / "tiny_k10", impl="reference")
+
+
+def test_teacher_forced_loss_gives_finite_gradients_on_every_parameter():
+    model = AutoGaze.from_pretrained(FIXTURES / "tiny_k10", impl="reference").train()
+    gen = torch.Generator().manual_seed(0)
+    out = model({"video": CASES["video"][:, :2]}, gazing_ratio=0.1, temperature=1.0, generator=gen)
+    real = (~out["if_padded_gazing"]).float()
+    loss = -(out["log_action_probs"] * real).sum() / real.sum() + (out["task_loss_prediction"] ** 2 * real).mean()
+    loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None, f"{name} got no gradient"
+        assert torch.isfinite(p.grad).all(), f"{name} has a non-finite gradient"
+    assert any(p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_sampling_respects_budget_and_never_repeats(model):
+    model.train()
+    try:
+        gen = torch.Generator().manual_seed(1)
+        out = model({"video": CASES["video"]}, gazing_ratio=0.2, temperature=2.0, generate_only=True, generator=gen)
+    finally:
+        model.eval()
+    budget = int(0.2 * model.num_vision_tokens_each_frame)
+    n = model.num_vision_tokens_each_frame
+    assert out["num_gazing_each_frame"].tolist() == [budget] * 4
+    for t, ids in enumerate(out["gazing_pos"].split(out["num_gazing_each_frame"].tolist(), dim=1)):
+        ids = ids[0] - n * t
+        assert ((ids >= 0) & (ids < n)).all()
+        assert len(set(ids.tolist())) == len(ids)
+
+
+def test_per_frame_ratio_list(model):
+    out = model({"video": CASES["video"]}, gazing_ratio=[0.1, 0.2, 0.05, 0.3], generate_only=True)
+    assert out["num_gazing_each_frame"].tolist() == [int(r * 265) for r in (0.1, 0.2, 0.05, 0.3)]
+
+
+def test_given_gazing_info_is_scored_not_regenerated(model):
+    gen = model({"video": CASES["video"]}, gazing_ratio=0.1, generate_only=True)
+    info = {k: gen[k] for k in ("gazing_pos", "if_padded_gazing", "num_gazing_each_frame")}
+    scored = model({"video": CASES["video"]}, gazing_info=info)
+    assert torch.equal(scored["gazing_pos"], gen["gazing_pos"])
+    assert torch.isfinite(scored["log_action_probs"]).all()
+    # greedy tokens are the argmax of their slot, so each must be likelier than uniform
+    assert (scored["log_action_probs"] > torch.log(torch.tensor(1 / 266))).all()
+
+
+def test_impl_switch(monkeypatch):
+    monkeypatch.setenv("AUTOGAZE_IMPL", "reference")
+    assert AutoGaze.from_pretrained(FIXTURES / "tiny_k10").impl == "reference"
+    monkeypatch.setenv("AUTOGAZE_IMPL", "bogus")
+    with pytest.raises(ValueError, match="impl must be one of"):
+        AutoGaze.from_pretrained(FIXTURES / "tiny_k10")
+
+
+# ---------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    "video, message",
+    [
+        (torch.zeros(4, 3, 224, 224), "expected 5 dims"),
+        (torch.zeros(1, 2, 4, 224, 224), "3 \\(RGB\\) channels"),
+        (torch.zeros(1, 2, 3, 224, 224, dtype=torch.uint8), "must be float"),
+        (torch.zeros(1, 0, 3, 224, 224), "empty"),
+        ("not a tensor", "must be a torch.Tensor"),
+    ],
+)
+def test_bad_video_shapes(model, video, message):
+    with pytest.raises(ValueError, match=message):
+        model({"video": video}, gazing_ratio=0.1)
+
+
+def test_nan_frames_are_refused(model):
+    video = CASES["video"][:, :2].clone()
+    video[0, 1, 0, 5, 5] = float("nan")
+    with pytest.raises(ValueError, match="NaN or inf"):
+        model({"video": video}, gazing_ratio=0.1)
+
+
+def test_missing_video_key(model):
+    with pytest.raises(ValueError, match="'video'"):
+        model({"frames": CASES["video"]}, gazing_ratio=0.1)
+
+
+@pytest.mark.parametrize("ratio", [0, -0.1, 1.5, float("nan")])
+def test_ratio_outside_unit_interval(model, ratio):
+    with pytest.raises(ValueError, match="\\(0, 1\\]"):
+        model({"video": CASES["video"]}, gazing_ratio=ratio)
+
+
+def test_ratio_list_length_must_match_frames(model):
+    with pytest.raises(ValueError, match="one per frame"):
+        model({"video": CASES["video"]}, gazing_ratio=[0.1, 0.2])
+
+
+def test_streaming_needs_all_caches(model):
+    out = model({"video": CASES["video"][:, :1]}, gazing_ratio=0.1, generate_only=True, use_cache=True)
+    with pytest.raises(ValueError, match="all four"):
+        model({"video": CASES["video"][:, 1:2]}, gazing_ratio=0.1, generate_only=True, use_cache=True,
+              past_key_values=out["past_key_values"])
+
+
+# ---------------------------------------------------------------- loading
+def copy_checkpoint(tmp_path, name="tiny_k10"):
+    dst = tmp_path / name
+    shutil.copytree(FIXTURES / name, dst)
+    for f in dst.iterdir():
+        f.chmod(0o644)
+    return dst
+
+
+def test_checkpoint_with_missing_key(tmp_path):
+    ckpt = copy_checkpoint(tmp_path)
+    weights = load_file(str(ckpt / "model.safetensors"))
+    del weights["gazing_model.connector.pos_embed"]
+    save_file(weights, str(ckpt / "model.safetensors"))
+    with pytest.raises(CheckpointError, match="missing keys.*gazing_model.connector.pos_embed"):
+        AutoGaze.from_pretrained(ckpt)
+
+
+def test_checkpoint_with_wrong_shape_and_extra_key(tmp_path):
+    ckpt = copy_checkpoint(tmp_path)
+    weights = load_file(str(ckpt / "model.safetensors"))
+    weights["gazing_model.gaze_decoder.task_loss_prediction_head.weight"] = torch.zeros(3, 64)
+    weights["gazing_model.extra.weight"] = torch.zeros(1)
+    save_file(weights, str(ckpt / "model.safetensors"))
+    with pytest.raises(CheckpointError) as err:
+        AutoGaze.from_pretrained(ckpt)
+    assert "task_loss_prediction_head.weight: checkpoint (3, 64) vs model (10, 64)" in str(err.value)
+    assert "gazing_model.extra.weight" in str(err.value)
+
+
+def test_config_vocab_must_be_n_plus_one(tmp_path):
+    ckpt = copy_checkpoint(tmp_path)
+    config = json.loads((ckpt / "config.json").read_text())
+    config["gaze_model_config"]["gaze_decoder_config"]["vocab_size"] = 300
+    (ckpt / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match="vocab_size is 300.*N \\+ 1 = 266"):
+        AutoGaze.from_pretrained(ckpt)
+
+
+def test_config_scale_layout_must_add_up():
+    config = json.loads((FIXTURES / "tiny_k10" / "config.json").read_text())
+    config["scales"] = "32+64+224"
+    with pytest.raises(ConfigError, match="scales"):
+        AutoGazeConfig.from_dict(config)
+
+
+def test_corrupt_weights_file(tmp_path):
+    ckpt = copy_checkpoint(tmp_path)
+    (ckpt / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(CheckpointError, match="not a readable safetensors"):
+        AutoGaze.from_pretrained(ckpt)
+
+
+def test_unreachable_hub_id_says_how_to_pass_a_local_snapshot(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(CheckpointError, match="local directory"):
+        AutoGaze.from_pretrained("nobody-here/not-a-model")
+
+
+def test_unknown_config_keys_are_ignored(tmp_path):
+    ckpt = copy_checkpoint(tmp_path)
+    config = json.loads((ckpt / "config.json").read_text())
+    config["some_future_key"] = {"x": 1}
+    (ckpt / "config.json").write_text(json.dumps(config))
+    AutoGaze.from_pretrained(ckpt)
