@@ -26,10 +26,9 @@ def _gazing_model_class(impl: str):
         from .reference.gazing_model import GazingModel
 
         return GazingModel
-    raise NotImplementedError(
-        "impl='fast' is not available yet (it arrives with the fast decode loop); "
-        "use impl='reference' or AUTOGAZE_IMPL=reference"
-    )
+    from .fast.gazing_model import FastGazingModel
+
+    return FastGazingModel
 
 
 def _check_ratio(value: float, what: str) -> None:

@@ -14,7 +14,7 @@ from autogaze_fast import AutoGaze
 
 from conftest import FIXTURES
 
-IMPLS = ["reference"]
+IMPLS = ["reference", "fast"]
 META = json.loads((FIXTURES / "meta.json").read_text())
 CASES = load_file(str(FIXTURES / "gaze_cases.safetensors"))
 ANYRES = load_file(str(FIXTURES / "anyres_cases.safetensors"))
@@ -22,10 +22,14 @@ ANYRES = load_file(str(FIXTURES / "anyres_cases.safetensors"))
 
 @pytest.fixture(scope="module", params=IMPLS)
 def models(request):
-    return {
-        name: AutoGaze.from_pretrained(FIXTURES / name, impl=request.param)
-        for name in ("tiny_k10", "tiny_k1")
-    }
+    """Both implementations; the fast one on its CPU torch twins here (the Triton kernels through the
+    interpreter are exercised in test_fast_interpreter.py)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TRITON_INTERPRET", "0")
+        yield {
+            name: AutoGaze.from_pretrained(FIXTURES / name, impl=request.param)
+            for name in ("tiny_k10", "tiny_k1")
+        }
 
 
 def assert_gaze_equal(out, expected, prefix=""):

@@ -1,0 +1,1 @@
+"""The fast AutoGaze: static-cache decode loop and Triton kernels (torch twins on CPU)."""

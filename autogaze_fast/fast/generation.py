@@ -1,0 +1,128 @@
+"""The fast frame-by-frame decode loop: one prefill per frame, then K-token steps, all on a
+static KV cache with no copies of the cache or the sequence.
+
+Same outputs as :mod:`autogaze_fast.reference.generation` (every upstream quirk of SPEC §4 kept):
+
+* prefill = the previous frame's last-step tokens (mask ``id != eos``) + this frame's vision
+  tokens, at cumulative-sum positions continuing from ``state.valid_count``;
+* each later step feeds the previous step's K tokens at the positions of the last K prompt
+  positions, attendable during the frame even when they are eos pads;
+* at the frame's end the cached gaze tokens' key-valid flags become ``id != eos``.
+
+Token choice per step runs on tensors: a (B, V) "already used" mask replaces re-scanning the
+generated ids, and the only host sync per step is the "all sequences finished" test when a
+task-loss requirement is set. Upstream's "every score is -inf" early exit cannot fire before the
+budget does (only generated ids and eos are masked, and a frame never generates more than N), so
+the budget alone bounds the slots of a step.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..reference.generation import NEG_INF, warp_for_sampling
+from ..reference.llama import GazeDecoder
+from .cache import FastDecodeState
+from .decoder import decode_step, gather_weights
+
+
+def choose_step_tokens(scores: torch.Tensor, slots: int, do_sample: bool,
+                       generator: torch.Generator | None) -> torch.Tensor:
+    """Pick ``slots`` distinct tokens per row from ``scores`` (B, K, V) (already masked), slot by slot."""
+    rows = torch.arange(scores.shape[0], device=scores.device)
+    chosen = []
+    for i in range(slots):
+        slot = scores[:, i]
+        if do_sample:
+            token = torch.multinomial(torch.softmax(slot, dim=-1), 1, generator=generator)[:, 0]
+        else:
+            token = slot.argmax(dim=-1)
+        chosen.append(token)
+        if i + 1 < slots:
+            scores[rows, i + 1:, token] = NEG_INF
+    return torch.stack(chosen, dim=1)
+
+
+@torch.no_grad()
+def generate_frames(
+    decoder: GazeDecoder,
+    vision_tokens: torch.Tensor,
+    budgets: list[int],
+    task_loss_requirement: torch.Tensor | None,
+    state: FastDecodeState,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> list[torch.Tensor]:
+    """Generate gaze for each frame of ``vision_tokens`` (B, T', n_tok, C), continuing ``state``.
+
+    Returns one (B, n_t) tensor of token ids per frame (eos = pad).
+    """
+    cfg = decoder.config
+    k, eos, vocab = cfg.num_multi_token_pred, cfg.eos_token_id, cfg.vocab_size
+    b, frames, n_tok, _ = vision_tokens.shape
+    if n_tok < k:
+        raise ValueError(f"each frame needs at least K={k} vision tokens, got {n_tok}")
+    device = vision_tokens.device
+    weights = gather_weights(decoder)
+    cache = state.cache
+    all_rows = torch.arange(b, device=device)
+    out = []
+    for t in range(frames):
+        # ---- prefill: pending tokens of the previous frame + this frame's vision tokens
+        parts, valid = [vision_tokens[:, t]], [torch.ones(b, n_tok, dtype=torch.bool, device=device)]
+        if state.pending_ids is not None:
+            parts.insert(0, decoder.embed(state.pending_ids))
+            valid.insert(0, state.pending_ids != eos)
+        valid = torch.cat(valid, dim=1)
+        positions = state.valid_count[:, None] + valid.long().cumsum(-1) - 1
+        state.valid_count = state.valid_count + valid.sum(-1)
+        prompt_tail = positions[:, -k:]
+        hidden = decode_step(decoder, weights, torch.cat(parts, dim=1), positions, valid, cache)
+        frame_start = cache.length
+
+        # ---- K-token steps
+        used = torch.zeros(b, vocab, dtype=torch.bool, device=device)
+        used[:, eos] = True
+        unfinished = torch.ones(b, dtype=torch.bool, device=device)
+        requirement = None if task_loss_requirement is None else task_loss_requirement[:, t].float()
+        steps: list[torch.Tensor] = []
+        generated = 0
+        first = True
+        while True:
+            logits = lm_logits(decoder, hidden)  # (B, K, V)
+            scores = logits.float().masked_fill(used[:, None, :], NEG_INF)
+            if do_sample:
+                scores = warp_for_sampling(scores, temperature, cfg.top_k)
+            slots = min(k, budgets[t] - generated)
+            tokens = choose_step_tokens(scores, slots, do_sample, generator)
+            tokens = torch.where(unfinished[:, None], tokens, eos)
+            if requirement is not None:
+                task_loss = decoder.task_loss_prediction_head(hidden)[:, :slots].float()
+                meets = task_loss <= requirement[:, None]
+                if first:
+                    meets[:, 0] = False
+                tokens = torch.where(meets, eos, tokens)
+                unfinished = unfinished & ~meets.any(dim=1)
+            used[all_rows[:, None], tokens] = True
+            steps.append(tokens)
+            generated += slots
+            first = False
+            if generated >= budgets[t] or (requirement is not None and not bool(unfinished.any())):
+                break
+            hidden = decode_step(decoder, weights, decoder.embed(tokens), prompt_tail,
+                                 torch.ones_like(tokens, dtype=torch.bool), cache)
+
+        # ---- frame end: cached gaze tokens become attendable only if not eos; last step stays pending
+        cached = torch.cat(steps[:-1], dim=1) if len(steps) > 1 else tokens[:, :0]
+        cache.key_valid[:, frame_start:frame_start + cached.shape[1]] = cached != eos
+        state.valid_count = state.valid_count + (cached != eos).sum(-1)
+        state.pending_ids = steps[-1]
+        out.append(torch.cat(steps, dim=1))
+    return out
+
+
+def lm_logits(decoder: GazeDecoder, hidden: torch.Tensor) -> torch.Tensor:
+    """lm_head on the last position's hidden state (B, C) → (B, K, V)."""
+    cfg = decoder.config
+    return decoder.lm_head(hidden).view(hidden.shape[0], cfg.num_multi_token_pred, cfg.vocab_size)
