@@ -65,16 +65,17 @@ class GazeLayout:
 
 
 def _field(gazing_info: Any, name: str) -> Any:
-    if isinstance(gazing_info, Mapping):
-        if name not in gazing_info:
-            raise ValueError(f"gazing_info has no '{name}'; pass AutoGaze's output (gazing_pos, if_padded_gazing, num_gazing_each_frame)")
-        return gazing_info[name]
-    if not hasattr(gazing_info, name):
-        raise ValueError(f"gazing_info has no '{name}'; pass AutoGaze's output (gazing_pos, if_padded_gazing, num_gazing_each_frame)")
-    return getattr(gazing_info, name)
+    found = name in gazing_info if isinstance(gazing_info, Mapping) else hasattr(gazing_info, name)
+    if not found:
+        raise ValueError(
+            f"gazing_info has no '{name}'; pass AutoGaze's output (gazing_pos, if_padded_gazing, num_gazing_each_frame)"
+        )
+    return gazing_info[name] if isinstance(gazing_info, Mapping) else getattr(gazing_info, name)
 
 
-def gaze_layout(gazing_info: Any | None, batch: int, frames: int, tokens_per_frame: int, device: torch.device) -> GazeLayout:
+def gaze_layout(
+    gazing_info: Any | None, batch: int, frames: int, tokens_per_frame: int, device: torch.device
+) -> GazeLayout:
     """Validate ``gazing_info`` and turn it into a :class:`GazeLayout`.
 
     Args:
@@ -90,7 +91,8 @@ def gaze_layout(gazing_info: Any | None, batch: int, frames: int, tokens_per_fra
     if gazing_info is None:
         index = torch.arange(frames * tokens_per_frame, device=device).expand(batch, -1)
         frame_ids = torch.arange(frames, device=device).repeat_interleave(tokens_per_frame)
-        return GazeLayout(index, torch.zeros(batch, frames * tokens_per_frame, dtype=torch.bool, device=device), frame_ids)
+        no_pads = torch.zeros(batch, frames * tokens_per_frame, dtype=torch.bool, device=device)
+        return GazeLayout(index, no_pads, frame_ids)
     pos = torch.as_tensor(_field(gazing_info, "gazing_pos"), device=device)
     pad = torch.as_tensor(_field(gazing_info, "if_padded_gazing"), device=device)
     num = torch.as_tensor(_field(gazing_info, "num_gazing_each_frame"), device=device)
@@ -105,7 +107,9 @@ def gaze_layout(gazing_info: Any | None, batch: int, frames: int, tokens_per_fra
             raise ValueError("if_padded_gazing must be bool (or integer 0/1)")
         pad = pad.bool()
     if num.dim() != 1 or num.numel() != frames:
-        raise ValueError(f"num_gazing_each_frame must hold one count per frame (T = {frames}), got shape {tuple(num.shape)}")
+        raise ValueError(
+            f"num_gazing_each_frame must hold one count per frame (T = {frames}), got shape {tuple(num.shape)}"
+        )
     if (num < 0).any() or int(num.sum()) != pos.shape[1]:
         raise ValueError(
             f"num_gazing_each_frame {num.tolist()} must be non-negative and sum to gazing_pos's length {pos.shape[1]}"
@@ -114,8 +118,9 @@ def gaze_layout(gazing_info: Any | None, batch: int, frames: int, tokens_per_fra
     limit = frames * tokens_per_frame
     if index.numel() and (int(index.min()) < 0 or int(index.max()) >= limit):
         raise ValueError(
-            f"non-padded gazing_pos must lie in [0, T*n) = [0, {limit}) for T = {frames} frames of n = {tokens_per_frame} "
-            f"tokens; got values in [{int(index.min())}, {int(index.max())}] — do the model's scales and patch size match the gaze's?"
+            f"non-padded gazing_pos must lie in [0, T*n) = [0, {limit}) for T = {frames} frames of "
+            f"n = {tokens_per_frame} tokens; got values in [{int(index.min())}, {int(index.max())}] — "
+            "do the model's scales and patch size match the gaze's?"
         )
     frame_ids = torch.arange(frames, device=device).repeat_interleave(num.long())
     return GazeLayout(index, pad, frame_ids)
@@ -242,7 +247,10 @@ class SiglipAttention(nn.Module):
     def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         """x: B × N × C; allowed: B × N × N bool. Returns B × N × C."""
         b, n, c = x.shape
-        q, k, v = (proj(x).reshape(b, n, self.num_heads, self.head_dim).transpose(1, 2) for proj in (self.q_proj, self.k_proj, self.v_proj))
+        q, k, v = (
+            proj(x).reshape(b, n, self.num_heads, self.head_dim).transpose(1, 2)
+            for proj in (self.q_proj, self.k_proj, self.v_proj)
+        )
         scores = (q @ k.transpose(-1, -2)) * self.head_dim**-0.5
         scores = scores.masked_fill(~allowed[:, None], float("-inf"))
         weights = scores.softmax(dim=-1, dtype=torch.float32).to(q.dtype)
@@ -356,7 +364,9 @@ class SiglipVisionTransformer(nn.Module):
         """
         cfg = self.config
         if pixel_values.dim() != 5:
-            raise ValueError(f"pixel_values must be B x T x C x H x W (a batch of videos), got shape {tuple(pixel_values.shape)}")
+            raise ValueError(
+                f"pixel_values must be B x T x C x H x W (a batch of videos), got shape {tuple(pixel_values.shape)}"
+            )
         b, t, c, h, w = pixel_values.shape
         if c != cfg.num_channels:
             raise ValueError(f"pixel_values has {c} channels, the model expects {cfg.num_channels} (B x T x C x H x W)")
