@@ -1,0 +1,191 @@
+"""``autogaze-fast`` command line: ``demo``, ``gaze VIDEO`` and ``compile-kernels``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DEFAULT_MODEL = "nvidia/AutoGaze"
+# Upstream's preprocessing for nvidia/AutoGaze (used when the checkpoint's own file is unavailable).
+DEFAULT_PREPROCESSING = {
+    "size": {"shortest_edge": 224}, "do_center_crop": False, "do_rescale": True, "rescale_factor": 1 / 127.5,
+    "offset": True, "do_normalize": True, "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225],
+}
+
+
+def warn(message: str) -> None:
+    bar = "!" * 78
+    sys.stderr.write(f"{bar}\n{message}\n{bar}\n")
+
+
+def load_model_and_processor(model_id: str, impl: str | None, allow_random: bool):
+    """Load the checkpoint; if it cannot be had and ``allow_random``, fall back to a seeded random
+    model of the NVIDIA shape (with a loud warning)."""
+    from .loading import CheckpointError
+    from .model import AutoGaze
+    from .processor import AutoGazeImageProcessor
+
+    try:
+        model = AutoGaze.from_pretrained(model_id, impl=impl)
+    except CheckpointError as e:
+        if not allow_random:
+            raise
+        from .presets import random_autogaze
+
+        warn(f"Could not load '{model_id}':\n{e}\n\nFalling back to a RANDOMLY INITIALISED model of the NVIDIA "
+             "shape (seed 0). Its gaze is MEANINGLESS: use it only to check that the pipeline runs and how "
+             "fast. Pass --model DIR with a local snapshot of nvidia/AutoGaze for real gaze.")
+        model = random_autogaze(0, impl=impl)
+        return model, AutoGazeImageProcessor.from_dict(DEFAULT_PREPROCESSING), True
+    try:
+        processor = AutoGazeImageProcessor.from_pretrained(model_id)
+    except Exception:
+        processor = AutoGazeImageProcessor.from_dict(DEFAULT_PREPROCESSING)
+    return model, processor, False
+
+
+def resolve_requirement(args, is_random: bool) -> None:
+    """Default task-loss requirement: upstream's recommended 0.7, except for the random fallback model."""
+    if args.task_loss_requirement is None and not is_random:
+        args.task_loss_requirement = 0.7
+
+
+def summarise(outputs: list[dict]) -> tuple[list[int], list[int], int]:
+    """Per-frame real gaze counts, per-frame counts with pads, and N."""
+    real, padded = [], []
+    n = outputs[0]["num_vision_tokens_each_frame"]
+    for out in outputs:
+        counts = out["num_gazing_each_frame"].tolist()
+        for pads in out["if_padded_gazing"].split(counts, dim=1):
+            real.append(int((~pads[0]).sum()))
+            padded.append(pads.shape[1])
+    return real, padded, n
+
+
+def report(real: list[int], padded: list[int], n: int, seconds: float, frames: int, impl: str) -> None:
+    print(f"impl={impl}  frames={frames}  tokens/frame N={n}")
+    print("gazed tokens per frame (pads excluded): " + " ".join(str(c) for c in real))
+    kept = sum(real) / (n * len(real))
+    print(f"kept-token ratio: {kept:.3f} ({sum(real)} of {n * len(real)} multi-scale tokens)")
+    print(f"gaze time: {seconds:.2f} s ({frames / seconds:.1f} frames/s)")
+
+
+def run_gaze(model, processor, frames_uint8: np.ndarray, args) -> tuple[list[dict], float, torch.Tensor]:
+    """Preprocess (T, H, W, 3) uint8 frames and gaze them chunk by chunk → outputs, seconds, pixel values."""
+    from .chunking import gaze_in_chunks
+
+    pixel_values = processor(frames_uint8).pixel_values[None]
+    kwargs = dict(gazing_ratio=args.gazing_ratio, task_loss_requirement=args.task_loss_requirement)
+    start = time.perf_counter()
+    outputs = [out for _, _, out in gaze_in_chunks(model, pixel_values, args.chunk_frames, progress=not args.quiet, **kwargs)]
+    return outputs, time.perf_counter() - start, pixel_values
+
+
+def save_overlay(path: str, frames_uint8: np.ndarray, outputs: list[dict], scales) -> None:
+    from .visualize import gaze_overlay, save_gaze_grid, save_gaze_video
+
+    pieces, start = [], 0
+    for out in outputs:
+        t = out["gazing_mask"][0].shape[1]
+        masks = [m[0] for m in out["gazing_mask"]]
+        pieces.append(gaze_overlay(frames_uint8[start:start + t], masks, scales))
+        start += t
+    overlay = np.concatenate(pieces)
+    suffix = Path(path).suffix.lower()
+    if suffix in (".png", ".jpg", ".jpeg"):
+        save_gaze_grid(path, overlay)
+    else:
+        save_gaze_video(path, overlay)
+    print(f"wrote {path}")
+
+
+def cmd_demo(args) -> int:
+    from .synthetic import synthetic_clip
+
+    model, processor, is_random = load_model_and_processor(args.model, args.impl, allow_random=True)
+    resolve_requirement(args, is_random)
+    clip = synthetic_clip(num_frames=args.frames, size=224, seed=args.seed)
+    print(f"built-in synthetic clip: {clip.shape[0]} frames of {clip.shape[1]}x{clip.shape[2]} (moving textured shapes)")
+    outputs, seconds, _ = run_gaze(model, processor, clip, args)
+    real, padded, n = summarise(outputs)
+    report(real, padded, n, seconds, clip.shape[0], model.impl)
+    if args.out:
+        save_overlay(args.out, clip, outputs, model.scales)
+    return 0
+
+
+def cmd_gaze(args) -> int:
+    from .video import read_video
+
+    frames = read_video(args.video)
+    if args.max_frames:
+        frames = frames[: args.max_frames]
+    model, processor, is_random = load_model_and_processor(args.model, args.impl, allow_random=args.allow_random)
+    resolve_requirement(args, is_random)
+    print(f"{args.video}: {frames.shape[0]} frames of {frames.shape[1]}x{frames.shape[2]}")
+    outputs, seconds, _ = run_gaze(model, processor, frames, args)
+    real, padded, n = summarise(outputs)
+    report(real, padded, n, seconds, frames.shape[0], model.impl)
+    if args.out:
+        save_overlay(args.out, frames, outputs, model.scales)
+    return 0
+
+
+def cmd_compile_kernels(args) -> int:
+    from .compile_kernels import main as compile_main
+
+    argv = []
+    if args.arch:
+        argv += ["--arch", args.arch]
+    if args.json:
+        argv.append("--json")
+    return compile_main(argv)
+
+
+def add_gaze_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=DEFAULT_MODEL, help="local checkpoint directory or hub id (default: %(default)s)")
+    p.add_argument("--impl", choices=["reference", "fast"], default=None, help="implementation (default: $AUTOGAZE_IMPL or fast)")
+    p.add_argument("--gazing-ratio", type=float, default=0.75, help="max fraction of tokens gazed per frame")
+    p.add_argument("--task-loss-requirement", type=float, default=None,
+                   help="stop a frame once the predicted task loss <= this (default 0.7 with a real checkpoint; "
+                        "off for the random fallback model, whose loss predictions are meaningless)")
+    p.add_argument("--chunk-frames", type=int, default=None, help="frames per independently gazed chunk (default: max_num_frames)")
+    p.add_argument("--out", default=None, help="write a gaze overlay (.mp4/.gif video or .png grid)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="autogaze-fast", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="gaze a built-in synthetic clip and print counts and timing")
+    add_gaze_options(demo)
+    demo.add_argument("--frames", type=int, default=16)
+    demo.add_argument("--seed", type=int, default=0)
+    gaze = sub.add_parser("gaze", help="gaze a video file")
+    gaze.add_argument("video")
+    add_gaze_options(gaze)
+    gaze.add_argument("--max-frames", type=int, default=None, help="only the first N frames")
+    gaze.add_argument("--allow-random", action="store_true", help="fall back to a random model if the checkpoint is unavailable")
+    ck = sub.add_parser("compile-kernels", help="AOT-compile every Triton kernel for GPU archs (no GPU needed)")
+    ck.add_argument("--arch", default=None, help="comma-separated SM versions, e.g. 75,80,86,89,90,100,120")
+    ck.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handlers = {"demo": cmd_demo, "gaze": cmd_gaze, "compile-kernels": cmd_compile_kernels}
+    try:
+        return handlers[args.command](args)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        sys.stderr.write(f"autogaze-fast {args.command}: error: {e}\n")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
