@@ -98,6 +98,10 @@ class GazingModel(nn.Module):
             "past_conv_values": conv_values if use_cache else None,
         }
 
+    def sequence_hidden_states(self, embeds: torch.Tensor, position_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Decoder hidden states (B, L, C) of a whole sequence (causal, key-padding ``mask`` (B, L))."""
+        return self.gaze_decoder.hidden_states(embeds, position_ids, mask)
+
     def teacher_forced(
         self,
         video: torch.Tensor,
@@ -141,7 +145,7 @@ class GazingModel(nn.Module):
             slot.append(torch.arange(frame_ids.shape[1], device=video.device) % k)
             offset += frame_ids.shape[1]
         mask = torch.cat(masks, dim=1)
-        hidden = self.gaze_decoder.hidden_states(torch.cat(embeds, dim=1), mask.cumsum(-1) - 1, mask)
+        hidden = self.sequence_hidden_states(torch.cat(embeds, dim=1), mask.cumsum(-1) - 1, mask)
         logits, task_loss = self.gaze_decoder.heads(hidden)
         gaze_index, slot = torch.cat(gaze_index), torch.cat(slot)
 

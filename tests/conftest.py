@@ -19,6 +19,15 @@ except ImportError:  # pragma: no cover
 
 import pytest
 
+# Define every @triton.jit kernel now, while TRITON_INTERPRET is what this session wants: a test
+# that switches to the torch twins (TRITON_INTERPRET=0 at call time) must not be the first importer.
+import importlib
+
+from autogaze_fast.kernels.aot import KERNEL_MODULES
+
+for _module in KERNEL_MODULES:
+    importlib.import_module(f"autogaze_fast.kernels.{_module}")
+
 FIXTURES = Path(__file__).parent / "fixtures" / "upstream"
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 

@@ -8,6 +8,7 @@ from ..reference.gazing_model import GazingModel
 from ..reference.stem import frame_tokens
 from .cache import FastDecodeState, StaticKVCache
 from .generation import generate_frames
+from .sequence import sequence_hidden_states
 
 
 class FastGazingModel(GazingModel):
@@ -79,3 +80,7 @@ class FastGazingModel(GazingModel):
             "past_attention_mask": masks if use_cache else None,
             "past_conv_values": conv_values if use_cache else None,
         }
+
+    def sequence_hidden_states(self, embeds: torch.Tensor, position_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced pass through the cached-attention kernel in prefill mode (differentiable)."""
+        return sequence_hidden_states(self.gaze_decoder, embeds, position_ids, mask)

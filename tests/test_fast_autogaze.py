@@ -1,0 +1,97 @@
+"""Fast AutoGaze vs the reference: gradients of the teacher-forced pass, streaming with its own
+state, batch/streaming edge cases, and the Triton kernels end to end through the interpreter."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from autogaze_fast import AutoGaze
+
+from conftest import FIXTURES
+
+CASES = load_file(str(FIXTURES / "gaze_cases.safetensors"))
+META = json.loads((FIXTURES / "meta.json").read_text())
+
+
+def load(impl, name="tiny_k10"):
+    return AutoGaze.from_pretrained(FIXTURES / name, impl=impl)
+
+
+def teacher_forced_loss(model, video, info):
+    out = model({"video": video}, gazing_info=info)
+    real = (~out["if_padded_gazing"]).float()
+    return -(out["log_action_probs"] * real).sum() / real.sum() + (out["task_loss_prediction"] ** 2 * real).mean()
+
+
+def test_teacher_forced_gradients_match_reference(torch_twins):
+    ref, fast = load("reference"), load("fast")
+    video = CASES["video"][:, :3]
+    info = {k: CASES["stop_k10." + k] for k in ("gazing_pos", "if_padded_gazing", "num_gazing_each_frame")}
+    n = int(info["num_gazing_each_frame"][:3].sum())
+    info = {"gazing_pos": info["gazing_pos"][:, :n], "if_padded_gazing": info["if_padded_gazing"][:, :n].bool(),
+            "num_gazing_each_frame": info["num_gazing_each_frame"][:3]}
+    loss_ref, loss_fast = teacher_forced_loss(ref, video, info), teacher_forced_loss(fast, video, info)
+    torch.testing.assert_close(loss_fast, loss_ref, atol=1e-5, rtol=1e-5)
+    loss_ref.backward()
+    loss_fast.backward()
+    for (name, p_ref), (_, p_fast) in zip(ref.named_parameters(), fast.named_parameters()):
+        torch.testing.assert_close(p_fast.grad, p_ref.grad, atol=1e-5, rtol=1e-4, msg=lambda m: f"{name}: {m}")
+
+
+def test_fast_streaming_state_is_its_own(torch_twins):
+    ref, fast = load("reference"), load("fast")
+    first = ref({"video": CASES["video"][:, :1]}, gazing_ratio=0.1, generate_only=True, use_cache=True)
+    with pytest.raises(ValueError, match="FastDecodeState"):
+        fast({"video": CASES["video"][:, 1:2]}, gazing_ratio=0.1, generate_only=True, use_cache=True,
+             past_key_values=first["past_key_values"], past_inputs_embeds=first["past_input_embeds"],
+             past_attention_mask=first["past_attention_mask"], past_conv_values=first["past_conv_values"])
+
+
+def test_streaming_grows_the_static_cache_beyond_its_first_estimate(torch_twins):
+    """More streamed frames than config.max_num_frames: the cache must grow, the gaze must not change."""
+    ref, fast = load("reference"), load("fast")
+    fast.config.max_num_frames = 1  # first estimate: room for one frame only
+    video = torch.cat([CASES["video"], CASES["video"].flip(1)], dim=1)  # 8 frames
+    whole = ref({"video": video}, gazing_ratio=0.3, generate_only=True)
+    state, pos = {}, []
+    for t in range(video.shape[1]):
+        out = fast({"video": video[:, t:t + 1]}, gazing_ratio=0.3, generate_only=True, use_cache=True, **state)
+        state = dict(past_key_values=out["past_key_values"], past_inputs_embeds=out["past_input_embeds"],
+                     past_attention_mask=out["past_attention_mask"], past_conv_values=out["past_conv_values"])
+        pos.append(out["gazing_pos"] + fast.num_vision_tokens_each_frame * t)
+    assert torch.equal(torch.cat(pos, 1), whole["gazing_pos"])
+
+
+@pytest.mark.parametrize("ratio", [0.0039, 1.0])
+def test_extreme_budgets_match_reference(torch_twins, ratio):
+    """One token per frame, and every token of the frame (no -inf early exit before the budget)."""
+    ref, fast = load("reference"), load("fast")
+    video = CASES["video"][:, :2]
+    a = ref({"video": video}, gazing_ratio=ratio, generate_only=True)
+    b = fast({"video": video}, gazing_ratio=ratio, generate_only=True)
+    assert torch.equal(a["gazing_pos"], b["gazing_pos"])
+    assert a["num_gazing_each_frame"].tolist() == b["num_gazing_each_frame"].tolist()
+
+
+# ---------------------------------------------------------------- Triton kernels through the interpreter
+@pytest.mark.parametrize("name, ratio, case, frames", [("tiny_k10", 0.5, "stop_k10", 2), ("tiny_k1", 0.3, "stop_k1", 1)])
+def test_fast_through_triton_interpreter_matches_upstream(triton_interpreter, name, ratio, case, frames):
+    """TRITON_INTERPRET=1: the fast model runs its Triton kernels on CPU; gaze must equal upstream's
+    (the first frames of the upstream case: the interpreter is slow)."""
+    model = load("fast", name)
+    out = model({"video": CASES["video"][:, :frames]}, gazing_ratio=ratio,
+                task_loss_requirement=META[f"{case}_task_loss_requirement"], generate_only=True)
+    counts = CASES[f"{case}.num_gazing_each_frame"][:frames]
+    n = int(counts.sum())
+    assert out["num_gazing_each_frame"].tolist() == counts.tolist()
+    assert torch.equal(out["gazing_pos"], CASES[f"{case}.gazing_pos"][:, :n])
+    assert torch.equal(out["if_padded_gazing"], CASES[f"{case}.if_padded_gazing"][:, :n].bool())
+
+
+@pytest.mark.slow
+def test_fast_through_triton_interpreter_full_clip(triton_interpreter):
+    model = load("fast")
+    out = model({"video": CASES["video"]}, gazing_ratio=0.75, generate_only=True)
+    assert torch.equal(out["gazing_pos"], CASES["ratio_k10.gazing_pos"])
