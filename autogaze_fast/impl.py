@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 IMPLS = ("reference", "fast")
-DEFAULT_IMPL = "reference"
+DEFAULT_IMPL = "fast"
 
 
 def resolve_impl(impl: str | None = None) -> str:
