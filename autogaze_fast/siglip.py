@@ -89,10 +89,13 @@ class SiglipVisionModel(nn.Module):
     def __init__(self, config: SiglipVisionConfig, impl: str | None = None):
         super().__init__()
         self.impl = resolve_impl(impl)
-        if self.impl == "fast":
-            raise NotImplementedError("fast SigLIP arrives with issue 5")
         self.config = config
-        self.vision_model = ReferenceSiglipVisionTransformer(config)
+        if self.impl == "fast":
+            from .fast.siglip import FastSiglipVisionTransformer
+
+            self.vision_model = FastSiglipVisionTransformer(config)
+        else:
+            self.vision_model = ReferenceSiglipVisionTransformer(config)
 
     @property
     def scales(self) -> list[int]:
@@ -140,8 +143,6 @@ class SiglipVisionModel(nn.Module):
             ConfigError: a missing, malformed or inconsistent ``config.json``, or bad overrides.
         """
         impl = resolve_impl(impl)
-        if impl == "fast":
-            raise NotImplementedError("fast SigLIP arrives with issue 5")
         model_dir = resolve_model_dir(path_or_repo_id)
         config = SiglipVisionConfig.from_json_file(model_dir / "config.json", scales=scales, attn_type=attn_type)
         weights, source = read_weights(model_dir)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 # Kernel-family modules (relative to autogaze_fast.kernels) whose AOT_SPECS are compiled.
-KERNEL_MODULES: list[str] = []
+KERNEL_MODULES: list[str] = ["decode_attention", "gathered_patch_embed", "sparse_attention"]
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,13 @@ class AotSpec:
         signature: argument name → Triton type string (``"*fp16"``, ``"i32"``, ``"fp32"``, ``"constexpr"``).
         constexprs: argument name → value, for every ``tl.constexpr`` argument.
         num_warps / num_stages: launch options the launcher uses for this configuration.
+        divisible_by_16: arguments that Triton's JIT would see as multiples of 16 in typical use
+            (pointers 16-byte aligned, integers divisible by 16); compiled with that specialisation
+            (``tt.divisibility``) so the AOT figures match the kernels launched at run time.
+        archs: compute capabilities (e.g. ``(75,)``) this configuration is launched on; ``None``
+            means every arch. Launchers that pick tiles per arch (Turing has no Triton tensor-core
+            path, so its fp16/bf16 dots run on FMA units and need smaller tiles) compile each
+            configuration only where it is used.
     """
 
     name: str
@@ -31,3 +38,5 @@ class AotSpec:
     constexprs: dict[str, Any] = field(default_factory=dict)
     num_warps: int = 4
     num_stages: int = 2
+    divisible_by_16: tuple[str, ...] = ()
+    archs: tuple[int, ...] | None = None

@@ -362,6 +362,26 @@ class SiglipVisionTransformer(nn.Module):
         Returns:
             :class:`SiglipVisionOutput` with ``last_hidden_state`` B × N × C.
         """
+        pixel_values, layout = self.prepare_inputs(pixel_values, gazing_info)
+        allowed = attention_allowed(layout.frame_ids, layout.is_pad, attn_type or self.config.attn_type)
+
+        x = self.embeddings(pixel_values, layout.gather_index)
+        states = [x] if output_hidden_states else None
+        for layer in self.encoder.layers:
+            x = layer(x, allowed)
+            if states is not None:
+                states.append(x)
+        return self.finish(x, states)
+
+    def finish(self, x: torch.Tensor, states: list[torch.Tensor] | None) -> SiglipVisionOutput:
+        """Post-layernorm and optional MAP head on the encoder output x (B × N × C)."""
+        x = self.post_layernorm(x)
+        pooled = self.head(x) if self.head is not None else None
+        return SiglipVisionOutput(x, pooled, tuple(states) if states is not None else None)
+
+    def prepare_inputs(self, pixel_values: torch.Tensor, gazing_info: Any | None) -> tuple[torch.Tensor, GazeLayout]:
+        """Validate ``pixel_values`` (B × T × c × H × W), cast it to the weights' dtype/device, and
+        turn ``gazing_info`` into a :class:`GazeLayout`."""
         cfg = self.config
         if pixel_values.dim() != 5:
             raise ValueError(
@@ -374,15 +394,4 @@ class SiglipVisionTransformer(nn.Module):
             raise ValueError(f"pixel_values must be a float tensor (normalised frames), got dtype {pixel_values.dtype}")
         weight = self.embeddings.patch_embedding.weight
         pixel_values = pixel_values.to(device=weight.device, dtype=weight.dtype)
-        layout = gaze_layout(gazing_info, b, t, cfg.tokens_per_frame, weight.device)
-        allowed = attention_allowed(layout.frame_ids, layout.is_pad, attn_type or cfg.attn_type)
-
-        x = self.embeddings(pixel_values, layout.gather_index)
-        states = [x] if output_hidden_states else None
-        for layer in self.encoder.layers:
-            x = layer(x, allowed)
-            if states is not None:
-                states.append(x)
-        x = self.post_layernorm(x)
-        pooled = self.head(x) if self.head is not None else None
-        return SiglipVisionOutput(x, pooled, tuple(states) if states is not None else None)
+        return pixel_values, gaze_layout(gazing_info, b, t, cfg.tokens_per_frame, weight.device)

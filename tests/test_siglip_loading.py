@@ -14,6 +14,15 @@ from autogaze_fast.loading import CheckpointError
 from autogaze_fast.siglip import SiglipVisionModel
 from autogaze_fast.siglip_config import SiglipVisionConfig
 
+
+@pytest.fixture(scope="module", autouse=True)
+def _reference_impl():
+    """These tests pin the reference SigLIP (the fast one is checked against it in test_fast_siglip.py)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AUTOGAZE_IMPL", "reference")
+        yield
+
+
 FIXTURES = Path(__file__).parent / "fixtures" / "upstream"
 
 VISION = {
@@ -237,11 +246,15 @@ def test_missing_or_corrupt_files(tmp_path, good_checkpoint):
         SiglipVisionModel.from_pretrained(path)
 
 
-def test_fast_impl_not_yet(monkeypatch):
-    with pytest.raises(NotImplementedError, match="issue 5"):
-        SiglipVisionModel.from_pretrained(FIXTURES / "tiny_siglip", impl="fast")
-    monkeypatch.setenv("AUTOGAZE_IMPL", "fast")
-    with pytest.raises(NotImplementedError, match="issue 5"):
-        SiglipVisionModel.from_pretrained(FIXTURES / "tiny_siglip")
+def test_impl_switch(monkeypatch):
+    from autogaze_fast.fast.siglip import FastSiglipVisionTransformer
+    from autogaze_fast.reference.siglip import SiglipVisionTransformer
+
+    fast = SiglipVisionModel.from_pretrained(FIXTURES / "tiny_siglip", impl="fast")
+    assert fast.impl == "fast" and isinstance(fast.vision_model, FastSiglipVisionTransformer)
+    monkeypatch.setenv("AUTOGAZE_IMPL", "reference")
+    ref = SiglipVisionModel.from_pretrained(FIXTURES / "tiny_siglip")
+    assert ref.impl == "reference" and type(ref.vision_model) is SiglipVisionTransformer
+    assert fast.state_dict().keys() == ref.state_dict().keys()
     with pytest.raises(ValueError, match="impl must be one of"):
         SiglipVisionModel.from_pretrained(FIXTURES / "tiny_siglip", impl="turbo")

@@ -20,6 +20,15 @@ from autogaze_fast.reference.siglip import SiglipVisionTransformer, attention_al
 from autogaze_fast.siglip import SiglipVisionModel
 from autogaze_fast.siglip_config import ATTN_TYPES, SiglipVisionConfig
 
+
+@pytest.fixture(scope="module", autouse=True)
+def _reference_impl():
+    """These tests pin the reference SigLIP (the fast one is checked against it in test_fast_siglip.py)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AUTOGAZE_IMPL", "reference")
+        yield
+
+
 P14_SCALES = [56, 112, 196, 392]
 FIXTURES = Path(__file__).parent / "fixtures" / "upstream"
 

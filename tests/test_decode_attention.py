@@ -1,0 +1,220 @@
+"""Kernel family 2 (causal cached attention decode): Triton kernel vs torch twin vs a naive oracle.
+
+Without CUDA the kernels run through Triton's interpreter (conftest sets TRITON_INTERPRET=1), so
+shapes stay small; with CUDA they run natively.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from autogaze_fast.kernels import decode_attention as da
+from autogaze_fast.kernels.decode_attention import decode_attention, decode_attention_torch
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+ATOL = {torch.float32: 2e-5, torch.bfloat16: 3e-2, torch.float16: 4e-3}
+TWIN_ATOL = {torch.float32: 2e-5, torch.bfloat16: 3e-2, torch.float16: 4e-3}  # both round to dtype
+
+
+def naive_attention(q, k_cache, v_cache, key_valid, cache_len, q_start, scale=None):
+    """Oracle: float64, heads repeated, a full (Lq, S_max) mask, softmax; rows with no key → 0."""
+    B, Hq, Lq, D = q.shape
+    group = Hq // k_cache.shape[1]
+    scale = D ** -0.5 if scale is None else scale
+    k = k_cache.double().repeat_interleave(group, dim=1)
+    v = v_cache.double().repeat_interleave(group, dim=1)
+    s = torch.einsum("bhid,bhjd->bhij", q.double(), k) * scale
+    j = torch.arange(k.shape[2], device=q.device)
+    i = q_start + torch.arange(Lq, device=q.device)
+    allowed = (j[None, :] <= i[:, None]) & (j[None, :] < cache_len)
+    allowed = allowed[None, None] & (key_valid != 0)[:, None, None, :]
+    s = s.masked_fill(~allowed, float("-inf"))
+    p = torch.softmax(s, dim=-1).nan_to_num(0.0)
+    return torch.einsum("bhij,bhjd->bhid", p, v)
+
+
+def make_case(Lq, ctx, D, Hq, Hkv, dtype, *, seed=0, slack=11):
+    """Random batch-2 case: the cache holds ``ctx`` filled positions (of S_max = ctx + slack),
+    the last Lq are the new queries; batch 0 has scattered pads, batch 1 a run of pads plus a few
+    scattered ones (a different pattern), and a few of the new tokens are pads too."""
+    g = torch.Generator().manual_seed(seed)
+    S_max = ctx + slack
+    q = torch.randn(2, Hq, Lq, D, generator=g).to(dtype)
+    k = torch.randn(2, Hkv, S_max, D, generator=g).to(dtype)
+    v = torch.randn(2, Hkv, S_max, D, generator=g).to(dtype)
+    key_valid = torch.rand(2, S_max, generator=g) > 0.3
+    key_valid[1] = torch.rand(S_max, generator=g) > 0.1
+    key_valid[1, ctx // 4: ctx // 2] = False
+    return (q.to(DEVICE), k.to(DEVICE), v.to(DEVICE), key_valid.to(DEVICE), ctx, ctx - Lq)
+
+
+# (Lq, ctx, D, Hq, Hkv, dtype, num_splits): decode (1), multi-token step (10), prefill chunk (40);
+# context lengths that are not multiples of any block; GQA and MHA; D = 32 (even) and 72 (masked).
+KERNEL_CASES = [
+    (1, 37, 32, 4, 2, torch.float32, None),
+    (10, 100, 32, 4, 2, torch.float32, None),
+    (10, 100, 32, 2, 2, torch.float32, 5),
+    (40, 251, 32, 2, 2, torch.float32, None),
+    (40, 100, 32, 4, 2, torch.float32, 5),
+    (1, 100, 72, 2, 2, torch.float32, None),
+    (10, 251, 72, 4, 2, torch.float32, 3),
+    (40, 100, 72, 2, 2, torch.float32, None),
+    (1, 251, 32, 4, 2, torch.bfloat16, None),
+    (10, 100, 32, 2, 2, torch.bfloat16, None),
+    (40, 100, 32, 4, 2, torch.bfloat16, 4),
+    (10, 37, 72, 4, 2, torch.bfloat16, None),
+    (1, 100, 32, 2, 2, torch.float16, 3),
+    (10, 251, 32, 4, 2, torch.float16, None),
+    (40, 100, 32, 2, 2, torch.float16, None),
+    (10, 100, 72, 2, 2, torch.float16, None),
+    (10, 37, 64, 4, 1, torch.float16, None),
+    (10, 37, 128, 2, 1, torch.bfloat16, None),
+    (1, 37, 16, 2, 2, torch.float32, None),
+]
+
+
+def _case_id(case):
+    Lq, ctx, D, Hq, Hkv, dtype, ns = case
+    return f"Lq{Lq}-ctx{ctx}-D{D}-H{Hq}x{Hkv}-{str(dtype).split('.')[-1]}-splits{ns}"
+
+
+@pytest.mark.parametrize("case", KERNEL_CASES, ids=_case_id)
+def test_kernel_matches_naive_and_twin(case):
+    Lq, ctx, D, Hq, Hkv, dtype, num_splits = case
+    q, k, v, kv, cache_len, q_start = make_case(Lq, ctx, D, Hq, Hkv, dtype)
+    out = decode_attention(q, k, v, kv, cache_len, q_start, backend="triton", num_splits=num_splits)
+    assert out.shape == q.shape and out.dtype == dtype
+    ref = naive_attention(q, k, v, kv, cache_len, q_start)
+    twin = decode_attention_torch(q, k, v, kv, cache_len, q_start)
+    torch.testing.assert_close(out.double(), ref, atol=ATOL[dtype], rtol=0)
+    torch.testing.assert_close(out.float(), twin.float(), atol=TWIN_ATOL[dtype], rtol=0)
+
+
+@pytest.mark.parametrize("num_splits", [None, 2, 64])
+@pytest.mark.parametrize("case", [c for c in KERNEL_CASES if c[5] != torch.float16], ids=_case_id)
+def test_twin_matches_naive(case, num_splits):
+    Lq, ctx, D, Hq, Hkv, dtype, _ = case
+    q, k, v, kv, cache_len, q_start = make_case(Lq, ctx, D, Hq, Hkv, dtype, seed=1)
+    out = decode_attention_torch(q, k, v, kv, cache_len, q_start, num_splits=num_splits)
+    assert out.dtype == dtype
+    ref = naive_attention(q, k, v, kv, cache_len, q_start)
+    torch.testing.assert_close(out.double(), ref, atol=ATOL[dtype], rtol=0)
+
+
+@pytest.mark.parametrize("q_tile", [7, 16])
+def test_twin_query_tiles_match_naive(monkeypatch, q_tile):
+    """Long prefills are taken in query tiles, each cut at its own causal bound."""
+    monkeypatch.setattr(da, "_TWIN_Q_TILE", q_tile)
+    q, k, v, kv, cache_len, q_start = make_case(40, 100, 32, 4, 2, torch.float32, seed=6)
+    for num_splits in (None, 3):
+        out = decode_attention_torch(q, k, v, kv, cache_len, q_start, num_splits=num_splits)
+        torch.testing.assert_close(out.double(), naive_attention(q, k, v, kv, cache_len, q_start), atol=2e-5, rtol=0)
+
+
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_rows_without_any_key_are_zero_and_pads_never_leak(backend):
+    """Batch 1 masks every key its first queries could see; pad slots and the unfilled tail hold NaN."""
+    q, k, v, kv, cache_len, q_start = make_case(10, 37, 32, 4, 2, torch.float32, seed=2)
+    kv[1, : q_start + 4] = False  # queries 0..3 of batch 1 see no valid key at all
+    k, v = k.clone(), v.clone()
+    for t in (k, v):
+        t[:, :, cache_len:] = float("nan")
+        t.masked_fill_(~kv[:, None, :, None], float("nan"))
+    out = decode_attention(q, k, v, kv, cache_len, q_start, backend=backend, num_splits=2)
+    assert torch.isfinite(out).all()
+    assert (out[1, :, :4] == 0).all()
+    assert out[1, :, 4:].abs().sum() > 0 and out[0].abs().sum() > 0
+    k0, v0 = k.nan_to_num(0.0), v.nan_to_num(0.0)
+    torch.testing.assert_close(out.double(), naive_attention(q, k0, v0, kv, cache_len, q_start), atol=2e-5, rtol=0)
+
+
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_strided_inputs_mask_dtypes_scale_and_short_cache_len(backend):
+    """q as a transposed view, a cache sliced out of a bigger buffer, integer masks, a custom
+    scale, and cache_len below S_max with keys beyond it ignored."""
+    g = torch.Generator().manual_seed(3)
+    B, Hq, Hkv, Lq, D, S_big = 2, 4, 2, 10, 32, 80
+    q = torch.randn(B, Lq, Hq, D, generator=g).to(DEVICE).transpose(1, 2)  # strides (Lq·Hq·D, D, Hq·D, 1)
+    big = torch.randn(B, Hkv + 1, S_big, D, generator=g).to(DEVICE)
+    k, v = big[:, 1:], big[:, :-1]  # non-contiguous batch strides, last dim still stride 1
+    cache_len, q_start = 50, 40
+    kv_bool = (torch.rand(B, S_big, generator=g) > 0.25).to(DEVICE)
+    ref = naive_attention(q, k, v, kv_bool, cache_len, q_start, scale=0.3)
+    for mask in (kv_bool, kv_bool.to(torch.uint8), kv_bool.to(torch.int64) * 7):
+        out = decode_attention(q, k, v, mask, cache_len, q_start, scale=0.3, backend=backend)
+        torch.testing.assert_close(out.double(), ref, atol=2e-5, rtol=0)
+
+
+def test_torch_backend_is_the_twin_and_auto_dispatch(torch_twins):
+    q, k, v, kv, cache_len, q_start = make_case(10, 100, 32, 4, 2, torch.float32, seed=4)
+    auto = decode_attention(q, k, v, kv, cache_len, q_start)
+    twin = decode_attention_torch(q, k, v, kv, cache_len, q_start)
+    torch.testing.assert_close(decode_attention(q, k, v, kv, cache_len, q_start, backend="torch"), twin, atol=0, rtol=0)
+    torch.testing.assert_close(auto.double(), naive_attention(q, k, v, kv, cache_len, q_start), atol=2e-5, rtol=0)
+
+
+def test_every_launch_configuration_is_in_aot_specs():
+    """Whatever the launcher can pick (dtype × head dim × rows) is compiled by compile-kernels."""
+    compiled = {(s.fn, tuple(sorted(s.constexprs.items())), s.num_warps, s.num_stages, s.signature["Q"])
+                for s in da.AOT_SPECS if s.fn is da._decode_attn_split_kernel}
+    combine = {(s.constexprs["BLOCK_D"], s.signature["OUT"]) for s in da.AOT_SPECS
+               if s.fn is da._decode_attn_combine_kernel}
+    for dtype, tname in da._DTYPES.items():
+        for head_dim in range(1, da.MAX_HEAD_DIM + 1):
+            for rows in (1, 10, 16, 17, 20, 64, 200, 1000):
+                cfg = da._pick_split_config(dtype, head_dim, rows)
+                key = tuple(sorted((k, cfg[k]) for k in ("BLOCK_M", "BLOCK_N", "BLOCK_D", "EVEN_D", "DOT_IEEE")))
+                assert (da._decode_attn_split_kernel, key, cfg["num_warps"], cfg["num_stages"], f"*{tname}") in compiled
+                assert cfg["BLOCK_D"] >= head_dim and cfg["EVEN_D"] == (cfg["BLOCK_D"] == head_dim)
+                assert (cfg["BLOCK_D"], f"*{tname}") in combine
+    for spec in da.AOT_SPECS:  # power-of-two tiles, tl.dot edges >= 16
+        for name in ("BLOCK_M", "BLOCK_N", "BLOCK_D", "BLOCK_S"):
+            if name in spec.constexprs:
+                val = spec.constexprs[name]
+                assert val >= 16 and val & (val - 1) == 0, (spec.name, name, val)
+
+
+def _good():
+    return make_case(10, 37, 32, 4, 2, torch.float32, seed=5)
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda a: {**a, "q": a["q"][0]}, "q must be"),
+        (lambda a: {**a, "k_cache": a["k_cache"][0]}, "k_cache must be"),
+        (lambda a: {**a, "v_cache": a["v_cache"][:, :, :-1]}, "v_cache shape"),
+        (lambda a: {**a, "q": a["q"][:1]}, "batch mismatch"),
+        (lambda a: {**a, "q": a["q"][..., :16]}, "head dim mismatch"),
+        (lambda a: {**a, "q": a["q"][:, :3]}, "multiple of kv heads"),
+        (lambda a: {**a, "q": a["q"][:, :, :0]}, "Lq = 0"),
+        (lambda a: {**a, "key_valid": a["key_valid"][:, :-1]}, "key_valid must be"),
+        (lambda a: {**a, "key_valid": a["key_valid"].float()}, "bool or integer"),
+        (lambda a: {**a, "q": a["q"].double(), "k_cache": a["k_cache"].double(),
+                    "v_cache": a["v_cache"].double()}, "dtype must be"),
+        (lambda a: {**a, "k_cache": a["k_cache"].half()}, "dtype mismatch"),
+        (lambda a: {**a, "q": a["q"].transpose(-1, -2).contiguous().transpose(-1, -2)}, "stride 1"),
+        (lambda a: {**a, "cache_len": a["cache_len"] - 1}, "q_start \\+ Lq <= cache_len"),
+        (lambda a: {**a, "cache_len": a["cache_len"] + 100}, "cache_len <= S_max"),
+        (lambda a: {**a, "q_start": -1}, "q_start must be >= 0"),
+        (lambda a: {**a, "q_start": 3.0}, "q_start must be an int"),
+        (lambda a: {**a, "num_splits": 0}, "num_splits"),
+        (lambda a: {**a, "backend": "cuda"}, "backend must be"),
+    ],
+)
+def test_bad_input_raises_clear_value_error(mutate, message):
+    q, k, v, kv, cache_len, q_start = _good()
+    args = dict(q=q, k_cache=k, v_cache=v, key_valid=kv, cache_len=cache_len, q_start=q_start)
+    args = mutate(args)
+    with pytest.raises(ValueError, match=message):
+        decode_attention(**args)
+
+
+def test_head_dim_above_limit_raises():
+    q = torch.zeros(1, 1, 1, 160)
+    k = torch.zeros(1, 1, 4, 160)
+    with pytest.raises(ValueError, match="head dim D=160"):
+        decode_attention(q, k, k, torch.ones(1, 4, dtype=torch.bool), 4, 3)
+    with pytest.raises(ValueError, match="torch.Tensor"):
+        decode_attention(q.numpy(), k, k, torch.ones(1, 4, dtype=torch.bool), 4, 3)
