@@ -20,9 +20,7 @@ from .cache import StaticKVCache
 
 @dataclass
 class LayerWeights:
-    q: torch.Tensor
-    k: torch.Tensor
-    v: torch.Tensor
+    qkv: torch.Tensor  # (Hq·D + 2·Hkv·D, C): q rows, then k rows, then v rows
     o: torch.Tensor
     gate_up: torch.Tensor  # (2·I, C): gate rows then up rows
     down: torch.Tensor
@@ -31,12 +29,12 @@ class LayerWeights:
 
 
 def gather_weights(decoder: GazeDecoder) -> list[LayerWeights]:
-    """Per-layer weight views; gate and up projections are stacked into one matmul."""
+    """Per-layer weights with q/k/v stacked into one matmul and gate/up into another."""
     layers = []
     for layer in decoder.model.layers:
         attn, mlp = layer.self_attn, layer.mlp
         layers.append(LayerWeights(
-            attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight, attn.o_proj.weight,
+            torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]), attn.o_proj.weight,
             torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]), mlp.down_proj.weight,
             layer.input_layernorm.weight, layer.post_attention_layernorm.weight,
         ))
@@ -75,14 +73,11 @@ def decode_step(
     cos, sin = rope_cos_sin(decoder.inv_freq, positions, x.dtype)
     eps = cfg.rms_norm_eps
     for i, w in enumerate(weights):
-        hidden = rms_norm(x, w.input_norm, eps)
-        q = F.linear(hidden, w.q).view(b, n, h, d).transpose(1, 2)
-        k = F.linear(hidden, w.k).view(b, n, hkv, d).transpose(1, 2)
-        v = F.linear(hidden, w.v).view(b, n, hkv, d).transpose(1, 2)
-        cache.keys[i, :, :, start:start + n] = apply_rope(k, cos, sin)
-        cache.values[i, :, :, start:start + n] = v
-        attn = decode_attention(apply_rope(q, cos, sin).contiguous(), cache.keys[i], cache.values[i],
-                                cache.key_valid, start + n, start)
+        qkv = F.linear(rms_norm(x, w.input_norm, eps), w.qkv).view(b, n, h + 2 * hkv, d).transpose(1, 2)
+        qk = apply_rope(qkv[:, : h + hkv], cos, sin)
+        cache.keys[i, :, :, start:start + n] = qk[:, h:]
+        cache.values[i, :, :, start:start + n] = qkv[:, h + hkv:]
+        attn = decode_attention(qk[:, :h], cache.keys[i], cache.values[i], cache.key_valid, start + n, start)
         x = x + F.linear(attn.transpose(1, 2).reshape(b, n, h * d), w.o)
         gate, up = F.linear(rms_norm(x, w.post_norm, eps), w.gate_up).chunk(2, dim=-1)
         x = x + F.linear(F.silu(gate) * up, w.down)
