@@ -154,11 +154,12 @@ def compile_spec(spec: Any, arch: int) -> dict[str, Any]:
 
 
 def compile_all(archs: Sequence[int] = ARCHS, modules: Iterable[str] | None = None,
-                match: str | None = None) -> list[dict[str, Any]]:
+                match: str | None = None, smoke: bool = False) -> list[dict[str, Any]]:
     """Compile every AotSpec of every kernel module for every arch in ``archs``.
 
     ``modules`` restricts to those kernel modules, ``match`` to specs whose name contains a match
-    of that regular expression.
+    of that regular expression, ``smoke`` to the first configuration of each ``@triton.jit``
+    function (a quick check that every kernel compiles everywhere).
 
     A spec whose ``archs`` is set is compiled for those of ``archs`` only (the launcher uses it
     there only). Returns one dict per (spec, arch): ``kernel``, ``arch``, ``ok``, ``registers``, ``spills``
@@ -182,9 +183,14 @@ def compile_all(archs: Sequence[int] = ARCHS, modules: Iterable[str] | None = No
         for mod, msg in import_errors.items()
         for arch in archs
     ]
+    seen_fns: set[int] = set()
     for _, spec in specs:
         if pattern is not None and not pattern.search(spec.name):
             continue
+        if smoke:
+            if id(spec.fn) in seen_fns:
+                continue
+            seen_fns.add(id(spec.fn))
         if not isinstance(spec.fn, triton.runtime.jit.JITFunction):
             raise RuntimeError(f"{spec.name}: {spec.fn!r} is not a compilable @triton.jit function "
                                "(was TRITON_INTERPRET=1 set when the kernels were imported?)")
@@ -241,6 +247,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                         help="only this kernel module (repeatable; default: every module in KERNEL_MODULES)")
     parser.add_argument("--match", default=None, metavar="REGEX",
                         help="only configurations whose name matches this regular expression")
+    parser.add_argument("--smoke", action="store_true",
+                        help="only the first configuration of each kernel function (quick check)")
     return parser
 
 
@@ -252,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Kernels imported under the interpreter cannot be compiled: re-run in a clean child process.
         env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
         return subprocess.run([sys.executable, "-m", "autogaze_fast.compile_kernels", *argv], env=env).returncode
-    rows = compile_all(args.arch, args.module, args.match)
+    rows = compile_all(args.arch, args.module, args.match, args.smoke)
     if args.json:
         print(json.dumps(rows, indent=1))
     else:

@@ -11,16 +11,20 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import resource
 import subprocess
 import sys
 from pathlib import Path
 
 
-def _rss_mb() -> float:
+def _status_mb(field: str) -> float:
+    """A memory line of /proc/self/status in MB (``VmRSS`` now, ``VmHWM`` = this process's peak).
+
+    ``ru_maxrss`` is not used: on Linux a child inherits its parent's value, so under pytest every
+    probe would report the parent's peak.
+    """
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return 0.0
 
@@ -43,9 +47,9 @@ def main() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    base = _rss_mb()
+    base = _status_mb("VmRSS")
     run()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _status_mb("VmHWM")
     out = {"peak_rss_mb": round(peak, 1), "rss_growth_mb": round(max(peak - base, 0.0), 1)}
     if torch.cuda.is_available():
         torch.cuda.synchronize()

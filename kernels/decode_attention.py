@@ -21,8 +21,13 @@ heads that share a kv head are packed into the same tile (row ``r`` ↔ query ``
 ``kvh·G + r % G``), so each key block is read once per kv head. Each split writes its normalised
 partial output ``o_s`` and log-sum-exp ``lse_s = m_s + log2(l_s)`` (fp32); the combine kernel merges
 them: ``out = sum_s 2^(lse_s - M) o_s / sum_s 2^(lse_s - M)``, ``M = max_s lse_s`` (zeros if every
-split is empty). Small ``Lq`` gets many splits so a 6,000-token context fills the GPU; big ``Lq``
-gets ``BLOCK_M = 64`` query tiles and fewer splits.
+split is empty), in the output dtype; it runs even for one split. The number of splits targets
+two waves of programs over the GPU's SMs: a 10-token step over a 6,000-token context gets dozens
+of splits, a long prefill (many query tiles of 32–64 rows) gets one, i.e. plain flash attention.
+The head dim is padded to a power of two ``BLOCK_D >= 32`` (32, 64, 128; D up to 128): loads are
+masked along it only when ``D < BLOCK_D`` (e.g. 72 → 128). Tiles are 16 query rows (decode) or
+32–64 (prefill) by 32–64 keys, chosen so that no configuration spills on sm_75…sm_120
+(``autogaze-fast compile-kernels``).
 
 :func:`decode_attention` is the launcher (validates, dispatches), :func:`decode_attention_torch`
 is the CPU twin (the same split / online-softmax / combine algorithm in torch).
@@ -30,10 +35,12 @@ is the CPU twin (the same split / online-softmax / combine algorithm in torch).
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 
 import torch
+import torch.nn.functional as F
 import triton
 import triton.language as tl
 
@@ -263,10 +270,16 @@ def _combine_config(block_d: int) -> dict:
     return {"BLOCK_S": _COMBINE_BLOCK_S, "BLOCK_D": block_d, "num_warps": 4, "num_stages": 1}
 
 
+@functools.lru_cache(maxsize=None)
+def _sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
 def _num_splits(n_tiles: int, cache_len: int, block_n: int, device: torch.device) -> tuple[int, int]:
     """Pick (num_splits, split_len): about two waves of programs over the device's SMs."""
     if device.type == "cuda":
-        target = 2 * torch.cuda.get_device_properties(device).multi_processor_count
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        target = 2 * _sm_count(index)
     else:  # Triton interpreter on CPU: a few splits, so the split + combine path is exercised.
         target = 4
     n_blocks = triton.cdiv(cache_len, block_n)
@@ -492,7 +505,9 @@ def decode_attention_torch(
 ) -> torch.Tensor:
     """Torch twin of :func:`decode_attention` (same arguments, same result, any device).
 
-    Same algorithm as the kernels: queries are taken in tiles (``_TWIN_Q_TILE`` at a time), and
+    Same algorithm as the kernels. On CPU with ``num_splits=None`` (the fast model's call) the key
+    range is one split whose masked softmax runs in torch's fused CPU attention
+    (:func:`_twin_single_split`). Otherwise (CUDA tensors, or ``num_splits`` given): queries are taken in tiles (``_TWIN_Q_TILE`` at a time), and
     for each tile the key range up to its last query (causal bound) is cut into splits; each split
     computes its masked fp32 scores, a normalised partial output and its log-sum-exp, and the
     splits are merged with a running log-sum-exp (online softmax). The score buffer is
@@ -507,6 +522,8 @@ def decode_attention_torch(
     group = Hq // Hkv
     scale = D ** -0.5 if scale is None else float(scale)
     valid_all = key_valid[:, :cache_len] != 0  # (B, cache_len)
+    if num_splits is None and q.device.type == "cpu":
+        return _twin_single_split(q, k_cache, v_cache, valid_all, cache_len, q_start, scale)
     q5 = q.reshape(B, Hkv, group, Lq, D)
     out = torch.empty((B, Hkv, group, Lq, D), device=q.device, dtype=q.dtype)
     for c0 in range(0, Lq, _TWIN_Q_TILE):
@@ -521,6 +538,27 @@ def decode_attention_torch(
         tile_out = _twin_tile(rows, qpos, k_cache, v_cache, valid_all, kv_end, split_len, scale)
         out[:, :, :, c0:c1] = tile_out.reshape(B, Hkv, group, c1 - c0, D).to(q.dtype)
     return out.reshape(B, Hq, Lq, D)
+
+
+def _twin_single_split(q, k_cache, v_cache, valid_all, cache_len: int, q_start: int, scale: float) -> torch.Tensor:
+    """The twin's CPU default: the whole key range as one split, its masked softmax computed by
+    torch's fused CPU attention (the fastest exact fp32 path there: no score buffer in Python).
+
+    Keys past ``q_start + Lq`` are never attended, so they are sliced off; masked keys get weight 0
+    (their values must be finite: the fast model's cache is zero-initialised and only ever holds
+    keys/values of validated inputs). Rows with no allowed key are zeros.
+    """
+    B, Hq, Lq, D = q.shape
+    kv_end = q_start + Lq
+    kpos = torch.arange(kv_end, device=q.device)
+    qpos = q_start + torch.arange(Lq, device=q.device)
+    allowed = valid_all[:, None, None, :kv_end] & (kpos[None, :] <= qpos[:, None])  # (B, 1, Lq, kv_end)
+    out = F.scaled_dot_product_attention(
+        q, k_cache[:, :, :kv_end], v_cache[:, :, :kv_end], attn_mask=allowed, scale=scale,
+        enable_gqa=Hq != k_cache.shape[1],
+    )
+    empty = ~allowed.any(-1, keepdim=True)  # (B, 1, Lq, 1)
+    return out.masked_fill(empty, 0.0) if bool(empty.any()) else out
 
 
 def _twin_tile(rows, qpos, k_cache, v_cache, valid_all, kv_end: int, split_len: int, scale: float):
@@ -543,7 +581,11 @@ def _twin_tile(rows, qpos, k_cache, v_cache, valid_all, kv_end: int, split_len: 
         l_s = p.sum(-1, keepdim=True)
         has_key = l_s > 0
         l_safe = l_s.masked_fill(~has_key, 1.0)
-        v = v_cache[:, :, lo:hi].float().masked_fill(~valid[:, None, :, None], 0.0)  # pads never leak
+        v = v_cache[:, :, lo:hi].float()
+        pads = (~valid).nonzero()  # (n_pads, 2): batch, key; their values are zeroed (NaN never leaks)
+        if pads.numel():
+            v = v.to(torch.float32, copy=True)
+            v[pads[:, 0], :, pads[:, 1]] = 0.0
         o_s = torch.matmul(p, v).div_(l_safe)
         lse_s = (m_safe + l_safe.log()).masked_fill_(~has_key, float("-inf"))
         # online merge of this split into the running result
