@@ -557,8 +557,10 @@ def _twin_single_split(q, k_cache, v_cache, valid_all, cache_len: int, q_start: 
         q, k_cache[:, :, :kv_end], v_cache[:, :, :kv_end], attn_mask=allowed, scale=scale,
         enable_gqa=Hq != k_cache.shape[1],
     )
-    empty = ~allowed.any(-1, keepdim=True)  # (B, 1, Lq, 1)
-    return out.masked_fill(empty, 0.0) if bool(empty.any()) else out
+    # a row is empty when no valid key lies at or before its position: count with a prefix sum (O(S), not O(Lq·S))
+    seen = valid_all[:, :q_start].sum(-1, keepdim=True) + valid_all[:, q_start:kv_end].cumsum(-1)  # (B, Lq)
+    empty = seen == 0
+    return out.masked_fill(empty[:, None, :, None], 0.0) if bool(empty.any()) else out
 
 
 def _twin_tile(rows, qpos, k_cache, v_cache, valid_all, kv_end: int, split_len: int, scale: float):

@@ -59,11 +59,11 @@ _NUM_STAGES = 2
 # (arch class, dtype name) -> (BLOCK_M, BLOCK_C, num_warps); arch classes as in sparse_attention:
 # "mma" fp16/bf16 on sm_80+, "fma" fp16/bf16 on sm_75 (no Triton tensor-core path), "fp32" all.
 _CONFIGS: dict[tuple[str, str], tuple[int, int, int]] = {
-    ("mma", "fp16"): (64, 128, 4),
-    ("mma", "bf16"): (64, 128, 4),
+    ("mma", "fp16"): (128, 128, 8),
+    ("mma", "bf16"): (128, 128, 8),
     ("fma", "fp16"): (32, 64, 4),
     ("fma", "bf16"): (32, 64, 4),
-    ("fp32", "fp32"): (32, 64, 4),
+    ("fp32", "fp32"): (64, 128, 8),
 }
 _ARCHS = {"mma": (80, 86, 89, 90, 100, 120), "fma": (75,), "fp32": None}
 
@@ -84,6 +84,8 @@ class PatchLayout:
         frame_numel: F = 3·sum_s s², elements of one frame in the flat buffer.
         pix_off: (N_frame,) int32, offset of each token's top-left pixel (channel 0) in a frame.
         side: (N_frame,) int32, the side s of each token's scale (row stride; s² = channel stride).
+        pixel_offsets: (N_frame, 3·p·p) int64, offset in a frame of every pixel of every token's
+            patch, in (channel, row, column) order (used by the torch twin and the backward).
     """
 
     scales: tuple[int, ...]
@@ -92,6 +94,7 @@ class PatchLayout:
     frame_numel: int
     pix_off: torch.Tensor
     side: torch.Tensor
+    pixel_offsets: torch.Tensor
 
 
 @functools.lru_cache(maxsize=64)
@@ -105,9 +108,12 @@ def _layout_cached(scales: tuple[int, ...], patch_size: int, device: str) -> Pat
         offs.append(start + rows * patch_size * s + cols * patch_size)
         sides.append(torch.full((g * g,), s))
         start += 3 * s * s
-    pix_off = torch.cat(offs).to(torch.int32).to(device)
-    side = torch.cat(sides).to(torch.int32).to(device)
-    return PatchLayout(tuple(scales), patch_size, int(pix_off.numel()), start, pix_off, side)
+    pix_off, side = torch.cat(offs), torch.cat(sides)
+    k = torch.arange(3 * patch_size * patch_size)
+    ch, i, j = k // patch_size**2, (k // patch_size) % patch_size, k % patch_size
+    pixel_offsets = pix_off[:, None] + (ch[None, :] * side[:, None] + i[None, :]) * side[:, None] + j[None, :]
+    return PatchLayout(tuple(scales), patch_size, int(pix_off.numel()), start, pix_off.to(torch.int32).to(device),
+                       side.to(torch.int32).to(device), pixel_offsets.to(device))
 
 
 def patch_layout(scales: Sequence[int], patch_size: int, device: torch.device | str = "cpu") -> PatchLayout:
@@ -167,13 +173,17 @@ def _gathered_patch_embed_kernel(
     P: tl.constexpr, P_PAD: tl.constexpr, HAS_BIAS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, FP32_DOT: tl.constexpr,
 ):
-    """out[m, c] = sum_k W[c, k] x_m[k] + bias[c] + pos[r_m, c] for gazed tokens m = b·N + n.
+    """out[m, c] = sum_k weight[c, k] x_m[k] + bias[c] + pos[r_m, c] for gazed tokens m = b·N + n.
 
     Grid (cdiv(B·N, BLOCK_M), cdiv(C, BLOCK_C)). IDX (B·N,) int32 gazed token ids g; frame
     t = g // N_FRAME, token r = g % N_FRAME. Patch pixel k = (ch·P + i)·P + j sits at
     ``FRAMES + b·stride_fb + t·stride_ft + PIX_OFF[r] + (ch·side + i)·side + j`` (side = SIDE[r]).
-    W is contiguous (C, 3·P·P), POS contiguous (N_FRAME, C), OUT contiguous (B·N, C).
-    The reduction runs over the 3·P pixel rows, each padded from P to P_PAD columns by masks.
+    W is the weight re-laid out as contiguous (3·P, P_PAD, C):
+    ``W[ch·P + i, j, c] = weight[c, ch, i, j]`` for j < P, zero for P <= j < P_PAD.
+    POS is contiguous (N_FRAME, C), OUT contiguous (B·N, C). C is a multiple of 8 and W/POS/OUT
+    are 16-byte aligned (the launcher pads/copies to ensure it), so their rows start 16-byte
+    aligned. The reduction runs over the 3·P pixel rows, each padded from P to P_PAD columns
+    (masked pixel loads, zero weight rows).
     """
     pid_m = tl.program_id(0)
     pid_c = tl.program_id(1)
@@ -192,26 +202,26 @@ def _gathered_patch_embed_kernel(
     base = b.to(tl.int64) * stride_fb + t.to(tl.int64) * stride_ft + tl.load(PIX_OFF + r, mask=m_in, other=0)
     x_ptrs = FRAMES + base[:, None] + offs_j[None, :]
     x_mask = m_in[:, None] & j_in[None, :]
-    w_ptrs = W + offs_c[None, :].to(tl.int64) * (3 * P * P) + offs_j[:, None]
-    w_mask = j_in[:, None] & c_in[None, :]
+    w_ptrs = tl.multiple_of(W + offs_j[:, None] * C + offs_c[None, :], (1, 16))
+    w_mask = c_in[None, :]
 
     acc = tl.zeros((BLOCK_M, BLOCK_C), tl.float32)
     for row in range(0, 3 * P):
         ch = row // P
         i = row - ch * P
         x = tl.load(x_ptrs + ((ch * side + i) * side)[:, None], mask=x_mask, other=0.0)
-        w_t = tl.load(w_ptrs + row * P, mask=w_mask, other=0.0)
+        w_t = tl.load(tl.multiple_of(w_ptrs + row * (P_PAD * C), (1, 16)), mask=w_mask, other=0.0)
         if FP32_DOT:
             acc = tl.dot(x.to(tl.float32), w_t.to(tl.float32), acc, input_precision="ieee")
         else:
             acc = tl.dot(x, w_t, acc)
 
-    acc += tl.load(POS + r[:, None].to(tl.int64) * C + offs_c[None, :], mask=m_in[:, None] & c_in[None, :],
-                   other=0.0).to(tl.float32)
+    pos_ptrs = tl.multiple_of(POS + r[:, None].to(tl.int64) * C + offs_c[None, :], (1, 16))
+    acc += tl.load(pos_ptrs, mask=m_in[:, None] & c_in[None, :], other=0.0).to(tl.float32)
     if HAS_BIAS:
         acc += tl.load(BIAS + offs_c, mask=c_in, other=0.0).to(tl.float32)[None, :]
-    tl.store(OUT + offs_m[:, None].to(tl.int64) * C + offs_c[None, :], acc.to(OUT.dtype.element_ty),
-             mask=m_in[:, None] & c_in[None, :])
+    out_ptrs = tl.multiple_of(OUT + offs_m[:, None].to(tl.int64) * C + offs_c[None, :], (1, 16))
+    tl.store(out_ptrs, acc.to(OUT.dtype.element_ty), mask=m_in[:, None] & c_in[None, :])
 
 
 def _arch_class(t: torch.Tensor) -> str:
@@ -225,19 +235,28 @@ def _arch_class(t: torch.Tensor) -> str:
 def _embed_triton(flat, idx, weight, bias, pos, layout: PatchLayout) -> torch.Tensor:
     B, N = idx.shape
     C = weight.shape[0]
+    if C % 8:  # the kernel wants 16-byte aligned rows: pad the channels, slice the result
+        extra = 8 - C % 8
+        weight = torch.nn.functional.pad(weight, (0, 0, 0, 0, 0, 0, 0, extra))
+        bias = None if bias is None else torch.nn.functional.pad(bias, (0, extra))
+        return _embed_triton(flat, idx, weight, bias, torch.nn.functional.pad(pos, (0, extra)), layout)[..., :C]
+    if pos.data_ptr() % 16 or not pos.is_contiguous():
+        pos = pos.clone(memory_format=torch.contiguous_format)
     p = layout.patch_size
     M = B * N
     out = torch.empty((B, N, C), dtype=weight.dtype, device=weight.device)
     if M == 0:
         return out
     block_m, block_c, warps = _CONFIGS[_arch_class(weight), _DTYPES[weight.dtype]]
-    w2 = weight.reshape(C, 3 * p * p).contiguous()
+    p_pad = max(16, triton.next_power_of_2(p))
+    w_rows = torch.zeros((3 * p, p_pad, C), dtype=weight.dtype, device=weight.device)
+    w_rows[:, :p, :] = weight.reshape(C, 3 * p, p).permute(1, 2, 0)
     grid = (triton.cdiv(M, block_m), triton.cdiv(C, block_c))
     _gathered_patch_embed_kernel[grid](
-        flat, idx, w2, bias if bias is not None else w2, pos, layout.pix_off, layout.side, out,
+        flat, idx, w_rows, bias if bias is not None else w_rows, pos, layout.pix_off, layout.side, out,
         flat.stride(0), flat.stride(1),
         M, N, layout.tokens_per_frame, C,
-        P=p, P_PAD=max(16, triton.next_power_of_2(p)), HAS_BIAS=bias is not None,
+        P=p, P_PAD=p_pad, HAS_BIAS=bias is not None,
         BLOCK_M=block_m, BLOCK_C=block_c,
         # The Triton 3.9 interpreter multiplies bf16 operands as raw bits: dots in fp32 there.
         FP32_DOT=weight.dtype == torch.float32 or interpreter_enabled(),
@@ -254,18 +273,12 @@ def _embed_triton(flat, idx, weight, bias, pos, layout: PatchLayout) -> torch.Te
 def _patch_addresses(flat: torch.Tensor, idx: torch.Tensor, layout: PatchLayout) -> tuple[torch.Tensor, torch.Tensor]:
     """(addresses (B·N, 3p²) int64 into contiguous ``flat`` viewed 1-D, token-in-frame r (B·N,) int64)."""
     B, N = idx.shape
-    p = layout.patch_size
-    dev = flat.device
     g = idx.reshape(-1).long()
     t = torch.div(g, layout.tokens_per_frame, rounding_mode="floor")
     r = g - t * layout.tokens_per_frame
-    b = torch.arange(B, device=dev).repeat_interleave(N)
-    side = layout.side.to(dev).long()[r]
-    base = b * flat.stride(0) + t * flat.stride(1) + layout.pix_off.to(dev).long()[r]
-    k = torch.arange(3 * p * p, device=dev)
-    ch, i, j = k // (p * p), (k // p) % p, k % p
-    addr = base[:, None] + (ch[None, :] * side[:, None] + i[None, :]) * side[:, None] + j[None, :]
-    return addr, r
+    frame_base = torch.arange(B, device=flat.device).repeat_interleave(N) * flat.stride(0) + t * flat.stride(1)
+    offsets = layout.pixel_offsets.to(flat.device)[r]
+    return offsets.add_(frame_base[:, None]), r
 
 
 def gather_patches(flat: torch.Tensor, token_index: torch.Tensor, layout: PatchLayout) -> torch.Tensor:

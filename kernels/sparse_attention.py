@@ -19,20 +19,26 @@ Backward (``delta_i = <dout_i, out_i>``, ``p_ij = exp(s_ij - lse_i)`` on allowed
     dq_i = scale sum_j ds_ij k_j  dk_j  = scale sum_i ds_ij q_i
 
 Block skipping, O(N) memory: no N×N mask is ever built. Queries are cut into ``BLOCK_M`` tiles,
-keys into ``BLOCK_N`` tiles, and each tile is summarised by its min/max frame id and its number of
-real (non-pad) tokens. A (query tile, key tile) pair is visited only if some pair inside may be
-allowed: the frame/index ranges admit one (e.g. block-causal: ``min f(key tile) <= max f(query
-tile)``) and the key tile has a real key or overlaps the query tile (self-attention). A per-tile
-loop range ``[lo, hi)`` bounds the walk (from running min/max of the tile summaries, so it is a
-safe superset for any token order and tight when tokens are sorted by frame, as gazed tokens
-are); the per-tile test skips the rest; the per-element mask makes the result exact.
+keys into ``BLOCK_N`` tiles, each tile summarised by its min/max frame id (O(N / block) ints).
+Each query tile walks only a range ``[lo, hi)`` of key tiles (and each key tile, in the dk/dv
+kernel, a range of query tiles) holding every tile pair whose frame (or, for "causal", index)
+ranges admit an allowed pair, e.g. block-causal needs ``min f(key tile) <= max f(query tile)``.
+The ranges come from running minima/maxima of the summaries, so they are a safe superset for any
+token order, and exact when tokens are sorted by frame, as gazed tokens are: tiles of future
+frames (block-causal, causal) or of other frames (frame-independent) are never loaded. Inside a
+range the per-element mask makes the result exact (a tile holding only pads is computed, masked).
+The walk has no data-dependent branch inside the loop, so Triton software-pipelines its loads.
+
+Frame ids must lie below 2**31 - 1 (that value marks pads / out-of-range keys inside the kernels).
 
 Kernels: ``_sparse_attn_fwd_kernel`` (one program per query tile × (batch, head); online softmax
 in base 2), ``_sparse_attn_bwd_dkdv_kernel`` (one program per key tile, walks query tiles) and
 ``_sparse_attn_bwd_dq_kernel`` (one program per query tile, walks key tiles): no atomics, so the
 backward is deterministic. :func:`sparse_attention` is the autograd-aware launcher;
-:func:`sparse_attention_torch` is the CPU twin (the same tile ranges, with ``chunk``-sized tiles
-and torch math; O(N·chunk) memory; a torch backward recomputes probabilities chunk by chunk).
+:func:`sparse_attention_torch` is the CPU twin: the same tile ranges with 512-token chunks, each
+query chunk attending only its key span (O(N·chunk) memory) through torch's fused
+``scaled_dot_product_attention`` with the chunk's boolean mask when no gradient is needed, or in
+fp32 by hand (keeping the lse) when one is; its backward recomputes probabilities chunk by chunk.
 """
 
 from __future__ import annotations
@@ -60,7 +66,7 @@ ATTN_TYPES: dict[str, int] = {"bidirectional": 0, "block_causal": 1, "causal": 2
 MAX_HEAD_DIM = 128
 _DTYPES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 _LOG2E = 1.4426950408889634
-_TWIN_CHUNK = 128  # tokens per query/key chunk in the torch twin (bounds its score buffer)
+_TWIN_CHUNK = 512  # tokens per query/key chunk in the torch twin (bounds its score buffer)
 
 # Tile configurations, chosen so that each compiles without register spills (cuobjdump STACK and
 # LOCAL both 0) on every arch it is launched on. Key: (arch class, dtype name, BLOCK_D).
@@ -75,11 +81,11 @@ _FWD_CONFIGS: dict[tuple[str, str, int], tuple[int, int, int]] = {}
 _BWD_CONFIGS: dict[tuple[str, str, int], tuple[int, int, int, int]] = {}
 for _d in (16, 32, 64, 128):
     for _dt in ("fp16", "bf16"):
-        _FWD_CONFIGS["mma", _dt, _d] = (128, 64, 8) if _d <= 64 else (128, 32, 8)
+        _FWD_CONFIGS["mma", _dt, _d] = (64, 64, 4) if _d == 16 else (128, 64, 8) if _d <= 64 else (128, 32, 8)
         _BWD_CONFIGS["mma", _dt, _d] = (32, 64, 4, 4) if _d <= 64 else (32, 32, 4, 4)
         _FWD_CONFIGS["fma", _dt, _d] = (32, 32, 4) if _d <= 64 else (16, 32, 4)
         _BWD_CONFIGS["fma", _dt, _d] = (16, 32, 4, 4) if _d <= 64 else (16, 16, 8, 8)
-    _FWD_CONFIGS["fp32", "fp32", _d] = (16, 16, 4)
+    _FWD_CONFIGS["fp32", "fp32", _d] = (16, 16, 4) if _d <= 64 else (16, 16, 8)
     _BWD_CONFIGS["fp32", "fp32", _d] = (16, 32, 4, 4) if _d <= 64 else (16, 16, 4, 8)
 _ARCHS_MMA = (80, 86, 89, 90, 100, 120)
 _ARCHS_FMA = (75,)
@@ -336,6 +342,7 @@ def _sparse_attn_bwd_dq_kernel(
 
     _store_rows(DQ + pid_bh.to(tl.int64) * N * D, offs_m, D, m_in, D, (dq * sm_scale).to(DQ.dtype.element_ty), BLOCK_D)
 
+
 # ----------------------------------------------------------------------------------------------
 # Tile summaries and walk ranges (torch, O(N / block) memory, no host sync)
 # ----------------------------------------------------------------------------------------------
@@ -586,19 +593,29 @@ def _twin_chunks(frame_ids, pad, attn_type: int, chunk: int):
         yield t * chunk, min(N, (t + 1) * chunk), lo[t] * chunk, min(N, hi[t] * chunk)
 
 
-def _fwd_torch(q, k, v, frame_ids, pad, attn_type: int, scale: float, chunk: int = _TWIN_CHUNK):
+def _fwd_torch(q, k, v, frame_ids, pad, attn_type: int, scale: float, need_lse: bool = True,
+               chunk: int = _TWIN_CHUNK):
+    """Chunked forward: each query chunk attends only its key span. Returns (out, lse or None).
+
+    With ``need_lse`` the chunk is computed in fp32 by hand (scores, masked softmax, lse);
+    without it (inference) torch's fused ``scaled_dot_product_attention`` runs the same chunk
+    with its boolean mask, which is several times faster on CPU.
+    """
     B, H, N, D = q.shape
     out = torch.empty_like(q)
-    lse = torch.empty((B, H, N), dtype=torch.float32, device=q.device)
+    lse = torch.empty((B, H, N), dtype=torch.float32, device=q.device) if need_lse else None
     idx = torch.arange(N, device=q.device)
     for q0, q1, k0, k1 in _twin_chunks(frame_ids, pad, attn_type, chunk):
         ok = _allowed_torch(attn_type, idx[q0:q1], idx[k0:k1], frame_ids[:, q0:q1], frame_ids[:, k0:k1], pad[:, k0:k1])
-        s = torch.matmul(q[:, :, q0:q1].float(), k[:, :, k0:k1].float().transpose(-1, -2)) * scale
-        s = s.masked_fill(~ok[:, None], float("-inf"))
+        if not need_lse:
+            out[:, :, q0:q1] = torch.nn.functional.scaled_dot_product_attention(
+                q[:, :, q0:q1], k[:, :, k0:k1], v[:, :, k0:k1], attn_mask=ok[:, None], scale=scale)
+            continue
+        s = torch.matmul(q[:, :, q0:q1].float(), k[:, :, k0:k1].float().transpose(-1, -2))
+        s.mul_(scale).masked_fill_(~ok[:, None], float("-inf"))
         m = s.amax(dim=-1, keepdim=True)
-        p = torch.exp(s - m)
-        l = p.sum(dim=-1, keepdim=True)
-        out[:, :, q0:q1] = (torch.matmul(p, v[:, :, k0:k1].float()) / l).to(q.dtype)
+        l = s.sub_(m).exp_().sum(dim=-1, keepdim=True)
+        out[:, :, q0:q1] = torch.matmul(s, v[:, :, k0:k1].float()).div_(l).to(q.dtype)
         lse[:, :, q0:q1] = (m + torch.log(l)).squeeze(-1)
     return out, lse
 
@@ -662,7 +679,7 @@ class SparseAttentionFunction(torch.autograd.Function):
         if triton_path:
             out, lse = _fwd_triton(q, k, v, frame_ids, pad, attn_type, scale)
         else:
-            out, lse = _fwd_torch(q, k, v, frame_ids, pad, attn_type, scale)
+            out, lse = _fwd_torch(q, k, v, frame_ids, pad, attn_type, scale, need_lse=any(ctx.needs_input_grad[:3]))
         ctx.save_for_backward(q, k, v, out, lse, frame_ids, pad)
         ctx.meta = (attn_type, scale, triton_path)
         return out

@@ -12,6 +12,8 @@ import torch
 
 from autogaze_fast.kernels.sparse_attention import (
     ATTN_TYPES,
+    _bwd_torch,
+    _fwd_torch,
     _key_tile_ranges,
     _query_tile_ranges,
     _tile_summaries,
@@ -72,7 +74,7 @@ def test_forward_matches_dense_oracle(attn_type, dtype, B, H, N, D):
 
 
 @pytest.mark.parametrize("attn_type", TYPES)
-@pytest.mark.parametrize("N,D", [(1, 16), (17, 24), (45, 40)])
+@pytest.mark.parametrize("N,D", [(1, 16), (17, 20), (45, 36)])
 def test_odd_lengths_and_head_dims_fp32(attn_type, N, D):
     """N = 1, lengths not a multiple of any tile, head dims that are not multiples of 8 or 16."""
     q, k, v, frame, pad = make_inputs(2, 1, N, D, torch.float32, seed=N, n_frames=3)
@@ -103,6 +105,11 @@ def test_non_contiguous_inputs_and_custom_scale(backend):
     out = sparse_attention(q, k, v, frame, pad, "frame_independent", scale=0.3, backend=backend)
     ref = naive_attention(q, k, v, frame, pad, "frame_independent", scale=0.3)
     torch.testing.assert_close(out.double(), ref, atol=2e-5, rtol=2e-5)
+    # Misaligned storage (offset of one element, odd row stride): copied to the kernels' layout.
+    wide = torch.randn(B, H, N, D + 1, generator=g)[..., 1:]
+    out = sparse_attention(wide, wide, wide, frame, pad, "causal", backend=backend)
+    torch.testing.assert_close(out.double(), naive_attention(wide, wide, wide, frame, pad, "causal"),
+                               atol=2e-5, rtol=2e-5)
 
 
 @pytest.mark.parametrize("attn_type", TYPES)
@@ -131,6 +138,25 @@ def test_bf16_gradients_close_to_fp32():
     for g, w in zip(got, want):
         assert g.dtype == torch.bfloat16
         torch.testing.assert_close(g.float(), w, atol=6e-2, rtol=6e-2)
+
+
+@pytest.mark.parametrize("attn_type", TYPES)
+def test_twin_walk_with_small_chunks(attn_type):
+    """The twin's chunk walk (forward both ways, backward) with many 16-token chunks."""
+    B, H, N, D = 2, 2, 67, 16
+    q, k, v, frame, pad = make_inputs(B, H, N, D, torch.float32, seed=31, n_frames=6, all_pad_row=True)
+    t, scale = ATTN_TYPES[attn_type], D ** -0.5
+    ref = naive_attention(q, k, v, frame, pad, attn_type)
+    out, lse = _fwd_torch(q, k, v, frame, pad, t, scale, need_lse=True, chunk=16)
+    torch.testing.assert_close(out.double(), ref, atol=2e-5, rtol=2e-5)
+    out_fast, _ = _fwd_torch(q, k, v, frame, pad, t, scale, need_lse=False, chunk=16)
+    torch.testing.assert_close(out_fast.double(), ref, atol=2e-5, rtol=2e-5)
+    dout = torch.randn(B, H, N, D, generator=torch.Generator().manual_seed(32))
+    q64, k64, v64 = (x.double().requires_grad_() for x in (q, k, v))
+    naive_attention(q64, k64, v64, frame, pad, attn_type).backward(dout.double())
+    grads = _bwd_torch(q, k, v, out, lse, dout, frame, pad, t, scale, chunk=16)
+    for got, want in zip(grads, (q64.grad, k64.grad, v64.grad)):
+        torch.testing.assert_close(got.double(), want, atol=5e-5, rtol=5e-5)
 
 
 def test_lse_matches_dense():
