@@ -136,17 +136,6 @@ def cmd_gaze(args) -> int:
     return 0
 
 
-def cmd_compile_kernels(args) -> int:
-    from .compile_kernels import main as compile_main
-
-    argv = []
-    if args.arch:
-        argv += ["--arch", args.arch]
-    if args.json:
-        argv.append("--json")
-    return compile_main(argv)
-
-
 def add_gaze_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL, help="local checkpoint directory or hub id (default: %(default)s)")
     p.add_argument("--impl", choices=["reference", "fast"], default=None, help="implementation (default: $AUTOGAZE_IMPL or fast)")
@@ -171,15 +160,21 @@ def build_parser() -> argparse.ArgumentParser:
     add_gaze_options(gaze)
     gaze.add_argument("--max-frames", type=int, default=None, help="only the first N frames")
     gaze.add_argument("--allow-random", action="store_true", help="fall back to a random model if the checkpoint is unavailable")
-    ck = sub.add_parser("compile-kernels", help="AOT-compile every Triton kernel for GPU archs (no GPU needed)")
-    ck.add_argument("--arch", default=None, help="comma-separated SM versions, e.g. 75,80,86,89,90,100,120")
-    ck.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ck = sub.add_parser("compile-kernels", add_help=False,
+                        help="AOT-compile every Triton kernel for GPU archs, no GPU needed "
+                             "(options: --arch 75,80,86,89,90,100,120 --json --module M --match REGEX --smoke)")
+    ck.add_argument("options", nargs=argparse.REMAINDER)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["compile-kernels"]:  # its options (and --help) belong to autogaze_fast.compile_kernels
+        from .compile_kernels import main as compile_main
+
+        return compile_main(argv[1:])
     args = build_parser().parse_args(argv)
-    handlers = {"demo": cmd_demo, "gaze": cmd_gaze, "compile-kernels": cmd_compile_kernels}
+    handlers = {"demo": cmd_demo, "gaze": cmd_gaze}
     try:
         return handlers[args.command](args)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
