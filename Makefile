@@ -21,7 +21,7 @@ test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
 bench: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m pytest bench -q --benchmark-enable --benchmark-json=bench/results.json
+	HF_HUB_OFFLINE=1 $(PY) -m pytest bench -q -o python_files='bench_*.py' --benchmark-enable --benchmark-json=bench/results.json
 	$(PY) bench/speedup_table.py bench/results.json
 
 compile-kernels: $(STAMP)

@@ -593,9 +593,32 @@ def _twin_chunks(frame_ids, pad, attn_type: int, chunk: int):
         yield t * chunk, min(N, (t + 1) * chunk), lo[t] * chunk, min(N, hi[t] * chunk)
 
 
+def _frame_spans(frame_ids: torch.Tensor, attn_type: int) -> list[tuple[int, int, int, int]] | None:
+    """(q0, q1, k0, k1) per frame for block_causal / frame_independent when every batch row shares
+    one non-decreasing frame-id sequence (the gazed-SigLIP layout); None otherwise.
+
+    A frame's queries then attend exactly the keys ``[0, q1)`` (block_causal) or ``[q0, q1)``
+    (frame_independent), so without pads in that span no mask is needed (each query's own key is
+    inside it, so "self always attended" holds too).
+    """
+    if attn_type not in (ATTN_TYPES["block_causal"], ATTN_TYPES["frame_independent"]) or frame_ids.shape[1] == 0:
+        return None
+    first = frame_ids[0]
+    if not bool((frame_ids == first).all()) or not bool((first[1:] >= first[:-1]).all()):
+        return None
+    values, counts = torch.unique_consecutive(first, return_counts=True)
+    ends = counts.cumsum(0).tolist()
+    starts = [0] + ends[:-1]
+    block_causal = attn_type == ATTN_TYPES["block_causal"]
+    return [(q0, q1, 0 if block_causal else q0, q1) for q0, q1 in zip(starts, ends)]
+
+
 def _fwd_torch(q, k, v, frame_ids, pad, attn_type: int, scale: float, need_lse: bool = True,
                chunk: int = _TWIN_CHUNK):
     """Chunked forward: each query chunk attends only its key span. Returns (out, lse or None).
+
+    Inference on the gazed-SigLIP layout (block_causal / frame_independent, frames sorted, shared
+    across the batch) chunks by frame instead (:func:`_frame_spans`), where pad-free spans need no mask.
 
     With ``need_lse`` the chunk is computed in fp32 by hand (scores, masked softmax, lse);
     without it (inference) torch's fused ``scaled_dot_product_attention`` runs the same chunk
@@ -605,6 +628,16 @@ def _fwd_torch(q, k, v, frame_ids, pad, attn_type: int, scale: float, need_lse: 
     out = torch.empty_like(q)
     lse = torch.empty((B, H, N), dtype=torch.float32, device=q.device) if need_lse else None
     idx = torch.arange(N, device=q.device)
+    spans = _frame_spans(frame_ids, attn_type) if not need_lse else None
+    if spans is not None:  # inference, frame-aligned chunks: most need no mask at all
+        for q0, q1, k0, k1 in spans:
+            ok = None
+            if bool(pad[:, k0:k1].any()):
+                ok = _allowed_torch(attn_type, idx[q0:q1], idx[k0:k1], frame_ids[:, q0:q1], frame_ids[:, k0:k1],
+                                    pad[:, k0:k1])[:, None]
+            out[:, :, q0:q1] = torch.nn.functional.scaled_dot_product_attention(
+                q[:, :, q0:q1], k[:, :, k0:k1], v[:, :, k0:k1], attn_mask=ok, scale=scale)
+        return out, None
     for q0, q1, k0, k1 in _twin_chunks(frame_ids, pad, attn_type, chunk):
         ok = _allowed_torch(attn_type, idx[q0:q1], idx[k0:k1], frame_ids[:, q0:q1], frame_ids[:, k0:k1], pad[:, k0:k1])
         if not need_lse:

@@ -232,7 +232,7 @@ class SiglipVisionEmbeddings(nn.Module):
 
 
 class SiglipAttention(nn.Module):
-    """Multi-head self-attention under a boolean allowed-map (softmax in float32, as upstream's eager path)."""
+    """Multi-head self-attention under a boolean allowed-map (torch's fused attention, as upstream's sdpa path)."""
 
     def __init__(self, config: SiglipVisionConfig):
         super().__init__()
@@ -251,10 +251,8 @@ class SiglipAttention(nn.Module):
             proj(x).reshape(b, n, self.num_heads, self.head_dim).transpose(1, 2)
             for proj in (self.q_proj, self.k_proj, self.v_proj)
         )
-        scores = (q @ k.transpose(-1, -2)) * self.head_dim**-0.5
-        scores = scores.masked_fill(~allowed[:, None], float("-inf"))
-        weights = scores.softmax(dim=-1, dtype=torch.float32).to(q.dtype)
-        return self.out_proj((weights @ v).transpose(1, 2).reshape(b, n, c))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed[:, None], scale=self.head_dim**-0.5)
+        return self.out_proj(out.transpose(1, 2).reshape(b, n, c))
 
 
 class SiglipMLP(nn.Module):
