@@ -13,6 +13,15 @@ from .llama import GazeDecoder, KVCache
 from .stem import Connector, VisionStem, frame_tokens
 
 
+def check_streaming_caches(*pasts) -> None:
+    """Streaming takes all four caches a previous call returned, or none of them."""
+    if any(p is not None for p in pasts) and any(p is None for p in pasts):
+        raise ValueError(
+            "streaming needs all four of past_key_values, past_inputs_embeds, past_attention_mask and "
+            "past_conv_values (pass back every one the previous call returned), or none of them"
+        )
+
+
 class GazingModel(nn.Module):
     """State-dict keys: ``vision_model.*``, ``connector.pos_embed``, ``gaze_decoder.*`` (as upstream)."""
 
@@ -50,12 +59,7 @@ class GazingModel(nn.Module):
             caches ``past_key_values``, ``past_input_embeds``, ``past_attention_mask``,
             ``past_conv_values`` (None unless ``use_cache``).
         """
-        pasts = (past_key_values, past_inputs_embeds, past_attention_mask, past_conv_values)
-        if any(p is not None for p in pasts) and any(p is None for p in pasts):
-            raise ValueError(
-                "streaming needs all four of past_key_values, past_inputs_embeds, past_attention_mask and "
-                "past_conv_values (pass back every one the previous call returned), or none of them"
-            )
+        check_streaming_caches(past_key_values, past_inputs_embeds, past_attention_mask, past_conv_values)
         n_vision = self.config.num_vision_tokens_each_frame
         eos = self.config.decoder.eos_token_id
         tokens, conv_values = frame_tokens(self.vision_model, self.connector, video, self.config, past_conv_values)

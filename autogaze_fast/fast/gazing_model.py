@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..reference.gazing_model import GazingModel
+from ..reference.gazing_model import GazingModel, check_streaming_caches
 from ..reference.stem import frame_tokens
 from .cache import FastDecodeState, StaticKVCache
 from .generation import generate_frames
@@ -34,12 +34,7 @@ class FastGazingModel(GazingModel):
         past_conv_values: list[torch.Tensor] | None = None,
         generator: torch.Generator | None = None,
     ) -> dict:
-        pasts = (past_key_values, past_inputs_embeds, past_attention_mask, past_conv_values)
-        if any(p is not None for p in pasts) and any(p is None for p in pasts):
-            raise ValueError(
-                "streaming needs all four of past_key_values, past_inputs_embeds, past_attention_mask and "
-                "past_conv_values (pass back every one the previous call returned), or none of them"
-            )
+        check_streaming_caches(past_key_values, past_inputs_embeds, past_attention_mask, past_conv_values)
         if past_key_values is not None and not isinstance(past_key_values, FastDecodeState):
             raise ValueError(
                 f"past_key_values is a {type(past_key_values).__name__}; the fast implementation streams with the "
