@@ -104,6 +104,16 @@ def save_overlay(path: str, frames_uint8: np.ndarray, outputs: list[dict], scale
     print(f"wrote {path}")
 
 
+def gaze_and_report(model, processor, frames: np.ndarray, args) -> int:
+    """Gaze (T, H, W, 3) uint8 frames, print the summary, write the overlay if asked."""
+    outputs, seconds, _ = run_gaze(model, processor, frames, args)
+    real, padded, n = summarise(outputs)
+    report(real, padded, n, seconds, frames.shape[0], model.impl)
+    if args.out:
+        save_overlay(args.out, frames, outputs, model.scales)
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .synthetic import synthetic_clip
 
@@ -111,12 +121,7 @@ def cmd_demo(args) -> int:
     resolve_requirement(args, is_random)
     clip = synthetic_clip(num_frames=args.frames, size=224, seed=args.seed)
     print(f"built-in synthetic clip: {clip.shape[0]} frames of {clip.shape[1]}x{clip.shape[2]} (moving textured shapes)")
-    outputs, seconds, _ = run_gaze(model, processor, clip, args)
-    real, padded, n = summarise(outputs)
-    report(real, padded, n, seconds, clip.shape[0], model.impl)
-    if args.out:
-        save_overlay(args.out, clip, outputs, model.scales)
-    return 0
+    return gaze_and_report(model, processor, clip, args)
 
 
 def cmd_gaze(args) -> int:
@@ -128,12 +133,7 @@ def cmd_gaze(args) -> int:
     model, processor, is_random = load_model_and_processor(args.model, args.impl, allow_random=args.allow_random)
     resolve_requirement(args, is_random)
     print(f"{args.video}: {frames.shape[0]} frames of {frames.shape[1]}x{frames.shape[2]}")
-    outputs, seconds, _ = run_gaze(model, processor, frames, args)
-    real, padded, n = summarise(outputs)
-    report(real, padded, n, seconds, frames.shape[0], model.impl)
-    if args.out:
-        save_overlay(args.out, frames, outputs, model.scales)
-    return 0
+    return gaze_and_report(model, processor, frames, args)
 
 
 def add_gaze_options(p: argparse.ArgumentParser) -> None:

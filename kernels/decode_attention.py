@@ -443,8 +443,7 @@ def decode_attention(
     B, Hq, Lq, D = q.shape
     scale = D ** -0.5 if scale is None else float(scale)
     if not use_triton(q, k_cache, v_cache, key_valid, backend=backend):
-        return decode_attention_torch(q, k_cache, v_cache, key_valid, cache_len, q_start, scale=scale,
-                                      num_splits=num_splits)
+        return _twin(q, k_cache, v_cache, key_valid, cache_len, q_start, scale, num_splits)
 
     Hkv = k_cache.shape[1]
     group = Hq // Hkv
@@ -517,6 +516,12 @@ def decode_attention_torch(
     without repeating the cache. Rows with no allowed key are zeros.
     """
     cache_len, q_start = _validate(q, k_cache, v_cache, key_valid, cache_len, q_start)
+    return _twin(q, k_cache, v_cache, key_valid, cache_len, q_start, scale, num_splits)
+
+
+def _twin(q, k_cache, v_cache, key_valid, cache_len: int, q_start: int, scale: float | None,
+          num_splits: int | None) -> torch.Tensor:
+    """Body of :func:`decode_attention_torch` on already validated arguments."""
     B, Hq, Lq, D = q.shape
     Hkv = k_cache.shape[1]
     group = Hq // Hkv
