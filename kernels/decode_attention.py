@@ -47,7 +47,8 @@ import triton.language as tl
 from .aot import AotSpec
 from .dispatch import Backend, use_triton
 
-__all__ = ["decode_attention", "decode_attention_torch", "AOT_SPECS", "MAX_HEAD_DIM"]
+__all__ = ["decode_attention", "decode_attention_torch", "twin_attention_bias", "twin_attention_with_bias",
+           "AOT_SPECS", "MAX_HEAD_DIM"]
 
 MAX_HEAD_DIM = 128
 _DTYPES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
@@ -553,19 +554,53 @@ def _twin_single_split(q, k_cache, v_cache, valid_all, cache_len: int, q_start: 
     (their values must be finite: the fast model's cache is zero-initialised and only ever holds
     keys/values of validated inputs). Rows with no allowed key are zeros.
     """
-    B, Hq, Lq, D = q.shape
-    kv_end = q_start + Lq
-    kpos = torch.arange(kv_end, device=q.device)
-    qpos = q_start + torch.arange(Lq, device=q.device)
-    allowed = valid_all[:, None, None, :kv_end] & (kpos[None, :] <= qpos[:, None])  # (B, 1, Lq, kv_end)
+    bias, empty = twin_attention_bias(valid_all, q_start, q.shape[2], q.dtype)
+    return twin_attention_with_bias(q, k_cache, v_cache, bias, empty, scale)
+
+
+def twin_attention_bias(key_valid: torch.Tensor, q_start: int, n_queries: int,
+                        dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The twin's additive mask for ``n_queries`` queries at ``q_start ..``, built once and shareable
+    by every layer of a decoder call (they all see the same keys).
+
+    Args:
+        key_valid: (B, >= q_start + n_queries) bool, False masks a key.
+    Returns:
+        bias: (B, 1, n_queries, q_start + n_queries) in ``dtype``: 0 where query i may attend key j
+            (``j <= q_start + i`` and ``key_valid[b, j]``), -inf elsewhere.
+        empty: (B, 1, n_queries, 1) bool marking rows with no allowed key, or None when no row is
+            empty (always the case when the new keys are all valid: each query attends itself).
+    """
+    kv_end = q_start + n_queries
+    valid = key_valid[:, :kv_end]
+    bias = torch.zeros((valid.shape[0], 1, n_queries, kv_end), dtype=dtype, device=valid.device)
+    bias.masked_fill_(~valid[:, None, None, :], float("-inf"))
+    bias[..., q_start:].masked_fill_(_strict_upper(n_queries, valid.device), float("-inf"))
+    if bool(valid[:, q_start:].all()):
+        return bias, None
+    # a row is empty when no valid key lies at or before its position: a prefix sum (O(S), not O(Lq·S))
+    seen = valid[:, :q_start].sum(-1, keepdim=True) + valid[:, q_start:].cumsum(-1)  # (B, Lq)
+    empty = (seen == 0)[:, None, :, None]
+    return bias, (empty if bool(empty.any()) else None)
+
+
+def twin_attention_with_bias(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                             bias: torch.Tensor, empty: torch.Tensor | None, scale: float) -> torch.Tensor:
+    """Attention of q (B, Hq, Lq, D) over the first ``bias.shape[-1]`` keys of k/v_cache
+    (B, Hkv, >= kv_end, D) with an additive ``bias`` (B, 1, Lq, kv_end) from
+    :func:`twin_attention_bias` (rows may be a trailing slice of it); ``empty`` rows → zeros."""
+    kv_end = bias.shape[-1]
     out = F.scaled_dot_product_attention(
-        q, k_cache[:, :, :kv_end], v_cache[:, :, :kv_end], attn_mask=allowed, scale=scale,
-        enable_gqa=Hq != k_cache.shape[1],
+        q, k_cache[:, :, :kv_end], v_cache[:, :, :kv_end], attn_mask=bias, scale=scale,
+        enable_gqa=q.shape[1] != k_cache.shape[1],
     )
-    # a row is empty when no valid key lies at or before its position: count with a prefix sum (O(S), not O(Lq·S))
-    seen = valid_all[:, :q_start].sum(-1, keepdim=True) + valid_all[:, q_start:kv_end].cumsum(-1)  # (B, Lq)
-    empty = seen == 0
-    return out.masked_fill(empty[:, None, :, None], 0.0) if bool(empty.any()) else out
+    return out if empty is None else out.masked_fill(empty, 0.0)
+
+
+@functools.lru_cache(maxsize=64)
+def _strict_upper(n: int, device: torch.device) -> torch.Tensor:
+    """(n, n) bool, True above the diagonal: the causal mask among n new queries."""
+    return torch.ones(n, n, dtype=torch.bool, device=device).triu_(1)
 
 
 def _twin_tile(rows, qpos, k_cache, v_cache, valid_all, kv_end: int, split_len: int, scale: float):

@@ -63,10 +63,10 @@ def sequence_hidden_states(decoder: GazeDecoder, embeds: torch.Tensor, position_
     key_valid = mask.bool()
     x = embeds
     for w in gather_weights(decoder):
-        qkv = F.linear(rms_norm(x, w.input_norm, cfg.rms_norm_eps), w.qkv).view(b, n, h + 2 * hkv, d).transpose(1, 2)
+        qkv = (rms_norm(x, w.input_norm, cfg.rms_norm_eps) @ w.qkv).view(b, n, h + 2 * hkv, d).transpose(1, 2)
         qk = apply_rope(qkv[:, : h + hkv], cos, sin)
         attn = PrefillAttention.apply(qk[:, :h], qk[:, h:], qkv[:, h + hkv:], key_valid)
-        x = x + F.linear(attn.transpose(1, 2).reshape(b, n, h * d), w.o)
-        gate, up = F.linear(rms_norm(x, w.post_norm, cfg.rms_norm_eps), w.gate_up).chunk(2, dim=-1)
-        x = x + F.linear(F.silu(gate) * up, w.down)
+        x = x + attn.transpose(1, 2).reshape(b, n, h * d) @ w.o
+        gate, up = (rms_norm(x, w.post_norm, cfg.rms_norm_eps) @ w.gate_up).chunk(2, dim=-1)
+        x = x + (F.silu(gate) * up) @ w.down
     return rms_norm(x, decoder.model.norm.weight, cfg.rms_norm_eps)
