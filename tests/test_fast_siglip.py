@@ -111,3 +111,18 @@ def test_position_table_cache_follows_weight_updates(torch_twins):
         fast.vision_model.embeddings.position_embedding.weight.add_(1.0)
         after = fast(video, gaze).last_hidden_state
     assert not torch.allclose(before, after)
+
+
+def test_chunked_inference_mlp_matches_reference(torch_twins, monkeypatch):
+    """Inference runs the MLP in token chunks (a ragged last chunk here: 7 rows a chunk); same output."""
+    import autogaze_fast.fast.siglip as fast_siglip
+
+    monkeypatch.setattr(fast_siglip, "MLP_CHUNK_ROWS", 7)
+    ref, fast = pair()
+    with torch.no_grad():
+        a = ref(GAZE["video"], STOP_K10, output_hidden_states=True)
+        b = fast(GAZE["video"], STOP_K10, output_hidden_states=True)
+    assert b.last_hidden_state.shape[1] % 7 != 0
+    keep = ~STOP_K10["if_padded_gazing"].bool()
+    for x, y in zip(a.hidden_states, b.hidden_states):
+        torch.testing.assert_close(y[keep], x[keep], atol=1e-4, rtol=0)

@@ -23,6 +23,12 @@ from ..reference.siglip import (
 )
 from ..siglip_config import normalize_attn_type
 
+# Inference runs the MLP over this many tokens at a time: its (rows, intermediate) activation then
+# stays under glibc's 32 MiB mmap threshold (SigLIP-B: 1024 × 3072 fp32 = 12 MiB) and is recycled
+# from the heap instead of being page-faulted in afresh for every layer (measured ~10% faster on
+# CPU), and peak memory drops by the full-width activation.
+MLP_CHUNK_ROWS = 1024
+
 
 class FastSiglipVisionTransformer(SiglipVisionTransformer):
     """Drop-in for :class:`~autogaze_fast.reference.siglip.SiglipVisionTransformer` (same state dict)."""
@@ -67,6 +73,17 @@ class FastSiglipVisionTransformer(SiglipVisionTransformer):
         out = sparse_attention(q, k, v, frame_ids, pad, attn_type, attn.head_dim ** -0.5)
         return attn.out_proj(out.transpose(1, 2).reshape(b, n, c))
 
+    def mlp(self, layer: SiglipEncoderLayer, h: torch.Tensor) -> torch.Tensor:
+        """fc2(act(fc1(h))) for h (B, N, C); chunked over tokens when no gradient is recorded."""
+        mlp = layer.mlp
+        if torch.is_grad_enabled() or h.shape[0] * h.shape[1] <= MLP_CHUNK_ROWS:
+            return mlp.fc2(activation(mlp.act, mlp.fc1(h)))
+        rows = h.reshape(-1, h.shape[-1])
+        out = torch.empty(rows.shape[0], mlp.fc2.out_features, dtype=h.dtype, device=h.device)
+        for i in range(0, rows.shape[0], MLP_CHUNK_ROWS):
+            out[i:i + MLP_CHUNK_ROWS] = mlp.fc2(activation(mlp.act, mlp.fc1(rows[i:i + MLP_CHUNK_ROWS])))
+        return out.view(h.shape[:-1] + (mlp.fc2.out_features,))
+
     def forward(
         self,
         pixel_values: torch.Tensor,
@@ -84,8 +101,7 @@ class FastSiglipVisionTransformer(SiglipVisionTransformer):
         states = [x] if output_hidden_states else None
         for layer in self.encoder.layers:
             x = x + self.attention(layer, layer.layer_norm1(x), frame_ids, layout.is_pad, attn_type)
-            h = layer.layer_norm2(x)
-            x = x + layer.mlp.fc2(activation(layer.mlp.act, layer.mlp.fc1(h)))
+            x = x + self.mlp(layer, layer.layer_norm2(x))
             if states is not None:
                 states.append(x)
         return self.finish(x, states)
