@@ -28,7 +28,13 @@ from .decoder import decode_step, gather_weights
 
 def choose_step_tokens(scores: torch.Tensor, slots: int, do_sample: bool,
                        generator: torch.Generator | None) -> torch.Tensor:
-    """Pick ``slots`` distinct tokens per row from ``scores`` (B, K, V) (already masked), slot by slot."""
+    """Pick ``slots`` distinct tokens per row from ``scores`` (B, K, V) (already masked), slot by slot:
+    slot i takes the best token (sampled, or argmax with the lowest index among equals) that no
+    earlier slot of its row took. Returns (B, slots) int64."""
+    if not do_sample and scores.device.type == "cpu":
+        chosen = _greedy_on_host(scores, slots)
+        if chosen is not None:
+            return chosen
     rows = torch.arange(scores.shape[0], device=scores.device)
     chosen = []
     for i in range(slots):
@@ -41,6 +47,29 @@ def choose_step_tokens(scores: torch.Tensor, slots: int, do_sample: bool,
         if i + 1 < slots:
             scores[rows, i + 1:, token] = NEG_INF
     return torch.stack(chosen, dim=1)
+
+
+def _greedy_on_host(scores: torch.Tensor, slots: int) -> torch.Tensor | None:
+    """The greedy pick of :func:`choose_step_tokens` from each slot's top ``slots + 1`` candidates, in
+    Python (on CPU one topk beats ``slots`` rounds of argmax + masking). Slot i can lose at most i
+    candidates to earlier slots, so its answer is among its top i + 1. Returns None (caller falls
+    back to the tensor loop) when equal scores make topk's order differ from argmax's lowest-index
+    rule or a slot runs out of finite candidates."""
+    take = min(slots + 1, scores.shape[-1])
+    values, indices = scores[:, :slots].topk(take, dim=-1)
+    values, indices = values.tolist(), indices.tolist()
+    picked = []
+    for row_values, row_indices in zip(values, indices):
+        taken: list[int] = []
+        for i in range(slots):
+            cand_v, cand_i = row_values[i], row_indices[i]
+            j = next((j for j, t in enumerate(cand_i) if t not in taken), None)
+            if j is None or cand_v[j] == NEG_INF or (j + 1 < take and cand_v[j + 1] == cand_v[j]) \
+                    or (j > 0 and cand_v[j - 1] == cand_v[j]):
+                return None
+            taken.append(cand_i[j])
+        picked.append(taken)
+    return torch.tensor(picked, dtype=torch.long)
 
 
 @torch.no_grad()
