@@ -10,8 +10,9 @@ Same outputs as :mod:`autogaze_fast.reference.generation` (every upstream quirk 
 * at the frame's end the cached gaze tokens' key-valid flags become ``id != eos``.
 
 Token choice per step runs on tensors: a (B, V) "already used" mask replaces re-scanning the
-generated ids, and the only host sync per step is the "all sequences finished" test when a
-task-loss requirement is set. Upstream's "every score is -inf" early exit cannot fire before the
+generated ids, and on CUDA the only host sync per step is the "all sequences finished" test when a
+task-loss requirement is set (on CPU, where a sync is free, greedy picks are resolved on the host
+from one topk). Upstream's "every score is -inf" early exit cannot fire before the
 budget does (only generated ids and eos are masked, and a frame never generates more than N), so
 the budget alone bounds the slots of a step.
 """
