@@ -613,6 +613,51 @@ def _frame_spans(frame_ids: torch.Tensor, attn_type: int) -> list[tuple[int, int
     return [(q0, q1, 0 if block_causal else q0, q1) for q0, q1 in zip(starts, ends)]
 
 
+# torch's CPU flash attention, with the log-sum-exp that merging two key sets needs (None elsewhere)
+_CPU_FLASH_WITH_LSE = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+_MIN_FRAMES_TO_SPLIT = 4  # fewer frames: the cross block is too small to pay for the merge
+
+
+def _fwd_frame_spans(q, k, v, frame_ids, pad, attn_type: int, scale: float, spans) -> torch.Tensor:
+    """Inference forward over frame-aligned spans (:func:`_frame_spans`): one fused-attention call
+    per frame, masked only where its key span holds pads.
+
+    Block-causal on CPU without pads also splits the frames in two halves at token ``c``: frames
+    of the first half attend their span as above; those of the second half attend only the second
+    half's keys ``[c, q1)``, and all their queries meet the first half's keys ``[0, c)`` in a single
+    large call, merged with their own part by log-sum-exp (``out = lerp(own, cross,
+    sigmoid(lse_cross - lse_own))``). The big unmasked block runs ~7% faster per attention than
+    the per-frame calls it replaces (SigLIP-B, 16 frames × 198 tokens).
+    """
+    # torch's CPU flash attention runs ~15% faster on contiguous heads than on the (B, N, H, D)
+    # projection layout; the copies cost a few percent of that
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    out = torch.empty_like(q)
+    idx = torch.arange(q.shape[2], device=q.device)
+    cut = None
+    if (attn_type == ATTN_TYPES["block_causal"] and q.device.type == "cpu" and _CPU_FLASH_WITH_LSE is not None
+            and len(spans) >= _MIN_FRAMES_TO_SPLIT and not bool(pad.any())):
+        cut = spans[len(spans) // 2][0]
+        own_lse = torch.empty(q.shape[:2] + (q.shape[2] - cut,), dtype=torch.float32, device=q.device)
+    for q0, q1, k0, k1 in spans:
+        if cut is not None and q0 >= cut:
+            o, lse = _CPU_FLASH_WITH_LSE(q[:, :, q0:q1], k[:, :, cut:k1], v[:, :, cut:k1], scale=scale)
+            out[:, :, q0:q1] = o
+            own_lse[:, :, q0 - cut:q1 - cut] = lse
+            continue
+        ok = None
+        if bool(pad[:, k0:k1].any()):
+            ok = _allowed_torch(attn_type, idx[q0:q1], idx[k0:k1], frame_ids[:, q0:q1], frame_ids[:, k0:k1],
+                                pad[:, k0:k1])[:, None]
+        out[:, :, q0:q1] = torch.nn.functional.scaled_dot_product_attention(
+            q[:, :, q0:q1], k[:, :, k0:k1], v[:, :, k0:k1], attn_mask=ok, scale=scale)
+    if cut is not None:
+        cross, cross_lse = _CPU_FLASH_WITH_LSE(q[:, :, cut:], k[:, :, :cut], v[:, :, :cut], scale=scale)
+        weight = torch.sigmoid(cross_lse.float() - own_lse)[..., None].to(q.dtype)
+        out[:, :, cut:] = torch.lerp(out[:, :, cut:], cross, weight)
+    return out
+
+
 def _fwd_torch(q, k, v, frame_ids, pad, attn_type: int, scale: float, need_lse: bool = True,
                chunk: int = _TWIN_CHUNK):
     """Chunked forward: each query chunk attends only its key span. Returns (out, lse or None).
@@ -630,17 +675,7 @@ def _fwd_torch(q, k, v, frame_ids, pad, attn_type: int, scale: float, need_lse: 
     idx = torch.arange(N, device=q.device)
     spans = _frame_spans(frame_ids, attn_type) if not need_lse else None
     if spans is not None:  # inference, frame-aligned chunks: most need no mask at all
-        # torch's CPU flash attention runs ~15% faster on contiguous heads than on the (B, N, H, D)
-        # projection layout; the copies cost a few percent of that
-        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-        for q0, q1, k0, k1 in spans:
-            ok = None
-            if bool(pad[:, k0:k1].any()):
-                ok = _allowed_torch(attn_type, idx[q0:q1], idx[k0:k1], frame_ids[:, q0:q1], frame_ids[:, k0:k1],
-                                    pad[:, k0:k1])[:, None]
-            out[:, :, q0:q1] = torch.nn.functional.scaled_dot_product_attention(
-                q[:, :, q0:q1], k[:, :, k0:k1], v[:, :, k0:k1], attn_mask=ok, scale=scale)
-        return out, None
+        return _fwd_frame_spans(q, k, v, frame_ids, pad, attn_type, scale, spans), None
     for q0, q1, k0, k1 in _twin_chunks(frame_ids, pad, attn_type, chunk):
         ok = _allowed_torch(attn_type, idx[q0:q1], idx[k0:k1], frame_ids[:, q0:q1], frame_ids[:, k0:k1], pad[:, k0:k1])
         if not need_lse:

@@ -279,3 +279,22 @@ def test_cuda_kernel_matches_twin(attn_type, dtype, D):
     torch.testing.assert_close(out.float(), out_t.float(), atol=tol, rtol=tol)
     for g, gt in zip(grads, grads_t):
         torch.testing.assert_close(g.float(), gt.float(), atol=tol * 5, rtol=tol * 5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("n_frames", [3, 8, 9])
+def test_inference_frame_spans_with_cross_half_merge(dtype, n_frames):
+    """Inference on the gazed layout without pads: per-frame spans, and (from 4 frames on, CPU,
+    block-causal) the second half's queries meeting the first half's keys in one call merged by
+    log-sum-exp. Every attention type against the dense oracle."""
+    B, H, N, D = 2, 2, 9 * n_frames + 5, 32
+    q, k, v, _, _ = make_inputs(B, H, N, D, dtype, seed=n_frames)
+    sizes = torch.full((n_frames,), N // n_frames)
+    sizes[: N % n_frames] += 1  # unequal frames
+    frame = torch.repeat_interleave(torch.arange(n_frames), sizes).to(torch.int32)[None].expand(B, N)
+    pad = torch.zeros(B, N, dtype=torch.bool)
+    for attn_type in TYPES:
+        ref = naive_attention(q, k, v, frame, pad, attn_type)
+        out, lse = _fwd_torch(q, k, v, frame, pad, ATTN_TYPES[attn_type], D ** -0.5, need_lse=False)
+        assert lse is None and out.dtype == dtype
+        torch.testing.assert_close(out.double(), ref, atol=TOL[dtype], rtol=TOL[dtype], msg=attn_type)

@@ -80,8 +80,13 @@ class FastSiglipVisionTransformer(SiglipVisionTransformer):
             return mlp.fc2(activation(mlp.act, mlp.fc1(h)))
         rows = h.reshape(-1, h.shape[-1])
         out = torch.empty(rows.shape[0], mlp.fc2.out_features, dtype=h.dtype, device=h.device)
+        weight_t = mlp.fc2.weight.t()
         for i in range(0, rows.shape[0], MLP_CHUNK_ROWS):
-            out[i:i + MLP_CHUNK_ROWS] = mlp.fc2(activation(mlp.act, mlp.fc1(rows[i:i + MLP_CHUNK_ROWS])))
+            hidden = activation(mlp.act, mlp.fc1(rows[i:i + MLP_CHUNK_ROWS]))
+            if mlp.fc2.bias is None:
+                torch.mm(hidden, weight_t, out=out[i:i + MLP_CHUNK_ROWS])
+            else:  # F.linear's own op, written straight into the output rows
+                torch.addmm(mlp.fc2.bias, hidden, weight_t, out=out[i:i + MLP_CHUNK_ROWS])
         return out.view(h.shape[:-1] + (mlp.fc2.out_features,))
 
     def forward(
