@@ -669,13 +669,13 @@ def _fwd_torch(q, k, v, frame_ids, pad, attn_type: int, scale: float, need_lse: 
     without it (inference) torch's fused ``scaled_dot_product_attention`` runs the same chunk
     with its boolean mask, which is several times faster on CPU.
     """
+    spans = _frame_spans(frame_ids, attn_type) if not need_lse else None
+    if spans is not None:  # inference, frame-aligned chunks: most need no mask at all
+        return _fwd_frame_spans(q, k, v, frame_ids, pad, attn_type, scale, spans), None
     B, H, N, D = q.shape
     out = torch.empty_like(q)
     lse = torch.empty((B, H, N), dtype=torch.float32, device=q.device) if need_lse else None
     idx = torch.arange(N, device=q.device)
-    spans = _frame_spans(frame_ids, attn_type) if not need_lse else None
-    if spans is not None:  # inference, frame-aligned chunks: most need no mask at all
-        return _fwd_frame_spans(q, k, v, frame_ids, pad, attn_type, scale, spans), None
     for q0, q1, k0, k1 in _twin_chunks(frame_ids, pad, attn_type, chunk):
         ok = _allowed_torch(attn_type, idx[q0:q1], idx[k0:k1], frame_ids[:, q0:q1], frame_ids[:, k0:k1], pad[:, k0:k1])
         if not need_lse:

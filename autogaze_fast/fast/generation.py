@@ -65,8 +65,8 @@ def _greedy_on_host(scores: torch.Tensor, slots: int) -> torch.Tensor | None:
         for i in range(slots):
             cand_v, cand_i = row_values[i], row_indices[i]
             j = next((j for j, t in enumerate(cand_i) if t not in taken), None)
-            if j is None or cand_v[j] == NEG_INF or (j + 1 < take and cand_v[j + 1] == cand_v[j]) \
-                    or (j > 0 and cand_v[j - 1] == cand_v[j]):
+            # a later candidate with the same score may come first in index order (or lie past the list)
+            if j is None or cand_v[j] == NEG_INF or (j + 1 < take and cand_v[j + 1] == cand_v[j]):
                 return None
             taken.append(cand_i[j])
         picked.append(taken)
