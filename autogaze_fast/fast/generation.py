@@ -27,12 +27,17 @@ from .cache import FastDecodeState
 from .decoder import decode_step, gather_weights
 
 
+# The host pick's Python loop grows with the batch: measured faster than the tensor loop up to
+# 4 rows (45 against 168 µs at 1 row), slower from 16 (853 against 333 µs).
+HOST_PICK_MAX_ROWS = 4
+
+
 def choose_step_tokens(scores: torch.Tensor, slots: int, do_sample: bool,
                        generator: torch.Generator | None) -> torch.Tensor:
     """Pick ``slots`` distinct tokens per row from ``scores`` (B, K, V) (already masked), slot by slot:
     slot i takes the best token (sampled, or argmax with the lowest index among equals) that no
     earlier slot of its row took. Returns (B, slots) int64."""
-    if not do_sample and scores.device.type == "cpu":
+    if not do_sample and scores.device.type == "cpu" and scores.shape[0] <= HOST_PICK_MAX_ROWS:
         chosen = _greedy_on_host(scores, slots)
         if chosen is not None:
             return chosen
