@@ -14,6 +14,7 @@ _EXPORTS = {
     "AutoGaze": "autogaze_fast.model",
     "AutoGazeConfig": "autogaze_fast.config",
     "AutoGazeImageProcessor": "autogaze_fast.processor",
+    "SiglipImageProcessor": "autogaze_fast.siglip_processor",
     "SiglipVisionModel": "autogaze_fast.siglip",
     "read_video": "autogaze_fast.video",
     "CheckpointError": "autogaze_fast.loading",
