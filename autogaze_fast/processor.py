@@ -13,6 +13,11 @@ depending on ``transformers``. Per RGB uint8 frame, in this order:
 
 The arithmetic (float64 product, then float32 offset and normalisation) is the one the Hugging
 Face transforms perform, so the result is bit-identical to upstream's for the same Pillow.
+
+Aspect ratio: the shortest-edge resize keeps it, but the gaze model then resizes every frame to
+``input_img_size`` × ``input_img_size`` (224 × 224), so a non-square frame is squashed to a square
+(any-aspect-ratio tiling is not implemented yet). Frames must be at least :data:`MIN_FRAME_SIDE`
+pixels on each side and at most :data:`MAX_ASPECT_RATIO` : 1 (see there why).
 """
 
 from __future__ import annotations
@@ -29,6 +34,23 @@ import torch
 IMAGENET_STANDARD_MEAN = (0.5, 0.5, 0.5)
 IMAGENET_STANDARD_STD = (0.5, 0.5, 0.5)
 PIL_BILINEAR = 2
+
+MIN_FRAME_SIDE = 16
+"""Smallest frame side (pixels) the processor accepts.
+
+The gaze model cuts a 224 × 224 frame into 14 × 14 patches of 16 px at its finest scale. A side
+shorter than 16 px has fewer pixels than those patches, so they would all be interpolated from the
+same few pixels and the gaze would carry no information; and the shortest-edge resize blows the
+long side up by ``224 / side`` (a 1-px-wide, 224-px-tall frame becomes 224 × 50,176: 135 MB of
+float32 per frame)."""
+
+MAX_ASPECT_RATIO = 8.0
+"""Largest ``long side / short side`` the processor accepts.
+
+The shortest-edge resize makes the long side ``224 · ratio`` (8 : 1 → 1,792 px, 4.8 MB of float32
+per frame) and the gaze model then squashes the frame to 224 × 224, shrinking the long axis by the
+ratio: beyond 8 : 1 objects along that axis are squeezed to slivers a few pixels wide. Crop such
+frames to the region of interest or cut them into tiles instead."""
 
 VideoInput = Union[np.ndarray, torch.Tensor, Sequence[Any]]
 
@@ -132,67 +154,144 @@ def _center_crop(frame: np.ndarray, crop_h: int, crop_w: int) -> np.ndarray:
     return padded[max(0, top) : min(new_h, top + crop_h), max(0, left) : min(new_w, left + crop_w)]
 
 
-def _frame_to_numpy(frame: Any, where: str) -> np.ndarray:
-    """One frame as an ``(H, W, 3)`` uint8 array, or a ValueError saying what is wrong."""
-    try:
-        from PIL import Image
+def _kind(x: Any) -> str:
+    """``"torch"``, ``"PIL"`` or ``"numpy"``: whose API the fix in an error message should use."""
+    if isinstance(x, torch.Tensor):
+        return "torch"
+    if type(x).__module__.startswith("PIL."):
+        return "PIL"
+    return "numpy"
 
-        if isinstance(frame, Image.Image):
-            if frame.mode != "RGB":
-                raise ValueError(f"{where}: PIL image has mode {frame.mode!r}; convert it with image.convert('RGB')")
-            return np.asarray(frame)
-    except ImportError:  # pragma: no cover
-        pass
+
+def describe_input(x: Any) -> str:
+    """A short description of processor input for error messages, e.g.
+    ``"a numpy array of shape (2, 8, 8, 3) and dtype float32"`` or ``"a list of 4 frames: [a torch tensor ...]"``."""
+    if isinstance(x, np.ndarray):
+        return f"a numpy array of shape {tuple(x.shape)} and dtype {x.dtype}"
+    if isinstance(x, torch.Tensor):
+        return f"a torch tensor of shape {tuple(x.shape)} and dtype {x.dtype}"
+    if _kind(x) == "PIL":
+        return f"a PIL image of size {x.width}x{x.height} (W x H), mode {x.mode!r}"
+    if isinstance(x, (list, tuple)):
+        if len(x) == 0:
+            return f"an empty {type(x).__name__}"
+        first = describe_input(x[0])
+        return f"a {type(x).__name__} of {len(x)} items, the first {first}"
+    return f"a {type(x).__name__}"
+
+
+# Fixes quoted in error messages, per array library; "x" stands for the user's array.
+_FIXES = {
+    "numpy": {
+        "channels_last": "np.moveaxis(x, -3, -1)",
+        "unit": "(x * 255).round().clip(0, 255).astype(np.uint8)",
+        "byte": "x.round().clip(0, 255).astype(np.uint8)",
+        "int": "x.astype(np.uint8)",
+        "bool": "x.astype(np.uint8) * 255",
+    },
+    "torch": {
+        "channels_last": "x.movedim(-3, -1)",
+        "unit": "(x * 255).round().clamp(0, 255).to(torch.uint8)",
+        "byte": "x.round().clamp(0, 255).to(torch.uint8)",
+        "int": "x.to(torch.uint8)",
+        "bool": "x.to(torch.uint8) * 255",
+    },
+}
+
+
+def _fix(kind: str, what: str) -> str:
+    return _FIXES["torch" if kind == "torch" else "numpy"][what]
+
+
+def _frame_to_numpy(frame: Any, where: str) -> np.ndarray:
+    """One frame (or array of frames) as a numpy array, or a ValueError saying what is wrong."""
+    if _kind(frame) == "PIL":
+        if frame.mode != "RGB":
+            raise ValueError(f"{where}: PIL image has mode {frame.mode!r}; convert it with image.convert('RGB')")
+        return np.asarray(frame)
     if isinstance(frame, torch.Tensor):
-        frame = frame.detach().cpu().numpy()
+        frame = frame.detach().cpu()
+        if frame.dtype in (torch.bfloat16, torch.float16):  # numpy has no bfloat16; the values are only checked
+            frame = frame.float()
+        frame = frame.numpy()
     if not isinstance(frame, np.ndarray):
         raise ValueError(f"{where}: expected a numpy array, torch tensor or PIL image, got {type(frame).__name__}")
     return frame
 
 
-def _check_video(video: np.ndarray, where: str) -> np.ndarray:
-    """Validate one video array ``(T, H, W, 3)`` uint8; return it unchanged."""
+def _dtype_advice(video: np.ndarray, kind: str, each: str) -> str:
+    """Why a non-uint8 video is refused and how to convert it, from its dtype and value range
+    (the tail of an error message, starting with " with values in ..." or "; convert ...")."""
+    if video.dtype == np.bool_:
+        return f"; convert {each}with {_fix(kind, 'bool')}"
+    lo, hi = float(video.min()), float(video.max())
+    seen = f" with values in [{lo:.4g}, {hi:.4g}]"
+    if np.issubdtype(video.dtype, np.integer):
+        if lo >= 0 and hi <= 255:
+            return f"{seen}; convert {each}with {_fix(kind, 'int')}"
+        return f"{seen}, outside [0, 255]; scale them to 0..255 first (16-bit frames: x // 257), then {_fix(kind, 'int')}"
+    if lo >= 0 and hi <= 1:
+        return f"{seen}, which look like floats in [0, 1]; convert {each}with {_fix(kind, 'unit')}"
+    if lo >= 0 and hi <= 255:
+        return f"{seen}, which look like floats in [0, 255]; convert {each}with {_fix(kind, 'byte')}"
+    if lo < 0:
+        return (
+            f"{seen}: negative values, as in pixel values that are already normalised (this processor's output?). "
+            "Pass the raw uint8 frames here, or give normalised (B, T, 3, H, W) pixel values straight to AutoGaze; "
+            f"for pixels in another range, scale them to 0..255, then {_fix(kind, 'byte')}"
+        )
+    return f"{seen}, outside [0, 255]; scale them to 0..255 first, then {_fix(kind, 'byte')}"
+
+
+def _check_video(video: np.ndarray, where: str, kind: str = "numpy", given: str | None = None, each: str = "") -> np.ndarray:
+    """Validate one video array ``(T, H, W, 3)`` uint8; return it unchanged.
+
+    Args:
+        where: which part of the input this is ("input", "video 2").
+        kind: ``"numpy"``, ``"torch"`` or ``"PIL"``: the API the suggested fix uses.
+        given: description of the whole input (:func:`describe_input`), quoted in errors.
+        each: ``"each frame "`` when the fix applies per element of a list.
+    """
+    given = given or describe_input(video)
     if video.ndim != 4:
-        raise ValueError(f"{where}: expected frames of shape (H, W, 3), got a video of shape {tuple(video.shape)}")
+        raise ValueError(f"{where}: expected frames of shape (H, W, 3); got {given}")
     t, h, w, c = video.shape
     if t == 0:
-        raise ValueError(f"{where}: the video has no frames")
+        raise ValueError(f"{where}: the video has no frames; got {given}")
     if c != 3:
-        hint = " (channels-first? move the channel axis last, e.g. x.permute(0, 2, 3, 1))" if h == 3 else ""
-        raise ValueError(f"{where}: frames must be RGB with 3 channels last, got shape {tuple(video.shape[1:])}{hint}")
+        if h == 3 and kind != "PIL":
+            raise ValueError(
+                f"{where}: frames must be RGB with 3 channels last (T, H, W, 3); got {given}, which looks channels-first: "
+                f"move the channel axis last with {_fix(kind, 'channels_last')}"
+            )
+        raise ValueError(f"{where}: frames must be RGB with 3 channels last (T, H, W, 3); got {given}")
     if h == 0 or w == 0:
-        raise ValueError(f"{where}: frames have zero size {h}x{w}")
+        raise ValueError(f"{where}: frames have zero size {h}x{w}; got {given}")
     if video.dtype != np.uint8:
         if np.issubdtype(video.dtype, np.floating) and not np.isfinite(video).all():
-            raise ValueError(f"{where}: frames contain NaN or inf values; pass uint8 RGB frames in [0, 255]")
+            raise ValueError(f"{where}: frames contain NaN or inf values; got {given}. Pass uint8 RGB frames in [0, 255]")
         raise ValueError(
-            f"{where}: frames must be uint8 RGB in [0, 255], got dtype {video.dtype}; "
-            "convert float frames in [0, 1] with (x * 255).round().astype(np.uint8)"
+            f"{where}: frames must be uint8 RGB in [0, 255]; got {given}{_dtype_advice(video, kind, each)}"
         )
     return video
 
 
-def _video_from_frames(frames: Sequence[Any], where: str) -> np.ndarray:
+def _video_from_frames(frames: Sequence[Any], where: str, given: str) -> np.ndarray:
     if len(frames) == 0:
-        raise ValueError(f"{where}: the video has no frames")
+        raise ValueError(f"{where}: the video has no frames; got {given}")
     arrays = [_frame_to_numpy(f, f"{where} frame {i}") for i, f in enumerate(frames)]
     for i, a in enumerate(arrays):
         if a.ndim != 3:
-            raise ValueError(f"{where} frame {i}: expected shape (H, W, 3), got {tuple(a.shape)}")
+            raise ValueError(f"{where} frame {i}: expected shape (H, W, 3), got {tuple(a.shape)}; the input is {given}")
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
         raise ValueError(f"{where}: all frames of a video must have the same shape, got {sorted(shapes)}")
-    return _check_video(np.stack(arrays), where)
+    return _check_video(np.stack(arrays), where, _kind(frames[0]), given, each="each frame ")
 
 
 def _is_frame(x: Any) -> bool:
-    try:
-        from PIL import Image
-
-        if isinstance(x, Image.Image):
-            return True
-    except ImportError:  # pragma: no cover
-        pass
+    if _kind(x) == "PIL":
+        return True
     return isinstance(x, (np.ndarray, torch.Tensor)) and x.ndim == 3
 
 
@@ -202,34 +301,38 @@ def as_videos(videos: VideoInput) -> tuple[list[np.ndarray], bool]:
     Accepted: one frame ``(H, W, 3)`` (a one-frame video, as upstream), one video ``(T, H, W, 3)``
     or a list of frames, a batch ``(B, T, H, W, 3)`` or a list of videos. Arrays may be numpy or
     torch (any device). Returns ``(videos, is_batch)``.
+
+    Raises:
+        ValueError: naming the input's shape and dtype and, where it can tell, the conversion
+            (numpy or torch, as given) that fixes it.
     """
+    given = describe_input(videos)
     if isinstance(videos, (np.ndarray, torch.Tensor)):
+        kind = _kind(videos)
         arr = _frame_to_numpy(videos, "input")
         if arr.ndim == 3:
-            return [_check_video(arr[None], "input")], False
+            return [_check_video(arr[None], "input", kind, given)], False
         if arr.ndim == 4:
-            return [_check_video(arr, "input")], False
+            return [_check_video(arr, "input", kind, given)], False
         if arr.ndim == 5:
             if arr.shape[0] == 0:
-                raise ValueError("input: the batch has no videos")
-            return [_check_video(v, f"video {b}") for b, v in enumerate(arr)], True
-        raise ValueError(
-            f"input: expected a frame (H, W, 3), a video (T, H, W, 3) or a batch (B, T, H, W, 3), got shape {tuple(arr.shape)}"
-        )
+                raise ValueError(f"input: the batch has no videos; got {given}")
+            return [_check_video(v, f"video {b}", kind, given) for b, v in enumerate(arr)], True
+        raise ValueError(f"input: expected a frame (H, W, 3), a video (T, H, W, 3) or a batch (B, T, H, W, 3); got {given}")
     if not isinstance(videos, (list, tuple)):
         if _is_frame(videos):  # a PIL image
-            return [_video_from_frames([videos], "input")], False
-        raise ValueError(f"input: expected frames as numpy arrays, torch tensors or a list of them, got {type(videos).__name__}")
+            return [_video_from_frames([videos], "input", given)], False
+        raise ValueError(f"input: expected frames as numpy arrays, torch tensors or a list of them; got {given}")
     if len(videos) == 0:
         raise ValueError("input: empty list; pass at least one frame")
     if all(_is_frame(x) for x in videos):
-        return [_video_from_frames(videos, "input")], False
+        return [_video_from_frames(videos, "input", given)], False
     out = []
     for b, v in enumerate(videos):
         if isinstance(v, (list, tuple)):
-            out.append(_video_from_frames(v, f"video {b}"))
+            out.append(_video_from_frames(v, f"video {b}", given))
         elif isinstance(v, (np.ndarray, torch.Tensor)) and v.ndim == 4:
-            out.append(_check_video(_frame_to_numpy(v, f"video {b}"), f"video {b}"))
+            out.append(_check_video(_frame_to_numpy(v, f"video {b}"), f"video {b}", _kind(v), given, each="each video "))
         else:
             shape = tuple(v.shape) if hasattr(v, "shape") else type(v).__name__
             raise ValueError(
@@ -237,6 +340,37 @@ def as_videos(videos: VideoInput) -> tuple[list[np.ndarray], bool]:
                 f"not a mix; element {b} is {shape}"
             )
     return out, True
+
+
+def check_frame_size(
+    video: np.ndarray, where: str, min_side: int = MIN_FRAME_SIDE, max_aspect: float = MAX_ASPECT_RATIO, given: str | None = None
+) -> None:
+    """Refuse frames smaller than ``min_side`` or more elongated than ``max_aspect`` : 1.
+
+    Args:
+        video: ``(T, H, W, 3)`` frames.
+        where, given: which part of the input this is, and a description of the whole input, for the message.
+
+    Raises:
+        ValueError: naming the frame size and what to do (see :data:`MIN_FRAME_SIDE`, :data:`MAX_ASPECT_RATIO`).
+    """
+    h, w = video.shape[1:3]
+    size = f"{h}x{w} (H x W)"
+    given = given or describe_input(video)
+    if min(h, w) < min_side:
+        raise ValueError(
+            f"{where}: frames of {size} are too small (got {given}): the gaze model needs at least {min_side} px on each side "
+            "(its finest patches are 16 px of a 224-px frame). Pad or upscale the frames to at least "
+            f"{min_side} px on each side first; to accept them anyway set processor.min_frame_side"
+        )
+    ratio = max(h, w) / min(h, w)
+    if ratio > max_aspect:
+        raise ValueError(
+            f"{where}: frames of {size} have an aspect ratio of {ratio:.3g} : 1, more than {max_aspect:g} : 1 (got {given}); the "
+            "gaze model squashes every frame to a square, which would shrink objects along the long side to slivers. "
+            f"Crop the frames to the region of interest, or cut them into tiles of at most {max_aspect:g} : 1 and "
+            "process each; to accept them anyway set processor.max_aspect_ratio"
+        )
 
 
 class AutoGazeImageProcessor:
@@ -251,7 +385,19 @@ class AutoGazeImageProcessor:
     ``BatchFeature`` holding a nested list (batch, frames) of ``(3, H, W)`` arrays and its demo
     stacks ``pixel_values[0]``; for a single video we return that stacked ``(T, 3, H, W)`` directly
     (add the batch axis with ``[None]``).
+
+    Non-square frames: the shortest-edge resize keeps the aspect ratio (640 × 360 → 398 × 224), but
+    the gaze model resizes every frame to 224 × 224, so it sees them squashed to a square
+    (any-aspect-ratio tiling is not implemented yet).
+
+    Attributes:
+        min_frame_side: smallest accepted frame side in pixels (default :data:`MIN_FRAME_SIDE`, 16).
+        max_aspect_ratio: largest accepted ``long / short`` side ratio (default :data:`MAX_ASPECT_RATIO`, 8).
+            Both may be set on an instance to accept other frames at your own risk.
     """
+
+    min_frame_side: int = MIN_FRAME_SIDE
+    max_aspect_ratio: float = MAX_ASPECT_RATIO
 
     def __init__(
         self,
@@ -394,12 +540,17 @@ class AutoGazeImageProcessor:
             ``(B, T, 3, H', W')`` for a batch (all videos must then give the same shape).
 
         Raises:
-            ValueError: wrong rank, channels or dtype, empty input, NaN/inf, or a ragged batch.
+            ValueError: wrong rank, channels or dtype (the message names the input's shape and the
+                numpy or torch conversion that fixes it), empty input, NaN/inf, frames smaller than
+                ``min_frame_side`` or more elongated than ``max_aspect_ratio``, or a ragged batch.
         """
         if return_tensors not in (None, "pt", "np"):
             raise ValueError(f"return_tensors must be 'pt' or 'np', got {return_tensors!r}")
         proc = self.from_dict(self.to_dict(), **overrides) if overrides else self
         parsed, is_batch = as_videos(videos)
+        for b, v in enumerate(parsed):
+            where = f"video {b}" if is_batch else "input"
+            check_frame_size(v, where, self.min_frame_side, self.max_aspect_ratio, describe_input(videos))
         processed = [proc.process_video(v) for v in parsed]
         if is_batch:
             shapes = {p.shape for p in processed}

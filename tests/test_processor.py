@@ -211,7 +211,7 @@ def test_bad_input_raises(processor, bad, match):
 
 def test_ragged_batch_raises(processor):
     with pytest.raises(ValueError, match="different shapes"):
-        processor([np.zeros((2, 8, 8, 3), np.uint8), np.zeros((3, 8, 8, 3), np.uint8)])
+        processor([np.zeros((2, 16, 16, 3), np.uint8), np.zeros((3, 16, 16, 3), np.uint8)])
 
 
 def test_bad_return_tensors(processor):
@@ -222,3 +222,117 @@ def test_bad_return_tensors(processor):
 def test_non_rgb_pil_image(processor):
     with pytest.raises(ValueError, match="convert"):
         processor([Image.new("L", (8, 8))])
+
+
+# ------------------------------------------------------------------ advice that names the input and fits its type
+def _advised_fix(message: str) -> str:
+    """The conversion an error message suggests (the text after its last 'with ')."""
+    return message.rsplit(" with ", 1)[1]
+
+
+def _apply(fix: str, x):
+    return eval(fix, {"np": np, "torch": torch, "x": x})
+
+
+@pytest.mark.parametrize(
+    "make, expect_fix",
+    [
+        (lambda v: v.astype(np.float32), "x.round().clip(0, 255).astype(np.uint8)"),  # floats in 0..255
+        (lambda v: v.astype(np.float64) / 255, "(x * 255).round().clip(0, 255).astype(np.uint8)"),  # floats in 0..1
+        (lambda v: torch.from_numpy(v).float(), "x.round().clamp(0, 255).to(torch.uint8)"),
+        (lambda v: torch.from_numpy(v).float() / 255, "(x * 255).round().clamp(0, 255).to(torch.uint8)"),
+        (lambda v: torch.from_numpy(v).to(torch.bfloat16), "x.round().clamp(0, 255).to(torch.uint8)"),
+        (lambda v: v.astype(np.int64), "x.astype(np.uint8)"),
+        (lambda v: torch.from_numpy(v).long(), "x.to(torch.uint8)"),
+    ],
+)
+def test_non_uint8_frames_get_the_fix_for_their_range_and_library(processor, make, expect_fix):
+    frames = np.random.default_rng(4).integers(0, 256, (2, 16, 24, 3), dtype=np.uint8)
+    frames[0, 0, 0] = (0, 255, 128)  # the full range is present
+    x = make(frames)
+    with pytest.raises(ValueError) as err:
+        processor(x)
+    message = str(err.value)
+    assert "(2, 16, 24, 3)" in message and str(x.dtype) in message
+    assert _advised_fix(message) == expect_fix
+    assert ("np." in message) != isinstance(x, torch.Tensor)  # numpy advice for numpy, torch advice for torch
+    # the advice works: the converted frames are accepted and equal the original uint8 frames
+    # (bfloat16 rounds 0..255 to 8 significant bits, so compare with what it holds)
+    expected = np.asarray(x.float() if isinstance(x, torch.Tensor) else x, dtype=np.float64)
+    expected = np.clip(np.round(expected * (255 if expected.max() <= 1 else 1)), 0, 255).astype(np.uint8)
+    torch.testing.assert_close(processor(_apply(expect_fix, x)).pixel_values, processor(expected).pixel_values, rtol=0, atol=0)
+
+
+def test_float_0_255_advice_does_not_overflow(processor):
+    frames = np.full((1, 16, 16, 3), 200.0, np.float32)
+    with pytest.raises(ValueError) as err:
+        processor(frames)
+    assert "x * 255" not in str(err.value)
+    assert (_apply(_advised_fix(str(err.value)), frames) == 200).all()
+
+
+@pytest.mark.parametrize(
+    "x, fix",
+    [
+        (np.zeros((2, 3, 16, 16), np.uint8), "np.moveaxis(x, -3, -1)"),
+        (torch.zeros(2, 3, 16, 16, dtype=torch.uint8), "x.movedim(-3, -1)"),
+        (torch.zeros(1, 2, 3, 16, 16, dtype=torch.uint8), "x.movedim(-3, -1)"),
+        (np.zeros((3, 16, 16), np.uint8), "np.moveaxis(x, -3, -1)"),
+    ],
+)
+def test_channels_first_names_the_input_shape_and_its_librarys_fix(processor, x, fix):
+    with pytest.raises(ValueError) as err:
+        processor(x)
+    message = str(err.value)
+    assert str(tuple(x.shape)) in message  # the whole input's shape, not one frame's
+    assert "channels-first" in message and message.endswith(fix)
+    assert ("permute" in message) is False and ("np." in message) != isinstance(x, torch.Tensor)
+    processor(_apply(fix, x))  # the advice works
+
+
+def test_batch_error_names_the_whole_input_shape(processor):
+    batch = np.zeros((2, 3, 16, 16, 4), np.uint8)
+    with pytest.raises(ValueError, match=r"video 0: .*\(2, 3, 16, 16, 4\)"):
+        processor(batch)
+
+
+def test_list_of_float_frames_is_told_to_convert_each_frame(processor):
+    frames = [torch.rand(16, 16, 3) for _ in range(3)]
+    with pytest.raises(ValueError) as err:
+        processor(frames)
+    message = str(err.value)
+    assert "list of 3 items" in message and "(16, 16, 3)" in message
+    assert "each frame with (x * 255).round().clamp(0, 255).to(torch.uint8)" in message
+    processor([_apply(_advised_fix(message), f) for f in frames])
+
+
+def test_normalised_input_is_recognised(processor, upstream):
+    processed = processor(upstream["raw"]).pixel_values.permute(0, 2, 3, 1)  # channels last, to get past that check
+    with pytest.raises(ValueError, match="already normalised.*straight to AutoGaze"):
+        processor(processed)
+
+
+# ------------------------------------------------------------------ frame size limits
+@pytest.mark.parametrize("hw", [(224, 1), (1, 224), (15, 40)])
+def test_frames_below_the_minimum_side_are_refused(processor, hw):
+    with pytest.raises(ValueError) as err:
+        processor(np.zeros((4, *hw, 3), np.uint8))
+    message = str(err.value)
+    assert f"{hw[0]}x{hw[1]} (H x W)" in message and f"(4, {hw[0]}, {hw[1]}, 3)" in message
+    assert "at least 16 px" in message and "min_frame_side" in message
+
+
+@pytest.mark.parametrize("hw", [(16, 129), (300, 20)])
+def test_frames_beyond_the_aspect_limit_are_refused(processor, hw):
+    with pytest.raises(ValueError, match=r"aspect ratio of .* : 1, more than 8 : 1.*Crop.*max_aspect_ratio"):
+        processor(np.zeros((1, *hw, 3), np.uint8))
+
+
+def test_frames_at_the_limits_are_accepted_and_limits_can_be_changed(processor):
+    assert processor(np.zeros((1, 16, 128, 3), np.uint8)).pixel_values.shape == (1, 3, 224, 1792)
+    assert processor(np.zeros((1, 16, 16, 3), np.uint8)).pixel_values.shape == (1, 3, 224, 224)
+    relaxed = AutoGazeImageProcessor.from_dict(processor.to_dict())
+    relaxed.min_frame_side, relaxed.max_aspect_ratio = 4, 16.0
+    assert relaxed(np.zeros((1, 8, 128, 3), np.uint8)).pixel_values.shape == (1, 3, 224, 3584)
+    with pytest.raises(ValueError, match="too small"):  # the class default is untouched
+        processor(np.zeros((1, 8, 128, 3), np.uint8))
