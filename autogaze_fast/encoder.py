@@ -1,0 +1,368 @@
+"""``GazedVideoEncoder``: video frames in, gazed SigLIP features out, in one call.
+
+    >>> encoder = GazedVideoEncoder.from_pretrained(gaze="nvidia/AutoGaze",
+    ...                                             vision="google/siglip2-base-patch16-224")
+    >>> out = encoder(frames)                 # (T, H, W, 3) uint8, a list of frames, or a video path
+    >>> out.pooled                            # (T, C): per-frame mean of that frame's gazed tokens
+    >>> out.tokens, out.token_frame           # (N, C) token features and the frame of each token
+
+The encoder holds both models and both preprocessings. A video longer than ``num_frames`` frames is
+cut into clips of ``num_frames`` (16, the gaze model's clip length); each clip is gazed and encoded on
+its own (upstream's recipe for long videos), so memory stays that of one clip whatever the length.
+
+With ``gaze_model=None`` it is the dense baseline: every patch of every frame at the vision model's
+scales is encoded (what an image-ViT feature extractor does), with the same outputs' layout.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from .processor import AutoGazeImageProcessor
+
+LayerSpec = int | Sequence[int] | str
+
+
+@dataclass
+class ClipFeatures:
+    """Gazed features of one clip (or a whole video: clips concatenated along time / tokens).
+
+    Attributes:
+        pooled: ``(T, C)`` per-frame mean of the frame's real gazed tokens for one layer, or
+            ``(T, L, C)`` for several layers (``(T, C)`` again with ``layer_aggregation="mean"``).
+            Zeros for a frame with no gazed token (see ``empty_frames``).
+        empty_frames: ``(T,)`` bool, true where a frame got no real gazed token.
+        num_gazed: ``(T,)`` int64, real gazed tokens per frame.
+        tokens: ``(N, C)`` or ``(N, L, C)`` token features, pads included (their features are
+            meaningless: read ``token_is_pad``).
+        token_frame: ``(N,)`` int64, the frame (within the video) of each token.
+        token_index: ``(N,)`` int64, the token's cell in its frame's multi-scale sequence (0..n-1;
+            scales ascending, each scale's grid row-major); 0 for pads.
+        token_scale: ``(N,)`` int64, index of the token's scale in ``scales``.
+        token_is_pad: ``(N,)`` bool.
+        gaze: the gaze model's raw outputs, one dict per clip (empty in dense mode).
+        scales: the scales of ``token_scale``.
+        layers: the hidden-state indices in ``pooled`` / ``tokens`` (see :class:`GazedVideoEncoder`).
+    """
+
+    pooled: torch.Tensor
+    empty_frames: torch.Tensor
+    num_gazed: torch.Tensor
+    tokens: torch.Tensor
+    token_frame: torch.Tensor
+    token_index: torch.Tensor
+    token_scale: torch.Tensor
+    token_is_pad: torch.Tensor
+    gaze: list[dict] = field(default_factory=list)
+    scales: list[int] = field(default_factory=list)
+    layers: list[int] = field(default_factory=list)
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.pooled.shape[0])
+
+    @staticmethod
+    def concat(clips: Sequence["ClipFeatures"]) -> "ClipFeatures":
+        """Join clips in time order (their ``token_frame`` must already count from the video's start)."""
+        if not clips:
+            raise ValueError("no clips to concatenate")
+        cat = lambda name: torch.cat([getattr(c, name) for c in clips])  # noqa: E731
+        return ClipFeatures(
+            pooled=cat("pooled"), empty_frames=cat("empty_frames"), num_gazed=cat("num_gazed"), tokens=cat("tokens"),
+            token_frame=cat("token_frame"), token_index=cat("token_index"), token_scale=cat("token_scale"),
+            token_is_pad=cat("token_is_pad"), gaze=[g for c in clips for g in c.gaze],
+            scales=clips[0].scales, layers=clips[0].layers,
+        )
+
+
+def parse_layers(layers: LayerSpec, num_layers: int) -> list[int]:
+    """Hidden-state indices in ``0..num_layers`` from ``-1``, ``[-4, -1]``, ``"-4,-1"`` or ``"all"``.
+
+    Index 0 is the embeddings, k the output of encoder layer k; negative indices count from the
+    end (-1 = the last layer). ``"all"`` means layers 1..num_layers.
+    """
+    if isinstance(layers, str):
+        text = layers.strip().lower()
+        if text == "all":
+            return list(range(1, num_layers + 1))
+        try:
+            layers = [int(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise ValueError(f"layers must be 'all' or comma-separated integers such as '-4,-1', got {layers!r}") from None
+    if isinstance(layers, (int, np.integer)) and not isinstance(layers, bool):
+        layers = [int(layers)]
+    out = []
+    for k in layers:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not -(num_layers + 1) <= k <= num_layers:
+            raise ValueError(
+                f"layer {k!r} is out of range: the vision model has {num_layers} layers, so use 0..{num_layers} "
+                f"(0 = embeddings) or -{num_layers + 1}..-1"
+            )
+        out.append(int(k) % (num_layers + 1))
+    if not out:
+        raise ValueError("layers is empty; give at least one layer, e.g. -1")
+    if len(set(out)) != len(out):
+        raise ValueError(f"layers {list(layers)} name the same layer twice")
+    return out
+
+
+def pool_frames(tokens: torch.Tensor, frame: torch.Tensor, is_pad: torch.Tensor, num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean of each frame's real tokens.
+
+    Args:
+        tokens: ``(N, *F)`` token features; frame: ``(N,)`` frame ids in ``0..num_frames-1``;
+            is_pad: ``(N,)`` bool.
+    Returns:
+        ``(num_frames, *F)`` means (zeros where a frame has no real token) and ``(num_frames,)`` counts.
+    """
+    real = ~is_pad
+    counts = torch.bincount(frame[real], minlength=num_frames)
+    sums = tokens.new_zeros((num_frames,) + tuple(tokens.shape[1:]))
+    sums.index_add_(0, frame[real], tokens[real])
+    denom = counts.clamp(min=1).to(tokens.dtype).view((num_frames,) + (1,) * (tokens.dim() - 1))
+    return sums / denom, counts
+
+
+def _torch_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    found = getattr(torch, str(dtype).removeprefix("torch."), None)
+    if not isinstance(found, torch.dtype) or not found.is_floating_point:
+        raise ValueError(f"dtype must be a float torch dtype or its name ('float32', 'bfloat16', 'float16'), got {dtype!r}")
+    return found
+
+
+def default_device() -> torch.device:
+    """``cuda:LOCAL_RANK`` when CUDA is there (torchrun sets LOCAL_RANK), else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
+class GazedVideoEncoder:
+    """AutoGaze + gazed SigLIP behind one call.
+
+    Args:
+        gaze_model: an :class:`autogaze_fast.AutoGaze`, or ``None`` for the dense baseline.
+        vision_model: a :class:`autogaze_fast.SiglipVisionModel` whose scales match the gaze model's.
+        gaze_processor: the AutoGaze preprocessing (ignored in dense mode).
+        vision_processor: the SigLIP preprocessing (resizes to the vision model's largest scale).
+        num_frames: frames per clip (default: the gaze model's ``max_num_frames``, 16).
+        gazing_ratio, task_loss_requirement: the gaze budget and stop rule (see ``AutoGaze.forward``).
+        layers: hidden states to return: ``-1`` (default, the output after the post-layernorm), a
+            list such as ``[-4, -1]``, ``"-4,-1"`` or ``"all"``. Index 0 is the embeddings, k the
+            output of encoder layer k; the last layer is taken after the post-layernorm, as
+            ``last_hidden_state``.
+        layer_aggregation: ``None`` keeps a layer axis when several layers are chosen (``(T, L, C)``);
+            ``"mean"`` averages them (``(T, C)``).
+    """
+
+    def __init__(
+        self,
+        gaze_model: Any | None,
+        vision_model: Any,
+        gaze_processor: AutoGazeImageProcessor | None,
+        vision_processor: Any,
+        *,
+        num_frames: int | None = None,
+        gazing_ratio: float | None = 0.75,
+        task_loss_requirement: float | None = None,
+        layers: LayerSpec = -1,
+        layer_aggregation: str | None = None,
+    ) -> None:
+        self.gaze_model, self.vision_model = gaze_model, vision_model
+        self.gaze_processor, self.vision_processor = gaze_processor, vision_processor
+        vcfg = vision_model.config
+        if gaze_model is not None:
+            if gaze_processor is None:
+                raise ValueError("a gaze model needs its gaze_processor (AutoGazeImageProcessor)")
+            if list(gaze_model.scales) != list(vcfg.scales) or gaze_model.num_vision_tokens_each_frame != vcfg.tokens_per_frame:
+                raise ValueError(
+                    f"the gaze model's scales {list(gaze_model.scales)} ({gaze_model.num_vision_tokens_each_frame} tokens "
+                    f"per frame) do not match the vision model's {vcfg.scales} ({vcfg.tokens_per_frame} tokens per frame, "
+                    f"patch {vcfg.patch_size}); load the vision model with scales={'+'.join(map(str, gaze_model.scales))}"
+                )
+        default_frames = gaze_model.config.max_num_frames if gaze_model is not None else 16
+        self.num_frames = int(num_frames or default_frames)
+        if self.num_frames < 1:
+            raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+        if gaze_model is not None and self.num_frames > gaze_model.config.max_num_frames:
+            raise ValueError(
+                f"num_frames={self.num_frames} exceeds the gaze model's clip length max_num_frames="
+                f"{gaze_model.config.max_num_frames}"
+            )
+        self.gazing_ratio, self.task_loss_requirement = gazing_ratio, task_loss_requirement
+        self.layers = parse_layers(layers, vcfg.num_hidden_layers)
+        if layer_aggregation not in (None, "mean"):
+            raise ValueError(f"layer_aggregation must be None or 'mean', got {layer_aggregation!r}")
+        self.layer_aggregation = layer_aggregation
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(
+        cls,
+        gaze: str | os.PathLike | None = "nvidia/AutoGaze",
+        vision: str | os.PathLike = "google/siglip2-base-patch16-224",
+        *,
+        impl: str | None = None,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | str | None = None,
+        **options: Any,
+    ) -> "GazedVideoEncoder":
+        """Load both checkpoints (local directories or hub ids) and their preprocessing configs.
+
+        ``gaze=None`` builds the dense baseline. The vision model is loaded with the gaze model's
+        scales. ``device`` defaults to ``cuda:LOCAL_RANK`` when CUDA is there, else the CPU;
+        ``options`` go to the constructor (``num_frames``, ``gazing_ratio``, ``layers``, ...).
+        """
+        from .loading import CheckpointError
+        from .model import AutoGaze
+        from .siglip import SiglipVisionModel
+        from .siglip_processor import SiglipImageProcessor
+
+        device = torch.device(device) if device is not None else default_device()
+        dtype = _torch_dtype(dtype)
+        gaze_model = gaze_processor = None
+        scales = None
+        if gaze is not None:
+            gaze_model = AutoGaze.from_pretrained(gaze, impl=impl, device=device, dtype=dtype)
+            gaze_processor = AutoGazeImageProcessor.from_pretrained(gaze)
+            scales = gaze_model.scales
+        vision_model = SiglipVisionModel.from_pretrained(vision, scales=scales, impl=impl, device=device, dtype=dtype)
+        try:
+            vision_processor = SiglipImageProcessor.for_vision_model(vision_model, vision)
+        except CheckpointError as e:
+            warnings.warn(f"{e}; using SigLIP's default preprocessing", stacklevel=2)
+            vision_processor = SiglipImageProcessor.for_vision_model(vision_model, vision, defaults_if_missing=True)
+        return cls(gaze_model, vision_model, gaze_processor, vision_processor, **options)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def device(self) -> torch.device:
+        return next(self.vision_model.parameters()).device
+
+    @property
+    def dense(self) -> bool:
+        return self.gaze_model is None
+
+    @property
+    def scales(self) -> list[int]:
+        return list(self.vision_model.config.scales)
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.vision_model.config.hidden_size)
+
+    def describe(self) -> dict[str, Any]:
+        """The settings that change the features (for an extraction's config hash)."""
+        return {
+            "mode": "dense" if self.dense else "gazed",
+            "num_frames": self.num_frames,
+            "gazing_ratio": None if self.dense else self.gazing_ratio,
+            "task_loss_requirement": None if self.dense else self.task_loss_requirement,
+            "layers": self.layers,
+            "layer_aggregation": self.layer_aggregation,
+            "scales": self.scales,
+            "dtype": str(next(self.vision_model.parameters()).dtype).removeprefix("torch."),
+        }
+
+    # ------------------------------------------------------------------ encoding
+    def __call__(self, frames: Any, progress: bool = False) -> ClipFeatures:
+        """Encode a whole video.
+
+        Args:
+            frames: ``(T, H, W, 3)`` uint8 (numpy or torch), a list of ``(H, W, 3)`` frames, or a
+                path to a video file (every frame is decoded; use :mod:`autogaze_fast.extract` to
+                sample at a frequency without loading the whole video).
+            progress: show a tqdm bar over clips.
+        Returns:
+            :class:`ClipFeatures` for the whole video (``token_frame`` counts from its first frame).
+        """
+        if isinstance(frames, (str, os.PathLike)):
+            from .video import read_video
+
+            frames = read_video(frames)
+        from .processor import as_videos
+
+        videos, is_batch = as_videos(frames)
+        if is_batch:
+            raise ValueError("GazedVideoEncoder encodes one video at a time: pass (T, H, W, 3), not a batch of videos")
+        video = videos[0]
+        starts = range(0, video.shape[0], self.num_frames)
+        if progress:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc="clips", unit="clip")
+        return ClipFeatures.concat([self.encode_clip(video[s:s + self.num_frames], first_frame=s) for s in starts])
+
+    def encode_clips(self, clips: Iterable[np.ndarray]) -> Iterable[ClipFeatures]:
+        """Encode consecutive clips of one video, yielding each clip's features (frames numbered
+        from the video's start). Memory stays that of one clip."""
+        first = 0
+        for clip in clips:
+            out = self.encode_clip(clip, first_frame=first)
+            first += out.num_frames
+            yield out
+
+    @torch.inference_mode()
+    def encode_clip(self, frames: np.ndarray, first_frame: int = 0) -> ClipFeatures:
+        """Gaze and encode one clip of ``(t, H, W, 3)`` uint8 frames, ``t <= num_frames``."""
+        if frames.shape[0] > self.num_frames:
+            raise ValueError(f"a clip holds at most num_frames={self.num_frames} frames, got {frames.shape[0]}")
+        t = int(frames.shape[0])
+        device = self.device
+        vision_pixels = self.vision_processor(frames).pixel_values[None].to(device)
+        cfg = self.vision_model.config
+        n = cfg.tokens_per_frame
+        if self.dense:
+            gaze = None
+            gaze_outputs: list[dict] = []
+            pos = torch.arange(t * n, device=device)[None]
+            pad = torch.zeros_like(pos, dtype=torch.bool)
+            frame_local = torch.arange(t, device=device).repeat_interleave(n)
+        else:
+            gaze_pixels = self.gaze_processor(frames).pixel_values[None].to(device)
+            gaze = self.gaze_model(
+                {"video": gaze_pixels}, gazing_ratio=self.gazing_ratio,
+                task_loss_requirement=self.task_loss_requirement, generate_only=True,
+            )
+            gaze_outputs = [gaze]
+            pos, pad = gaze["gazing_pos"], gaze["if_padded_gazing"]
+            frame_local = torch.arange(t, device=device).repeat_interleave(gaze["num_gazing_each_frame"].to(device))
+        need_states = self.layers != [cfg.num_hidden_layers]
+        # Dense mode encodes each frame on its own, as an image feature extractor would.
+        attn = "frame_independent" if self.dense else None
+        out = self.vision_model(vision_pixels, gazing_info=gaze, output_hidden_states=need_states, attn_type=attn)
+        tokens = self._select_layers(out)[0]  # (N, [L,] C)
+        pad, pos = pad[0], pos[0]
+        pooled, counts = pool_frames(tokens.float(), frame_local, pad, t)
+        index = torch.where(pad, torch.zeros_like(pos), pos - frame_local * n)
+        scale_starts = torch.tensor(np.cumsum([0] + cfg.tokens_per_scale[:-1]), device=device)
+        scale = torch.bucketize(index, scale_starts, right=True) - 1
+        cpu = lambda x: x.detach().cpu()  # noqa: E731
+        return ClipFeatures(
+            pooled=cpu(pooled), empty_frames=cpu(counts == 0), num_gazed=cpu(counts.long()), tokens=cpu(tokens),
+            token_frame=cpu(frame_local + first_frame), token_index=cpu(index.long()), token_scale=cpu(scale.long()),
+            token_is_pad=cpu(pad.bool()), gaze=[{k: cpu(v) if isinstance(v, torch.Tensor) else v for k, v in g.items()
+                                                  if k not in ("past_key_values", "past_input_embeds", "past_attention_mask",
+                                                               "past_conv_values")} for g in gaze_outputs],
+            scales=self.scales, layers=self.layers,
+        )
+
+    def _select_layers(self, out) -> torch.Tensor:
+        """``(B, N, C)`` for one layer, ``(B, N, L, C)`` for several (or their mean)."""
+        last = self.vision_model.config.num_hidden_layers
+        if self.layers == [last]:
+            return out.last_hidden_state
+        states = list(out.hidden_states)
+        states[last] = out.last_hidden_state  # the last layer after the post-layernorm
+        chosen = torch.stack([states[k] for k in self.layers], dim=2)
+        if self.layer_aggregation == "mean":
+            return chosen.mean(dim=2)
+        return chosen[:, :, 0] if len(self.layers) == 1 else chosen

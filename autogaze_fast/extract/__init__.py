@@ -1,0 +1,14 @@
+"""Video files → gazed SigLIP features at dataset scale (see ``autogaze-fast extract --help``).
+
+Data flows one way, a module per step: ``sources`` (list the inputs, stable ids) → ``decode``
+(PyAV, sampled timestamps, clip by clip) → ``autogaze_fast.encoder`` (gaze + encode) → ``store``
+(``OUT/<hash>/``, atomic files, manifest) → ``run`` (skip done, shard by rank, progress, summary);
+``dataset`` reads a finished extraction back.
+"""
+
+from .dataset import FeatureDataset, extraction_folder, load_features
+from .run import ExtractSummary, extract_features
+from .sources import VideoSource, list_videos
+
+__all__ = ["extract_features", "ExtractSummary", "load_features", "FeatureDataset", "extraction_folder",
+           "list_videos", "VideoSource"]
