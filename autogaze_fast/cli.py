@@ -1,4 +1,4 @@
-"""``autogaze-fast`` command line: ``demo``, ``gaze VIDEO`` and ``compile-kernels``."""
+"""``autogaze-fast`` command line: ``demo``, ``gaze VIDEO``, ``extract INPUTS --out OUT`` and ``compile-kernels``."""
 
 from __future__ import annotations
 
@@ -12,10 +12,7 @@ import torch
 
 DEFAULT_MODEL = "nvidia/AutoGaze"
 # Upstream's preprocessing for nvidia/AutoGaze (used when the checkpoint's own file is unavailable).
-DEFAULT_PREPROCESSING = {
-    "size": {"shortest_edge": 224}, "do_center_crop": False, "do_rescale": True, "rescale_factor": 1 / 127.5,
-    "offset": True, "do_normalize": True, "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225],
-}
+from .presets import NVIDIA_PREPROCESSING as DEFAULT_PREPROCESSING  # noqa: E402
 
 
 def warn(message: str) -> None:
@@ -160,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_gaze_options(gaze)
     gaze.add_argument("--max-frames", type=int, default=None, help="only the first N frames")
     gaze.add_argument("--allow-random", action="store_true", help="fall back to a random model if the checkpoint is unavailable")
+    from .extract.cli import add_parser as add_extract_parser
+
+    add_extract_parser(sub)
     ck = sub.add_parser("compile-kernels", add_help=False,
                         help="AOT-compile every Triton kernel for GPU archs, no GPU needed "
                              "(options: --arch 75,80,86,89,90,100,120 --json --module M --match REGEX --smoke)")
@@ -174,10 +174,12 @@ def main(argv: list[str] | None = None) -> int:
 
         return compile_main(argv[1:])
     args = build_parser().parse_args(argv)
-    handlers = {"demo": cmd_demo, "gaze": cmd_gaze}
+    from .extract.cli import run as cmd_extract
+
+    handlers = {"demo": cmd_demo, "gaze": cmd_gaze, "extract": cmd_extract}
     try:
         return handlers[args.command](args)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
+    except (ValueError, OSError, RuntimeError) as e:
         sys.stderr.write(f"autogaze-fast {args.command}: error: {e}\n")
         return 2
 

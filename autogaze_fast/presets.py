@@ -60,3 +60,51 @@ def random_autogaze(seed: int = 0, impl: str | None = None, num_multi_token_pred
                 else:
                     p.normal_(0, 0.02 if "pos_embed" not in name else 1.0)
     return model.eval()
+
+
+def siglip_b16_config(scales: list[int] | None = None):
+    """A :class:`~autogaze_fast.siglip_config.SiglipVisionConfig` of the SigLIP-B/16 shape (12 layers,
+    768 wide, 12 heads, patch 16, MAP head) at ``scales`` (default: AutoGaze's 32+64+112+224)."""
+    from .siglip_config import SiglipVisionConfig
+
+    return SiglipVisionConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                              image_size=224, patch_size=16, scales=list(scales or [32, 64, 112, 224]),
+                              vision_use_head=True)
+
+
+def random_siglip(seed: int = 0, impl: str | None = None, scales: list[int] | None = None):
+    """A SigLIP-B/16-shaped :class:`~autogaze_fast.SiglipVisionModel` with seeded random weights
+    (normal(0, 0.02); layer-norm weights stay 1): its features are meaningless."""
+    from .siglip import SiglipVisionModel
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = SiglipVisionModel(siglip_b16_config(scales), impl=impl)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if not ("norm" in name and name.endswith("weight")):
+                    p.normal_(0, 0.02)
+    return model.eval()
+
+
+def random_encoder(seed: int = 0, dense: bool = False, impl: str | None = None, device=None, dtype=None, **options):
+    """A :class:`~autogaze_fast.encoder.GazedVideoEncoder` over :func:`random_autogaze` and
+    :func:`random_siglip` (``dense``: no gaze model, SigLIP at the single scale 224), with upstream's
+    NVIDIA preprocessing for the gaze model and SigLIP's default preprocessing."""
+    from .encoder import GazedVideoEncoder, _torch_dtype, default_device
+    from .processor import AutoGazeImageProcessor
+    from .siglip_processor import SiglipImageProcessor
+
+    device = torch.device(device) if device is not None else default_device()
+    dtype = _torch_dtype(dtype)
+    gaze = None if dense else random_autogaze(seed, impl=impl).to(device=device, dtype=dtype)
+    vision = random_siglip(seed, impl=impl, scales=[224] if dense else None).to(device=device, dtype=dtype)
+    gaze_processor = None if dense else AutoGazeImageProcessor.from_dict(NVIDIA_PREPROCESSING)
+    return GazedVideoEncoder(gaze, vision, gaze_processor, SiglipImageProcessor.for_vision_model(vision), **options)
+
+
+#: ``preprocessor_config.json`` of ``nvidia/AutoGaze`` (upstream's preprocessing for it).
+NVIDIA_PREPROCESSING = {
+    "size": {"shortest_edge": 224}, "do_center_crop": False, "do_rescale": True, "rescale_factor": 1 / 127.5,
+    "offset": True, "do_normalize": True, "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225],
+}

@@ -38,6 +38,7 @@ class ExtractSummary:
     frames: int = 0
     tokens: int = 0
     seconds: float = 0.0
+    rank: int = 0
     failures: list[dict[str, Any]] = field(default_factory=list)
 
     def line(self) -> str:
@@ -241,7 +242,7 @@ def extract_features(
             dist.barrier()
             if ctx.rank == 0:
                 store.merge_rank_manifests()
-        summary = ExtractSummary(store.folder, skipped=skipped)
+        summary = ExtractSummary(store.folder, skipped=skipped, rank=ctx.rank)
         for part in results:
             for record in part:
                 summary.seconds += record["seconds"]

@@ -1,0 +1,8 @@
+"""``python -m autogaze_fast ...`` (and ``torchrun -m autogaze_fast extract ...``): the ``autogaze-fast`` CLI."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
