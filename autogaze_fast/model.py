@@ -4,13 +4,18 @@
     >>> out = model({"video": pixel_values}, gazing_ratio=0.75)       # pixel_values (B, T, 3, H, W)
     >>> out["gazing_pos"], out["if_padded_gazing"], out["gazing_mask"]
 
-The state dict is upstream's (``gazing_model.*``), for either implementation.
+The state dict is upstream's (``gazing_model.*``), for either implementation. The video must be
+the processor's output: raw uint8 or channels-last frames are refused ("run AutoGazeImageProcessor
+first"). Every frame is resized to ``input_img_size`` × ``input_img_size`` (224 × 224) inside the
+model, so non-square frames are squashed to a square (any-aspect-ratio tiling is not implemented yet).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import sys
+import warnings
 from typing import Any, Mapping
 
 import torch
@@ -29,6 +34,29 @@ def _gazing_model_class(impl: str):
     from .fast.gazing_model import FastGazingModel
 
     return FastGazingModel
+
+
+RAW_PIXEL_THRESHOLD = 4.0
+"""A non-negative float video with values above this gets a "run the processor first" warning.
+
+The processor's output stays below it: ImageNet mean/std give at most (1 - 0.406) / 0.225 = 2.64,
+mean/std 0.5 give at most 1. Raw pixels in 0..255 go far above it (unless the video is nearly black).
+Raw floats in 0..1 cannot be told from normalised bright frames and are not flagged."""
+
+_RUN_PROCESSOR = (
+    "run AutoGazeImageProcessor on the uint8 frames first: video = processor(frames).pixel_values[None] "
+    "with processor = AutoGazeImageProcessor.from_pretrained(MODEL_DIR) turns frames (T, H, W, 3) into "
+    "(1, T, 3, H', W') (a batch (B, T, H, W, 3) needs no [None])"
+)
+
+
+def _user_stacklevel() -> int:
+    """``stacklevel`` that points a warning raised by the caller at the first frame outside this
+    package and torch (the user's line that called the model)."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in ("autogaze_fast", "torch"):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _check_ratio(value: float, what: str) -> None:
@@ -95,7 +123,9 @@ class AutoGaze(AutoGazeReference):
 
         Args:
             inputs: ``{"video": (B, T, 3, H, W)}`` (upstream's call) or the tensor itself, preprocessed
-                with :class:`AutoGazeImageProcessor`.
+                with :class:`AutoGazeImageProcessor` (uint8 or channels-last frames raise a ValueError,
+                a float video with values in 0..255 a warning). Frames of any H × W are resized to
+                224 × 224 (``config.input_img_size``), so non-square frames are squashed, not tiled.
             gazing_ratio: max fraction of the N tokens gazed per frame, in (0, 1]; a list gives one per frame.
             task_loss_requirement: stop a frame once the predicted task loss is at most this.
                 With neither given, the config's defaults are used (as upstream).
@@ -137,6 +167,12 @@ class AutoGaze(AutoGazeReference):
         )
 
     def _check_video(self, inputs) -> torch.Tensor:
+        """The ``(B, T, 3, H, W)`` float video from ``inputs``, cast to the model's dtype.
+
+        Raw frames (an integer dtype, or channels last) are refused with "run AutoGazeImageProcessor
+        first"; a float video whose values look like 0..255 pixels gets a warning (see
+        :data:`RAW_PIXEL_THRESHOLD`).
+        """
         if isinstance(inputs, Mapping):
             if "video" not in inputs:
                 raise ValueError(f"inputs must hold a 'video' tensor (B, T, 3, H, W); got keys {sorted(inputs)}")
@@ -144,24 +180,43 @@ class AutoGaze(AutoGazeReference):
         else:
             video = getattr(inputs, "pixel_values", inputs)
         if not isinstance(video, torch.Tensor):
-            raise ValueError(f"video must be a torch.Tensor (B, T, 3, H, W), got {type(video).__name__}")
+            shape = f" of shape {tuple(video.shape)}" if hasattr(video, "shape") else ""
+            kind = f"{type(video).__module__.split('.')[0]}.{type(video).__name__}"
+            raise ValueError(
+                f"video must be a torch.Tensor (B, T, 3, H, W), got a {kind}{shape}; "
+                + ("wrap pixel values that are already normalised with torch.from_numpy(x); for raw frames, "
+                   if kind == "numpy.ndarray" else "")
+                + _RUN_PROCESSOR
+            )
+        shape, dtype = tuple(video.shape), video.dtype
+        channels_last = video.dim() >= 3 and shape[-1] == 3 and shape[-3] != 3
+        if not video.is_floating_point() or channels_last:
+            what = "raw frames" if not video.is_floating_point() else "frames with channels last"
+            raise ValueError(f"video has shape {shape} and dtype {dtype}: these look like {what}, not pixel values; {_RUN_PROCESSOR}")
         if video.dim() == 4:
             raise ValueError(
-                f"video has shape {tuple(video.shape)}: expected 5 dims (B, T, 3, H, W); "
+                f"video has shape {shape}: expected 5 dims (B, T, 3, H, W); "
                 "add the batch dim with video[None]"
             )
         if video.dim() != 5:
-            raise ValueError(f"video must have shape (B, T, 3, H, W), got {tuple(video.shape)}")
+            raise ValueError(f"video must have shape (B, T, 3, H, W), got {shape}")
         if video.shape[2] != 3:
-            raise ValueError(f"video must have 3 (RGB) channels at dim 2, got shape {tuple(video.shape)}")
-        if not video.is_floating_point():
-            raise ValueError(f"video must be float (preprocessed with AutoGazeImageProcessor), got {video.dtype}")
+            raise ValueError(f"video must have 3 (RGB) channels at dim 2, got shape {shape}")
         if video.shape[0] == 0 or video.shape[1] == 0:
             raise ValueError(f"video is empty: shape {tuple(video.shape)}")
         if video.shape[1] % self.frame_sampling_rate:
             raise ValueError(f"T={video.shape[1]} frames is not a multiple of temporal_patch_size {self.frame_sampling_rate}")
         if not torch.isfinite(video).all():
             raise ValueError("video contains NaN or inf values; check the decoding/preprocessing of the frames")
+        lo, hi = (float(v) for v in torch.aminmax(video.detach()))
+        if lo >= 0 and hi > RAW_PIXEL_THRESHOLD:
+            warnings.warn(
+                f"video of shape {shape} ({dtype}) has values in [{lo:.4g}, {hi:.4g}]: these look like raw 0..255 "
+                "pixels, not normalised pixel values (the NVIDIA processor gives about [-2.1, 2.6]), and the gaze "
+                f"will be meaningless; {_RUN_PROCESSOR}",
+                UserWarning,
+                stacklevel=_user_stacklevel(),
+            )
         param = next(self.parameters())
         if video.device != param.device:
             raise ValueError(f"video is on {video.device} but the model is on {param.device}; move one of them")

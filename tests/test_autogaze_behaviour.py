@@ -78,7 +78,7 @@ def test_impl_switch(monkeypatch):
     [
         (torch.zeros(4, 3, 224, 224), "expected 5 dims"),
         (torch.zeros(1, 2, 4, 224, 224), "3 \\(RGB\\) channels"),
-        (torch.zeros(1, 2, 3, 224, 224, dtype=torch.uint8), "must be float"),
+        (torch.zeros(1, 2, 3, 224, 224, dtype=torch.uint8), "run AutoGazeImageProcessor on the uint8 frames first"),
         (torch.zeros(1, 0, 3, 224, 224), "empty"),
         ("not a tensor", "must be a torch.Tensor"),
     ],
@@ -86,6 +86,44 @@ def test_impl_switch(monkeypatch):
 def test_bad_video_shapes(model, video, message):
     with pytest.raises(ValueError, match=message):
         model({"video": video}, gazing_ratio=0.1)
+
+
+@pytest.mark.parametrize(
+    "video, what",
+    [
+        (torch.zeros(1, 2, 64, 64, 3, dtype=torch.uint8), "raw frames"),  # uint8, channels last
+        (torch.zeros(2, 64, 64, 3, dtype=torch.uint8), "raw frames"),  # one video of raw frames, no batch axis
+        (torch.rand(1, 2, 64, 64, 3), "frames with channels last"),  # float, channels last
+    ],
+)
+def test_raw_frames_are_told_to_run_the_processor_first(model, video, what):
+    with pytest.raises(ValueError) as err:
+        model({"video": video}, gazing_ratio=0.1)
+    message = str(err.value)
+    assert str(tuple(video.shape)) in message and str(video.dtype) in message and what in message
+    assert "run AutoGazeImageProcessor on the uint8 frames first" in message
+
+
+def test_numpy_video_names_its_shape(model):
+    import numpy as np
+
+    with pytest.raises(ValueError, match=r"numpy.ndarray of shape \(1, 2, 3, 64, 64\); wrap .* torch.from_numpy\(x\); for raw frames, run AutoGazeImageProcessor"):
+        model({"video": np.zeros((1, 2, 3, 64, 64), np.float32)}, gazing_ratio=0.1)
+
+
+def test_float_video_in_0_255_warns_and_processed_video_does_not(model):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the processor's output (CASES) must not warn
+        model({"video": CASES["video"][:, :2]}, gazing_ratio=0.1, generate_only=True)
+    raw = (CASES["video"][:, :2] * 0.229 + 0.485).clamp(0, 1) * 255  # undo the normalisation: 0..255 floats
+    with pytest.warns(UserWarning) as record:
+        model({"video": raw}, gazing_ratio=0.1, generate_only=True)
+    message = str(record[0].message)
+    assert str(tuple(raw.shape)) in message and "raw 0..255 pixels" in message
+    assert "run AutoGazeImageProcessor on the uint8 frames first" in message
+    assert record[0].filename == __file__  # points at the caller's line, not at torch or this package
 
 
 def test_nan_frames_are_refused(model):
