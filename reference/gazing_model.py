@@ -13,13 +13,40 @@ from .llama import GazeDecoder, KVCache
 from .stem import Connector, VisionStem, frame_tokens
 
 
-def check_streaming_caches(*pasts) -> None:
-    """Streaming takes all four caches a previous call returned, or none of them."""
-    if any(p is not None for p in pasts) and any(p is None for p in pasts):
+def check_streaming_caches(past_key_values, past_inputs_embeds, past_attention_mask, past_conv_values,
+                           batch: int) -> None:
+    """Streaming takes all four caches a previous call returned, or none of them, for the same batch.
+
+    Args:
+        past_key_values: the decoder cache (the implementation checks its own type).
+        past_inputs_embeds, past_attention_mask, past_conv_values: lists of (B, ...) tensors.
+        batch: B of this call's video.
+    Raises:
+        ValueError: some caches given and others not, a list cache that is not a list of tensors,
+            or caches made for a batch of another size than ``batch``.
+    """
+    pasts = (past_key_values, past_inputs_embeds, past_attention_mask, past_conv_values)
+    if all(p is None for p in pasts):
+        return
+    if any(p is None for p in pasts):
         raise ValueError(
             "streaming needs all four of past_key_values, past_inputs_embeds, past_attention_mask and "
             "past_conv_values (pass back every one the previous call returned), or none of them"
         )
+    named = (("past_inputs_embeds", past_inputs_embeds), ("past_attention_mask", past_attention_mask),
+             ("past_conv_values", past_conv_values))
+    for name, tensors in named:
+        if not isinstance(tensors, (list, tuple)) or not all(isinstance(x, torch.Tensor) for x in tensors):
+            raise ValueError(f"{name} must be the list of tensors the previous streaming call returned, "
+                             f"got {type(tensors).__name__}")
+        cached = {int(x.shape[0]) for x in tensors if x.dim() > 0}
+        if cached and cached != {batch}:
+            made_for = "/".join(str(c) for c in sorted(cached))
+            raise ValueError(
+                f"the streaming caches ({name}) were made for a batch of {made_for} video(s) but this video has a "
+                f"batch of {batch}: a stream continues the same batch. Pass the next frames of the same "
+                f"{made_for} video(s), or start a new stream for the {batch} video(s) by passing no past_* caches"
+            )
 
 
 class GazingModel(nn.Module):
@@ -59,7 +86,8 @@ class GazingModel(nn.Module):
             caches ``past_key_values``, ``past_input_embeds``, ``past_attention_mask``,
             ``past_conv_values`` (None unless ``use_cache``).
         """
-        check_streaming_caches(past_key_values, past_inputs_embeds, past_attention_mask, past_conv_values)
+        check_streaming_caches(past_key_values, past_inputs_embeds, past_attention_mask, past_conv_values,
+                               batch=video.shape[0])
         n_vision = self.config.num_vision_tokens_each_frame
         eos = self.config.decoder.eos_token_id
         tokens, conv_values = frame_tokens(self.vision_model, self.connector, video, self.config, past_conv_values)

@@ -126,6 +126,26 @@ def gaze_layout(
     return GazeLayout(index, pad, frame_ids)
 
 
+def check_frame_size(height: int, width: int, scales: list[int]) -> None:
+    """Frames must be square at the model's largest scale (what the SigLIP processor at that size gives).
+
+    The model resizes every frame to each scale, so another size would not fail by itself: upstream
+    silently stretches a non-square frame, or upsamples a small one to the largest scale, and the
+    features quietly lose detail or aspect. We refuse both instead.
+
+    Raises:
+        ValueError: ``height != width`` or ``height != max(scales)``.
+    """
+    side = max(scales)
+    if height != width or height != side:
+        raise ValueError(
+            f"pixel_values frames are {height}x{width} (H x W) but this model's scales are {list(scales)}: frames "
+            f"must be square at the largest scale, {side}x{side}. Preprocess them with the SigLIP image processor "
+            f"at size {side}x{side}: autogaze_fast.SiglipImageProcessor.for_vision_model(model, checkpoint_dir) "
+            "(resize to the largest scale, rescale, normalise); the model does not fix the input size for you"
+        )
+
+
 def attention_allowed(frame_ids: torch.Tensor, is_pad: torch.Tensor, attn_type: str) -> torch.Tensor:
     """Dense B × N × N boolean map: ``allowed[b, i, j]`` is true when query i may attend key j.
 
@@ -350,8 +370,9 @@ class SiglipVisionTransformer(nn.Module):
         """Encode the gazed patches of a video.
 
         Args:
-            pixel_values: B × T × c × H × W, normalised as the SigLIP processor does (any H, W:
-                every frame is resized to each scale). Cast to the model's dtype.
+            pixel_values: B × T × c × S × S with S the largest scale, normalised as the SigLIP
+                processor does at that size (:func:`check_frame_size`; every frame is still resized to
+                each scale, even S, as upstream). Cast to the model's dtype.
             gazing_info: AutoGaze's output (``gazing_pos``, ``if_padded_gazing``,
                 ``num_gazing_each_frame``), indexing the T · n multi-scale sequence of this
                 model's scales and patch size; ``None`` encodes every patch (dense baseline).
@@ -378,7 +399,7 @@ class SiglipVisionTransformer(nn.Module):
         return SiglipVisionOutput(x, pooled, tuple(states) if states is not None else None)
 
     def prepare_inputs(self, pixel_values: torch.Tensor, gazing_info: Any | None) -> tuple[torch.Tensor, GazeLayout]:
-        """Validate ``pixel_values`` (B × T × c × H × W), cast it to the weights' dtype/device, and
+        """Validate ``pixel_values`` (B × T × c × S × S, S = largest scale), cast it to the weights' dtype/device, and
         turn ``gazing_info`` into a :class:`GazeLayout`."""
         cfg = self.config
         if pixel_values.dim() != 5:
@@ -390,6 +411,7 @@ class SiglipVisionTransformer(nn.Module):
             raise ValueError(f"pixel_values has {c} channels, the model expects {cfg.num_channels} (B x T x C x H x W)")
         if not pixel_values.dtype.is_floating_point:
             raise ValueError(f"pixel_values must be a float tensor (normalised frames), got dtype {pixel_values.dtype}")
+        check_frame_size(h, w, cfg.scales)
         weight = self.embeddings.patch_embedding.weight
         pixel_values = pixel_values.to(device=weight.device, dtype=weight.dtype)
         return pixel_values, gaze_layout(gazing_info, b, t, cfg.tokens_per_frame, weight.device)

@@ -372,7 +372,7 @@ def test_gazing_info_forms_are_equivalent(tiny_siglip, stop_k10):
 
 def test_hidden_states_and_no_head():
     model = p14_model(vision_use_head=False, scales=[56, 112])
-    video = torch.randn(1, 2, 3, 64, 64)
+    video = torch.randn(1, 2, 3, 112, 112)  # square at the largest scale
     with torch.no_grad():
         out = model(video, output_hidden_states=True)
     assert out.pooler_output is None

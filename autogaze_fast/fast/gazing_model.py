@@ -34,7 +34,8 @@ class FastGazingModel(GazingModel):
         past_conv_values: list[torch.Tensor] | None = None,
         generator: torch.Generator | None = None,
     ) -> dict:
-        check_streaming_caches(past_key_values, past_inputs_embeds, past_attention_mask, past_conv_values)
+        check_streaming_caches(past_key_values, past_inputs_embeds, past_attention_mask, past_conv_values,
+                               batch=video.shape[0])
         if past_key_values is not None and not isinstance(past_key_values, FastDecodeState):
             raise ValueError(
                 f"past_key_values is a {type(past_key_values).__name__}; the fast implementation streams with the "
