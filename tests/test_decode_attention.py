@@ -102,6 +102,54 @@ def test_twin_matches_naive(case, num_splits):
     torch.testing.assert_close(out.double(), ref, atol=ATOL[dtype], rtol=0)
 
 
+def _launched_splits(dtype, head_dim, lq, group, cache_len, num_splits):
+    """How many splits the launcher runs for a forced ``num_splits`` (the split length is a whole
+    number of key blocks, so the count can come out below the one asked for)."""
+    block_n = da._pick_split_config(dtype, head_dim, lq * group)["BLOCK_N"]
+    n_blocks = -(-cache_len // block_n)
+    split_len = -(-n_blocks // min(num_splits, n_blocks)) * block_n
+    return -(-cache_len // split_len)
+
+
+# (Lq, ctx, dtype, num_splits, at least): more splits than one chunk (16) and than two chunks (32)
+# of the combine kernel's loop, so its running-max rescale between chunks is exercised.
+MANY_SPLIT_CASES = [
+    (1, 700, torch.float32, 22, 17),
+    (10, 1270, torch.float32, 40, 33),
+    (1, 1400, torch.bfloat16, 22, 17),
+    (10, 1270, torch.bfloat16, 40, 33),
+]
+
+
+@pytest.mark.parametrize("Lq, ctx, dtype, num_splits, at_least", MANY_SPLIT_CASES,
+                         ids=[f"Lq{c[0]}-ctx{c[1]}-{str(c[2]).split('.')[-1]}-splits{c[3]}" for c in MANY_SPLIT_CASES])
+def test_many_splits_kernel_and_twin_match_float64_oracle(Lq, ctx, dtype, num_splits, at_least):
+    """> 16 and > 32 key splits: the split kernel, the chunked combine, and the twin's split walk
+    against the dense float64 oracle. Queries are scaled up so that the splits' log-sum-exps spread
+    (a combine that skips the rescale between chunks is then off by far more than the tolerance)."""
+    q, k, v, kv, cache_len, q_start = make_case(Lq, ctx, 32, 2, 1, dtype, seed=ctx)
+    q = (q.float() * 3).to(dtype)
+    assert _launched_splits(dtype, 32, Lq, 2, cache_len, num_splits) >= at_least
+    ref = naive_attention(q, k, v, kv, cache_len, q_start)
+    out = decode_attention(q, k, v, kv, cache_len, q_start, backend="triton", num_splits=num_splits)
+    twin = decode_attention_torch(q, k, v, kv, cache_len, q_start, num_splits=num_splits)
+    assert out.dtype == dtype and twin.dtype == dtype
+    torch.testing.assert_close(out.double(), ref, atol=ATOL[dtype], rtol=0, msg="triton vs float64 oracle")
+    torch.testing.assert_close(twin.double(), ref, atol=ATOL[dtype], rtol=0, msg="twin vs float64 oracle")
+    torch.testing.assert_close(out.float(), twin.float(), atol=TWIN_ATOL[dtype], rtol=0, msg="triton vs twin")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_cuda_long_context_default_splits(dtype):
+    """A ~6k-key context and a 10-token step at the launcher's default split count (dozens of
+    splits on a real GPU) against the float64 oracle, at the CPU tolerances."""
+    q, k, v, kv, cache_len, q_start = make_case(10, 6000, 64, 6, 6, dtype, seed=6000)
+    out = decode_attention(q, k, v, kv, cache_len, q_start)
+    ref = naive_attention(q, k, v, kv, cache_len, q_start)
+    torch.testing.assert_close(out.double(), ref, atol=ATOL[dtype], rtol=0)
+
+
 @pytest.mark.parametrize("q_tile", [7, 16])
 def test_twin_query_tiles_match_naive(monkeypatch, q_tile):
     """Long prefills are taken in query tiles, each cut at its own causal bound."""
