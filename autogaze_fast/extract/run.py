@@ -160,8 +160,8 @@ def _process(encoder, source: VideoSource, store: ExtractionStore, frequency, sa
                 "source_mtime_ns": stat.st_mtime_ns, "config_hash": store.hash, "config": store.config, **facts}
         store.write_features(source.id, tensors, meta)
         record.update(status="ok", frames=facts["num_frames"], tokens=facts["num_gazed_tokens"])
-    except FileNotFoundError as e:
-        record.update(status="failed", reason=f"missing file: {e}")
+    except FileNotFoundError:
+        record.update(status="failed", reason=f"missing: no video file at {source.path}")
     except Exception as e:  # a bad video never stops the run; the reason goes to the manifest
         record.update(status="failed", reason=f"{type(e).__name__}: {e}")
     record["seconds"] = round(time.perf_counter() - start, 3)
