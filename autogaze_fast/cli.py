@@ -31,7 +31,12 @@ def load_model_and_processor(model_id: str, impl: str | None, allow_random: bool
         model = AutoGaze.from_pretrained(model_id, impl=impl)
     except CheckpointError as e:
         if not allow_random:
-            raise
+            raise CheckpointError(
+                f"{e}\n\nFor real gaze, pass --model DIR with a local snapshot of the checkpoint "
+                f"(`huggingface-cli download {DEFAULT_MODEL} --local-dir DIR`, where there is internet). "
+                "To check only that the pipeline runs, add --allow-random: a RANDOMLY INITIALISED model "
+                "(meaningless gaze)."
+            ) from None
         from .presets import random_autogaze
 
         warn(f"Could not load '{model_id}':\n{e}\n\nFalling back to a RANDOMLY INITIALISED model of the NVIDIA "
@@ -90,7 +95,7 @@ def save_overlay(path: str, frames_uint8: np.ndarray, outputs: list[dict], scale
     for out in outputs:
         t = out["gazing_mask"][0].shape[1]
         masks = [m[0] for m in out["gazing_mask"]]
-        pieces.append(gaze_overlay(frames_uint8[start:start + t], masks, scales))
+        pieces.append(gaze_overlay(frames_uint8[start:start + t], masks, scales, first_frame=start))
         start += t
     overlay = np.concatenate(pieces)
     suffix = Path(path).suffix.lower()
@@ -99,6 +104,13 @@ def save_overlay(path: str, frames_uint8: np.ndarray, outputs: list[dict], scale
     else:
         save_gaze_video(path, overlay)
     print(f"wrote {path}")
+
+
+def print_squash_note(height: int, width: int, side: int) -> None:
+    """Say so when non-square frames will be squashed to the gaze model's square input."""
+    if height != width:
+        print(f"note: {height}x{width} (H x W) frames are squashed to {side}x{side} for the gaze model, "
+              "so their aspect ratio is not kept (AnyRes tiling is not implemented yet)")
 
 
 def gaze_and_report(model, processor, frames: np.ndarray, args) -> int:
@@ -130,6 +142,7 @@ def cmd_gaze(args) -> int:
     model, processor, is_random = load_model_and_processor(args.model, args.impl, allow_random=args.allow_random)
     resolve_requirement(args, is_random)
     print(f"{args.video}: {frames.shape[0]} frames of {frames.shape[1]}x{frames.shape[2]}")
+    print_squash_note(frames.shape[1], frames.shape[2], model.config.input_img_size)
     return gaze_and_report(model, processor, frames, args)
 
 

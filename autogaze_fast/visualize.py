@@ -3,7 +3,9 @@
 Each scale's ``gazing_mask`` is a row-major ``g × g`` grid of patches laid over the whole frame
 (g = 2, 4, 7, 14 for the NVIDIA model's 32/64/112/224 scales), so coarse scales show as large
 boxes and fine scales as small ones. Un-gazed pixels (covered by no gazed patch of any scale) are
-dimmed; every gazed patch gets an outline in its scale's colour.
+dimmed; every gazed patch gets an outline in its scale's colour. Each frame is labelled with its
+frame number (top left) and a legend of the scale colours (bottom left, e.g. "32px", "64px"), both
+on a darkened backdrop.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
@@ -81,6 +83,120 @@ def _check_masks(gazing_mask: Sequence, num_frames: int, scales: list[int] | Non
     return out
 
 
+def _font(pixels: int):
+    """Pillow's default font at ``pixels`` px (a bitmap font of fixed size on Pillow < 10.1)."""
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=pixels)
+    except (TypeError, OSError, ImportError):  # old Pillow, or no FreeType
+        return ImageFont.load_default()
+
+
+def _darken(frame: np.ndarray, box: tuple[int, int, int, int], factor: float = 0.3) -> None:
+    """Darken ``frame[y0:y1, x0:x1]`` in place (a backdrop that keeps white text readable)."""
+    x0, y0, x1, y1 = box
+    region = frame[max(0, y0) : y1, max(0, x0) : x1]
+    region[:] = np.rint(region * np.float32(factor)).astype(np.uint8)
+
+
+def _pad(font) -> int:
+    return max(2, getattr(font, "size", 10) // 4)
+
+
+class _Legend(NamedTuple):
+    swatches: list[tuple[int, int, int, int]]  # (x0, y0, x1, y1) per scale, x1/y1 exclusive
+    origins: list[tuple[int, int]]  # where each name's text starts
+    backdrop: tuple[int, int, int, int]
+
+
+def _legend_layout(width: int, height: int, names: Sequence[str], font) -> _Legend | None:
+    """Place the legend at the bottom left of a ``height × width`` frame: per name a colour swatch
+    and the name, left to right, wrapping onto more rows when the frame is narrow.
+
+    Returns None when the legend would cover more than a third of the frame's height.
+    """
+    pad = _pad(font)
+    line = font.getbbox("0px")[3] + pad
+    swatch = line - pad
+    widths = [swatch + pad + int(font.getlength(n)) + 2 * pad for n in names]
+    rows, x = [[]], pad
+    for k, w in enumerate(widths):
+        if rows[-1] and x + w > width:
+            rows.append([])
+            x = pad
+        rows[-1].append((k, x))
+        x += w
+    top = height - len(rows) * line - pad
+    if top < height * 2 // 3 or max(widths) + pad > width:
+        return None
+    swatches, origins = [None] * len(names), [None] * len(names)
+    right = 0
+    for r, row in enumerate(rows):
+        y = top + r * line + pad // 2
+        for k, x in row:
+            swatches[k] = (x, y, x + swatch, y + swatch)
+            origins[k] = (x + swatch + pad, y)
+            right = max(right, x + widths[k] - pad)
+    return _Legend(swatches, origins, (0, top, min(width, right + pad), height))
+
+
+def _number_box(n: int, width: int, height: int, font) -> tuple[str, tuple[int, int, int, int]] | None:
+    """Text and backdrop box of frame number ``n`` at the top left: "frame n", or the bare number
+    on a narrow frame; None when neither fits in the frame's top half."""
+    pad = _pad(font)
+    for text in (f"frame {n}", f"{n}"):
+        x1, y1 = font.getbbox(text)[2:]
+        box = (0, 0, x1 + 2 * pad, y1 + 2 * pad)
+        if box[2] <= width and box[3] <= height // 2:
+            return text, box
+    return None
+
+
+def label_frames(
+    frames: np.ndarray,
+    names: Sequence[str],
+    colours: Sequence[tuple[int, int, int]] = SCALE_COLOURS,
+    first_frame: int = 0,
+) -> np.ndarray:
+    """Write the frame number (top left) and a scale-colour legend (bottom left) on each frame.
+
+    Args:
+        frames: ``(T, H, W, 3)`` uint8, changed in place and returned.
+        names: one legend entry per scale, coarsest first (e.g. ``["32px", "64px"]``), drawn with a
+            swatch of ``colours[k]``.
+        first_frame: number of the first frame (frames are numbered from it).
+
+    Both sit on a darkened backdrop, in Pillow's default font scaled with the frame
+    (``min(H, W) / 24`` px, at least 10). A legend that would cover more than a third of the
+    frame's height is left out; on narrow frames the number is written without "frame", and left
+    out if even that does not fit (frames under about 30 px).
+    """
+    from PIL import Image, ImageDraw
+
+    t, h, w, _ = frames.shape
+    font = _font(max(10, min(h, w) // 24))
+    legend = _legend_layout(w, h, names, font)
+    pad = _pad(font)
+    white = (255, 255, 255)
+    for i in range(t):
+        number = _number_box(first_frame + i, w, h, font)
+        if number is not None:
+            _darken(frames[i], number[1])
+        if legend is not None:
+            _darken(frames[i], legend.backdrop)
+        img = Image.fromarray(frames[i])
+        draw = ImageDraw.Draw(img)
+        if number is not None:
+            draw.text((pad, pad), number[0], fill=white, font=font)
+        if legend is not None:
+            for k, ((x0, y0, x1, y1), origin) in enumerate(zip(legend.swatches, legend.origins)):
+                draw.rectangle((x0, y0, x1 - 1, y1 - 1), fill=tuple(colours[k % len(colours)]))
+                draw.text(origin, names[k], fill=white, font=font)
+        frames[i] = np.asarray(img)
+    return frames
+
+
 def _cell_index(length: int, g: int) -> np.ndarray:
     """For each pixel along an axis of ``length``, the index of the grid cell (of g) it falls in."""
     return np.minimum((np.arange(length) * g) // length, g - 1)
@@ -102,8 +218,10 @@ def gaze_overlay(
     dim: float = 0.35,
     thickness: int | None = None,
     colours: Sequence[tuple[int, int, int]] = SCALE_COLOURS,
+    labels: bool = True,
+    first_frame: int = 0,
 ) -> np.ndarray:
-    """Draw gazed patches on frames.
+    """Draw gazed patches on frames, with frame numbers and a scale-colour legend.
 
     Args:
         frames: ``(T, H, W, 3)`` uint8 RGB (numpy or torch), any size: the patch grids are
@@ -115,6 +233,9 @@ def gaze_overlay(
         dim: brightness factor for pixels covered by no gazed patch (0 black, 1 unchanged).
         thickness: outline width in pixels (default: ``max(1, min(H, W) // 224)``).
         colours: outline colour per scale, coarsest first (cycled if there are more scales).
+        labels: write each frame's number (top left) and a legend of the scale colours (bottom
+            left: ``"32px"``... with ``scales``, else the grid, ``"2x2"``...); see :func:`label_frames`.
+        first_frame: number of the first frame, for clips cut from a longer video.
 
     Returns:
         ``(T, H, W, 3)`` uint8 frames.
@@ -126,7 +247,8 @@ def gaze_overlay(
     if not 0.0 <= dim <= 1.0:
         raise ValueError(f"dim must be in [0, 1], got {dim}")
     t, h, w, _ = frames.shape
-    masks = _check_masks(gazing_mask, t, _parse_scales(scales, len(gazing_mask)))
+    scales = _parse_scales(scales, len(gazing_mask))
+    masks = _check_masks(gazing_mask, t, scales)
     if thickness is None:
         thickness = max(1, min(h, w) // 224)
     if thickness < 1:
@@ -145,6 +267,9 @@ def gaze_overlay(
     out = np.where(covered[..., None], frames, np.rint(frames * np.float32(dim)).astype(np.uint8))
     for k, border in enumerate(borders):  # coarse first, so finer outlines stay visible on top
         out[border] = np.asarray(colours[k % len(colours)], dtype=np.uint8)
+    if labels:
+        names = [f"{s}px" for s in scales] if scales is not None else [f"{g}x{g}" for _, g in masks]
+        label_frames(out, names, colours, first_frame)
     return out
 
 

@@ -78,3 +78,59 @@ def test_gaze_upstream_example_clip(capsys):
     assert main(["gaze", str(path), "--model", str(FIXTURES / "tiny_k10"), "--max-frames", "2",
                  "--gazing-ratio", "0.05", "--quiet"]) == 0
     assert "frames=2" in capsys.readouterr().out
+
+
+def test_gaze_missing_model_says_how_to_get_it_or_allow_random(tmp_path, capsys):
+    frames = np.zeros((1, 32, 32, 3), dtype=np.uint8)
+    video = write_video(tmp_path / "clip.mp4", frames, fps=4)
+    assert main(["gaze", str(video), "--model", str(tmp_path / "no-such-dir")]) == 2
+    err = capsys.readouterr().err
+    assert "huggingface-cli download nvidia/AutoGaze --local-dir DIR" in err and "--model DIR" in err
+    assert "--allow-random" in err
+
+
+def test_gaze_allow_random_on_non_square_frames_notes_the_squash(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    frames = np.zeros((1, 36, 64, 3), dtype=np.uint8)
+    video = write_video(tmp_path / "clip.mp4", frames, fps=4)
+    assert main(["gaze", str(video), "--model", str(tmp_path / "no-such-dir"), "--allow-random",
+                 "--gazing-ratio", "0.05", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert "RANDOMLY INITIALISED" in captured.err
+    assert "note: 36x64 (H x W) frames are squashed to 224x224 for the gaze model" in captured.out
+    assert "AnyRes tiling is not implemented yet" in captured.out
+
+
+def test_square_frames_get_no_squash_note(tmp_path, capsys):
+    frames = np.zeros((1, 48, 48, 3), dtype=np.uint8)
+    video = write_video(tmp_path / "clip.mp4", frames, fps=4)
+    assert main(["gaze", str(video), "--model", str(FIXTURES / "tiny_k10"), "--gazing-ratio", "0.05", "--quiet"]) == 0
+    assert "squashed" not in capsys.readouterr().out
+
+
+def test_gaze_refuses_a_too_thin_video_with_the_reason(tmp_path, capsys):
+    frames = np.zeros((2, 64, 4, 3), dtype=np.uint8)
+    video = write_video(tmp_path / "thin.mp4", frames, fps=4)
+    assert main(["gaze", str(video), "--model", str(FIXTURES / "tiny_k10"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "64x4 (H x W)" in err and "at least 16 px" in err
+
+
+def test_chunked_overlay_numbers_frames_across_chunks(tmp_path):
+    from PIL import Image
+
+    from autogaze_fast.cli import save_overlay
+    from autogaze_fast.processor import AutoGazeImageProcessor
+    from autogaze_fast.synthetic import synthetic_clip
+    from autogaze_fast.visualize import gaze_overlay
+
+    model = AutoGaze.from_pretrained(FIXTURES / "tiny_k10", impl="reference")
+    frames = synthetic_clip(num_frames=3, size=64, seed=1)
+    video = AutoGazeImageProcessor.from_pretrained(FIXTURES / "tiny_k10")(frames).pixel_values[None]
+    outputs = [out for _, _, out in gaze_in_chunks(model, video, chunk_frames=2, progress=False, gazing_ratio=0.1)]
+    save_overlay(str(tmp_path / "grid.png"), frames, outputs, model.scales)
+    # oracle: one overlay of the whole clip, numbered 0, 1, 2
+    masks = [torch.cat([out["gazing_mask"][k][0] for out in outputs]) for k in range(len(model.scales))]
+    whole = gaze_overlay(frames, masks, model.scales)
+    grid = np.asarray(Image.open(tmp_path / "grid.png"))
+    np.testing.assert_array_equal(grid[66:130, :64], whole[2])  # 2x2 grid, gap 2: frame 2 is bottom left

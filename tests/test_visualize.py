@@ -32,14 +32,14 @@ def test_shape_and_dtype(frames):
 
 
 def test_nothing_gazed_dims_everything(frames):
-    out = gaze_overlay(frames, empty_masks(), dim=0.25)
+    out = gaze_overlay(frames, empty_masks(), dim=0.25, labels=False)
     np.testing.assert_array_equal(out, np.rint(frames * np.float32(0.25)).astype(np.uint8))
 
 
 def test_gazed_cell_kept_with_outline_others_dimmed(frames):
     masks = empty_masks()
     masks[1][1, 4 * 2 + 3] = 1  # frame 1, 4x4 grid, row 2, column 3
-    out = gaze_overlay(frames, masks, dim=0.5, thickness=2)
+    out = gaze_overlay(frames, masks, dim=0.5, thickness=2, labels=False)
     ys, xs = cell(2, 3, 4)
     inner = (slice(ys.start + 2, ys.stop - 2), slice(xs.start + 2, xs.stop - 2))
     np.testing.assert_array_equal(out[1][inner], frames[1][inner])  # inside: untouched
@@ -57,7 +57,7 @@ def test_gazed_cell_kept_with_outline_others_dimmed(frames):
 def test_coarse_scale_covers_a_quarter(frames):
     masks = empty_masks()
     masks[0][:, 0] = 1  # top-left quarter, every frame
-    out = gaze_overlay(frames, masks, thickness=1)
+    out = gaze_overlay(frames, masks, thickness=1, labels=False)
     ys, xs = cell(0, 0, 2)
     np.testing.assert_array_equal(out[:, 1:55, 1:55], frames[:, 1:55, 1:55])
     assert (out[:, 0, :56] == SCALE_COLOURS[0]).all() and (out[:, :56, 55] == SCALE_COLOURS[0]).all()
@@ -68,7 +68,7 @@ def test_finer_outline_drawn_over_coarser(frames):
     masks = empty_masks()
     masks[0][:, 0] = 1  # coarse top-left cell
     masks[2][:, 0] = 1  # fine top-left cell shares the top-left corner
-    out = gaze_overlay(frames, masks, thickness=1)
+    out = gaze_overlay(frames, masks, thickness=1, labels=False)
     assert (out[:, 0, 0] == SCALE_COLOURS[2]).all()
     assert (out[:, 0, 40] == SCALE_COLOURS[0]).all()  # beyond the 16-px fine cell: coarse outline
 
@@ -76,7 +76,7 @@ def test_finer_outline_drawn_over_coarser(frames):
 def test_all_gazed_nothing_dimmed(frames):
     masks = empty_masks()
     masks[2][:] = 1
-    out = gaze_overlay(frames, masks, thickness=1)
+    out = gaze_overlay(frames, masks, thickness=1, labels=False)
     border = np.zeros((H, W), bool)
     for k in range(7):
         border[k * 16, :] = border[k * 16 + 15, :] = border[:, k * 16] = border[:, k * 16 + 15] = True
@@ -88,7 +88,7 @@ def test_uneven_grid_covers_whole_frame():
     # 100 px over a 7x7 grid: cells of 14 or 15 px, outlines at every cell edge, last cell reaches the edge
     frames = np.full((1, 100, 100, 3), 200, np.uint8)
     masks = [np.ones((1, 49), bool)]
-    out = gaze_overlay(frames, masks, thickness=1)
+    out = gaze_overlay(frames, masks, thickness=1, labels=False)
     assert (out[0, :, 99] == SCALE_COLOURS[0]).all() and (out[0, 99, :] == SCALE_COLOURS[0]).all()
     assert (out[0] != 0).all()  # nothing dimmed: gazed everywhere
     inner_rows = [y for y in range(100) if (out[0, y, :] == 200).any()]
@@ -98,7 +98,7 @@ def test_uneven_grid_covers_whole_frame():
 def test_accepts_torch_and_batched_masks(frames):
     masks = empty_masks()
     masks[1][:, 5] = 1
-    ref = gaze_overlay(frames, masks)
+    ref = gaze_overlay(frames, masks, scales=[32, 64, 112])
     as_torch = [torch.from_numpy(m)[None].float() for m in masks]  # (1, T, n_s) float, as AutoGaze returns
     np.testing.assert_array_equal(gaze_overlay(torch.from_numpy(frames), as_torch, scales="32+64+112"), ref)
 
@@ -175,3 +175,94 @@ def test_grid_needs_known_suffix(tmp_path, frames):
     with pytest.raises(ValueError, match="suffix"):
         save_gaze_grid(tmp_path / "grid.unknown", frames)
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------ frame numbers and legend
+S = 224  # a frame large enough for a one-row legend
+
+
+@pytest.fixture(scope="module")
+def still():
+    """The same frame three times, so any difference between output frames comes from the labels."""
+    return np.repeat(synthetic_clip(num_frames=1, size=S, seed=3), 3, axis=0)
+
+
+def gazed_masks(t=3):
+    rng = np.random.default_rng(5)
+    return [np.tile(rng.random((1, g * g)) < 0.3, (t, 1)) for g in (2, 4, 7, 14)]
+
+
+def test_legend_has_one_swatch_per_scale_colour_in_scale_order(still):
+    empty = [np.zeros((3, g * g), bool) for g in (2, 4, 7, 14)]  # nothing gazed: every pixel dimmed, no pure colour
+    plain = gaze_overlay(still, empty, scales=[32, 64, 112, 224], labels=False)
+    out = gaze_overlay(still, empty, scales=[32, 64, 112, 224])
+    bottom = slice(2 * S // 3, S)
+    centres = []
+    for k in range(4):
+        colour = np.asarray(SCALE_COLOURS[k], np.uint8)
+        assert not (plain[0, bottom] == colour).all(-1).any()
+        ys, xs = np.nonzero((out[0, bottom] == colour).all(-1))
+        assert len(ys) >= 8 * 8  # a filled swatch, at least 8 x 8 px
+        assert np.ptp(ys) < 20 and np.ptp(xs) < 20  # one compact square
+        centres.append(xs.mean())
+    assert centres == sorted(centres)  # coarsest scale first, left to right
+
+
+def test_legend_names_follow_scales(still):
+    masks = gazed_masks()
+    with_scales = gaze_overlay(still, masks, scales=[32, 64, 112, 224])
+    with_grids = gaze_overlay(still, masks)  # named "2x2", "4x4", ... instead of "32px", ...
+    differs = (with_scales != with_grids).any(-1)
+    assert differs[:, 2 * S // 3 :].any() and not differs[:, : 2 * S // 3].any()
+
+
+def test_frame_numbers_differ_only_in_the_top_left_label(still):
+    masks = gazed_masks()
+    plain = gaze_overlay(still, masks, labels=False)
+    out = gaze_overlay(still, masks)
+    top_left = np.zeros((S, S), bool)
+    top_left[: S // 3, : S // 2] = True
+    for i in (1, 2):  # identical inputs: frames differ only where their numbers are written
+        differs = (out[i] != out[0]).any(-1)
+        assert differs[top_left].any() and not differs[~top_left].any()
+    labelled = (out != plain).any(-1)
+    assert labelled[:, top_left].any(axis=1).all()  # a number on every frame
+    bottom = np.zeros((S, S), bool)
+    bottom[2 * S // 3 :] = True
+    assert not labelled[:, ~(top_left | bottom)].any()  # the gaze drawing is untouched elsewhere
+
+
+def test_first_frame_continues_the_numbering(still):
+    masks = gazed_masks()
+    whole = gaze_overlay(still, masks, scales=[32, 64, 112, 224])
+    tail = gaze_overlay(still[1:], [m[1:] for m in masks], scales=[32, 64, 112, 224], first_frame=1)
+    np.testing.assert_array_equal(tail, whole[1:])
+
+
+def test_grid_and_gif_carry_the_frame_numbers(tmp_path, still):
+    out = gaze_overlay(still, gazed_masks(), scales=[32, 64, 112, 224])
+    grid = np.asarray(Image.open(save_gaze_grid(tmp_path / "grid.png", out, columns=3, gap=2)))
+    cells = [grid[:S, c * (S + 2) : c * (S + 2) + S] for c in range(3)]
+    for cell, frame in zip(cells, out):
+        np.testing.assert_array_equal(cell, frame)
+    assert (cells[0][: S // 3, : S // 2] != cells[1][: S // 3, : S // 2]).any()
+    with Image.open(save_gaze_video(tmp_path / "gaze.gif", out, fps=5)) as gif:
+        gif_frames = []
+        for i in range(3):
+            gif.seek(i)
+            gif_frames.append(np.asarray(gif.convert("RGB")))
+    assert (gif_frames[0][: S // 3, : S // 2] != gif_frames[2][: S // 3, : S // 2]).any()
+
+
+@pytest.mark.parametrize("size", [16, 40, 1000])
+def test_labels_fit_any_frame_size(size):
+    frames = np.full((2, size, size, 3), 128, np.uint8)
+    masks = [np.ones((2, 4), bool)]
+    out = gaze_overlay(frames, masks, scales=[32])
+    assert out.shape == frames.shape
+    plain = gaze_overlay(frames, masks, scales=[32], labels=False)
+    if size >= 40:  # room for the number at least
+        assert (out[1] != out[0]).any()
+    if size == 1000:  # the font grows with the frame: the label is more than 10 px tall
+        rows = np.nonzero((out[0] != plain[0]).any(-1)[: size // 3].any(1))[0]
+        assert rows.max() > 20
