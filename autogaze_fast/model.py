@@ -192,7 +192,9 @@ class AutoGaze(AutoGazeReference):
         channels_last = video.dim() >= 3 and shape[-1] == 3 and shape[-3] != 3
         if not video.is_floating_point() or channels_last:
             what = "raw frames" if not video.is_floating_point() else "frames with channels last"
-            raise ValueError(f"video has shape {shape} and dtype {dtype}: these look like {what}, not pixel values; {_RUN_PROCESSOR}")
+            raise ValueError(
+                f"video has shape {shape} and dtype {dtype}: these look like {what}, not pixel values; {_RUN_PROCESSOR}"
+            )
         if video.dim() == 4:
             raise ValueError(
                 f"video has shape {shape}: expected 5 dims (B, T, 3, H, W); "
