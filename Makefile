@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench compile-kernels clean
+.PHONY: demo test bench compile-kernels mutants clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ bench: $(STAMP)
 
 compile-kernels: $(STAMP)
 	$(VENV)/bin/autogaze-fast compile-kernels
+
+# Plant each bug of tests/mutants/mutants.py in a temporary copy, one at a time, and report which
+# test catches it (bench/results/mutants.md). Slow (the suite runs once per mutant): not in CI.
+mutants: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) tests/mutants/run_mutants.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -177,3 +177,19 @@ def test_teacher_forced_through_triton_interpreter_equals_reference(triton_inter
     teacher_forced_loss(b).backward()
     for (name, p_ref), (_, p_fast) in zip(ref.named_parameters(), fast.named_parameters()):
         torch.testing.assert_close(p_fast.grad, p_ref.grad, atol=1e-6, rtol=1e-4, msg=lambda m: f"{name}: {m}")
+
+
+def test_sampling_warpers_scale_by_temperature_then_keep_each_slots_top_k():
+    """The warpers both impls share: scores / T, then every slot keeps exactly its top_k best."""
+    from autogaze_fast.reference.generation import warp_for_sampling
+
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(2, 10, 266, generator=g)
+    scores[0, :, :5] = float("-inf")  # already masked tokens stay masked
+    warped = warp_for_sampling(scores, 2.5, 50)
+    kept = torch.isfinite(warped)
+    assert kept.sum(-1).eq(50).all()
+    top = scores.topk(50, dim=-1).indices
+    assert kept.gather(-1, top).all(), "the kept tokens must be each slot's 50 best"
+    torch.testing.assert_close(warped[kept], (scores / 2.5)[kept], atol=0, rtol=0)
+    torch.testing.assert_close(warp_for_sampling(scores, 0.5, 0), scores / 0.5, atol=0, rtol=0)
