@@ -17,6 +17,7 @@ _EXPORTS = {
     "SiglipImageProcessor": "autogaze_fast.siglip_processor",
     "SiglipVisionModel": "autogaze_fast.siglip",
     "read_video": "autogaze_fast.video",
+    "GazedVideoEncoder": "autogaze_fast.encoder",
     "CheckpointError": "autogaze_fast.loading",
     "ConfigError": "autogaze_fast.config",
 }
