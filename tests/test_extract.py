@@ -307,3 +307,19 @@ def test_tiny_and_missing_videos_fail_with_a_reason(tmp_path, encoder):
     assert set(reasons) == {"tiny.mkv", "missing.mp4"}
     assert "6x6" in reasons["tiny.mkv"] or "6 x 6" in reasons["tiny.mkv"], reasons["tiny.mkv"]
     assert "no video file" in reasons["missing.mp4"]
+
+
+def test_cli_checks_output_and_inputs_before_loading_models(videos, tmp_path, capsys):
+    """The models named here do not exist: the cheap checks must fail first, with their own message."""
+    from autogaze_fast.cli import main
+
+    folder, _ = videos
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["extract", str(folder), "--out", str(blocker), "--model", str(tmp_path / "none")]) == 2
+    assert "cannot write to the output folder" in capsys.readouterr().err
+    assert main(["extract", str(tmp_path / "absent"), "--out", str(tmp_path / "o"), "--model", str(tmp_path / "none")]) == 2
+    assert "no such folder, list file" in capsys.readouterr().err
+    assert main(["extract", str(folder), "--out", str(tmp_path / "o"), "--model", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert "--allow-random" in err and "none" in err

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from pathlib import Path
 
 from .run import DEFAULT_FREQUENCY
 
@@ -86,9 +87,14 @@ def _encoder(args):
 def run(args) -> int:
     """Run the extraction; 0 when every video succeeded, 1 when some failed."""
     from .run import extract_features
+    from .sources import list_videos
+    from .store import ensure_writable
 
     # SIGTERM (a scheduler's kill) unwinds like Ctrl-C, so no temporary file is left behind.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    # Cheap checks first: a bad output folder or inputs that name nothing fail before the models load.
+    ensure_writable(Path(args.out).expanduser())
+    list_videos(args.inputs)
     encoder, model_id = _encoder(args)
     if model_id is None:
         from .run import _model_name

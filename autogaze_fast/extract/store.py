@@ -63,6 +63,21 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
+def ensure_writable(folder: Path) -> None:
+    """Create ``folder`` and check a file can be written there.
+
+    Raises:
+        OSError (of the same kind): the folder cannot be created or written; the message names it.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise type(e)(f"cannot write to the output folder {folder}: {e.strerror or e}") from None
+
+
 class ExtractionStore:
     """The folder of one extraction config: ``root / config_hash(config)``."""
 
@@ -81,13 +96,7 @@ class ExtractionStore:
                 names it).
             ValueError: an existing ``config.json`` there holds another config.
         """
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            probe = self.folder / f".write-test-{os.getpid()}"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as e:
-            raise type(e)(f"cannot write to the output folder {self.folder}: {e.strerror or e}") from None
+        ensure_writable(self.folder)
         path = self.folder / CONFIG
         if path.exists():
             try:
