@@ -54,14 +54,50 @@ def test_per_frame_ratio_list(model):
     assert out["num_gazing_each_frame"].tolist() == [int(r * 265) for r in (0.1, 0.2, 0.05, 0.3)]
 
 
+def slot_log_probs_oracle(model, video, gaze) -> torch.Tensor:
+    """SPEC §5 from the raw lm_head output: gaze token j of a frame is scored by the hidden state
+    ``j % K + 1`` positions earlier through head ``j % K``; returns log(p + 1e-8) of each token
+    (pads scored as eos), (B, Σn_t)."""
+    cfg = model.config
+    k, eos, n = cfg.decoder.num_multi_token_pred, cfg.decoder.eos_token_id, model.num_vision_tokens_each_frame
+    captured = []
+    hook = model.gazing_model.gaze_decoder.lm_head.register_forward_hook(lambda mod, inp, out: captured.append(out))
+    try:
+        with torch.no_grad():
+            model({"video": video}, gazing_info=gaze)
+    finally:
+        hook.remove()
+    (logits,) = captured  # one teacher-forced pass over the whole interleaved sequence
+    logits = logits.view(*logits.shape[:2], k, -1)
+    out, offset = [], 0
+    counts = gaze["num_gazing_each_frame"].tolist()
+    for t, (pos, pad) in enumerate(zip(gaze["gazing_pos"].split(counts, 1), gaze["if_padded_gazing"].split(counts, 1))):
+        offset += cfg.num_tokens  # this frame's vision tokens (196), then its gaze tokens
+        ids = torch.where(pad.bool(), torch.full_like(pos, eos), pos - n * t)
+        for j in range(ids.shape[1]):
+            dist = torch.softmax(logits[:, offset + j - (j % k) - 1, j % k], dim=-1)
+            out.append(torch.log(dist.gather(-1, ids[:, j:j + 1])[:, 0] + 1e-8))
+        offset += ids.shape[1]
+    return torch.stack(out, dim=1)
+
+
 def test_given_gazing_info_is_scored_not_regenerated(model):
-    gen = model({"video": CASES["video"]}, gazing_ratio=0.1, generate_only=True)
-    info = {k: gen[k] for k in ("gazing_pos", "if_padded_gazing", "num_gazing_each_frame")}
-    scored = model({"video": CASES["video"]}, gazing_info=info)
-    assert torch.equal(scored["gazing_pos"], gen["gazing_pos"])
-    assert torch.isfinite(scored["log_action_probs"]).all()
-    # greedy tokens are the argmax of their slot, so each must be likelier than uniform
-    assert (scored["log_action_probs"] > torch.log(torch.tensor(1 / 266))).all()
+    """A gaze the model would not produce itself (its own greedy picks, each frame's in reverse order)
+    is kept as given and scored by the teacher-forced definition, which an oracle recomputes from
+    the raw lm_head output."""
+    video = CASES["video"][:, :2]
+    own = model({"video": video}, gazing_ratio=0.1, generate_only=True)
+    counts = own["num_gazing_each_frame"].tolist()
+    info = {"gazing_pos": torch.cat([p.flip(1) for p in own["gazing_pos"].split(counts, 1)], dim=1),
+            "if_padded_gazing": own["if_padded_gazing"], "num_gazing_each_frame": own["num_gazing_each_frame"]}
+    assert not torch.equal(info["gazing_pos"], own["gazing_pos"]), "the premise: a gaze the model would not pick"
+    scored = model({"video": video}, gazing_info=info)
+    assert torch.equal(scored["gazing_pos"], info["gazing_pos"])
+    assert torch.equal(scored["if_padded_gazing"], info["if_padded_gazing"])
+    torch.testing.assert_close(scored["log_action_probs"], slot_log_probs_oracle(model, video, info), atol=1e-5, rtol=0)
+    # its own greedy order is what the model scores higher
+    mine = model({"video": video}, gazing_info={k: own[k] for k in info})
+    assert mine["log_action_probs"].mean() > scored["log_action_probs"].mean()
 
 
 def test_impl_switch(monkeypatch):

@@ -23,7 +23,7 @@ ANYRES = load_file(str(FIXTURES / "anyres_cases.safetensors"))
 @pytest.fixture(scope="module", params=IMPLS)
 def models(request):
     """Both implementations; the fast one on its CPU torch twins here (the Triton kernels through the
-    interpreter are exercised in test_fast_interpreter.py)."""
+    interpreter are exercised in test_fast_autogaze.py and test_sampling_training.py)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TRITON_INTERPRET", "0")
         yield {

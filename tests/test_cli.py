@@ -1,6 +1,8 @@
 """The command line: demo with a local checkpoint and with the random fallback, gaze on a video file,
 chunking, and clear errors for unreadable input."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -52,10 +54,30 @@ def test_demo_random_fallback_warns(capsys, monkeypatch):
 
 
 def test_gaze_video_file(tmp_path, capsys):
+    """The printed summary is the gaze of the decoded, preprocessed clip: per-frame counts (pads
+    excluded) and the kept ratio equal a direct call of the model with the CLI's defaults
+    (the checkpoint's processor, task-loss requirement 0.7), and the overlay PNG is written."""
+    from autogaze_fast.processor import AutoGazeImageProcessor
+    from autogaze_fast.video import read_video
+
     frames = (np.random.default_rng(0).random((3, 48, 64, 3)) * 255).astype(np.uint8)
     video = write_video(tmp_path / "clip.mp4", frames, fps=4)
-    assert main(["gaze", str(video), "--model", str(FIXTURES / "tiny_k10"), "--gazing-ratio", "0.1", "--quiet"]) == 0
-    assert "frames=3" in capsys.readouterr().out
+    overlay = tmp_path / "overlay.png"
+    assert main(["gaze", str(video), "--model", str(FIXTURES / "tiny_k10"), "--gazing-ratio", "0.1", "--quiet",
+                 "--out", str(overlay)]) == 0
+    text = capsys.readouterr().out
+    assert "frames=3" in text and "N=265" in text
+    printed = [int(c) for c in re.search(r"gazed tokens per frame \(pads excluded\): ([\d ]+)", text).group(1).split()]
+
+    model = AutoGaze.from_pretrained(FIXTURES / "tiny_k10")
+    pixels = AutoGazeImageProcessor.from_pretrained(FIXTURES / "tiny_k10")(read_video(video)).pixel_values[None]
+    with torch.inference_mode():
+        out = model({"video": pixels}, gazing_ratio=0.1, task_loss_requirement=0.7, generate_only=True)
+    counts = out["num_gazing_each_frame"].tolist()
+    expected = [int((~pads).sum()) for pads in out["if_padded_gazing"].split(counts, dim=1)]
+    assert printed == expected
+    assert f"kept-token ratio: {sum(expected) / (265 * 3):.3f} ({sum(expected)} of {265 * 3}" in text
+    assert overlay.stat().st_size > 0
 
 
 def test_gaze_unreadable_video(tmp_path, capsys):

@@ -177,6 +177,17 @@ def test_rows_without_any_key_are_zero_and_pads_never_leak(backend):
     torch.testing.assert_close(out.double(), naive_attention(q, k0, v0, kv, cache_len, q_start), atol=2e-5, rtol=0)
 
 
+def test_twin_default_path_rows_without_any_key_are_zero():
+    """The twin's default CPU path (one split through torch's fused attention, what the fast model
+    runs on CPU) also gives zeros, not NaN, for queries that see no valid key."""
+    q, k, v, kv, cache_len, q_start = make_case(10, 37, 32, 4, 2, torch.float32, seed=2)
+    kv[1, : q_start + 4] = False  # queries 0..3 of batch 1 see no valid key at all
+    out = decode_attention_torch(q, k, v, kv, cache_len, q_start)
+    assert torch.isfinite(out).all()
+    assert (out[1, :, :4] == 0).all()
+    torch.testing.assert_close(out.double(), naive_attention(q, k, v, kv, cache_len, q_start), atol=2e-5, rtol=0)
+
+
 @pytest.mark.parametrize("backend", ["triton", "torch"])
 def test_strided_inputs_mask_dtypes_scale_and_short_cache_len(backend):
     """q as a transposed view, a cache sliced out of a bigger buffer, integer masks, a custom

@@ -97,21 +97,34 @@ def test_fast_through_triton_interpreter_full_clip(triton_interpreter):
     assert torch.equal(out["gazing_pos"], CASES["ratio_k10.gazing_pos"])
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_half_precision_gaze_agrees_with_fp32_reference(torch_twins, dtype, capsys):
-    """Half precision cannot be exact (near-ties flip); report the gazing-mask IoU and require most overlap."""
-    ref = load("reference")
-    fast = AutoGaze.from_pretrained(FIXTURES / "tiny_k10", impl="fast", dtype=dtype)
-    with torch.inference_mode():
-        a = ref({"video": CASES["video"]}, gazing_ratio=0.5, generate_only=True)
-        b = fast({"video": CASES["video"]}, gazing_ratio=0.5, generate_only=True)
+def mask_iou(a: dict, b: dict) -> float:
     ma = torch.cat([m.flatten() for m in a["gazing_mask"]])
     mb = torch.cat([m.flatten() for m in b["gazing_mask"]])
-    iou = float((ma * mb).sum() / ((ma + mb) > 0).sum())
+    return float((ma * mb).sum() / ((ma + mb) > 0).sum())
+
+
+@pytest.mark.parametrize("dtype, fp32_iou", [(torch.bfloat16, 0.95), (torch.float16, 0.99)])
+def test_half_precision_gaze_agrees_with_reference(torch_twins, dtype, fp32_iou, capsys):
+    """Half precision cannot match fp32 exactly (near-ties flip), so the fair oracle is the reference
+    run in the same dtype: the fast gaze must agree with it (same counts, mask IoU >= 0.99; exactly
+    equal on this fixture when measured). Against fp32 the IoU is reported and bounded by what the
+    dtype's rounding allows (measured 0.974 for bf16, 1.0 for fp16)."""
+    ref32 = load("reference")
+    ref_half = AutoGaze.from_pretrained(FIXTURES / "tiny_k10", impl="reference", dtype=dtype)
+    fast = AutoGaze.from_pretrained(FIXTURES / "tiny_k10", impl="fast", dtype=dtype)
+    with torch.inference_mode():
+        a = ref32({"video": CASES["video"]}, gazing_ratio=0.5, generate_only=True)
+        h = ref_half({"video": CASES["video"]}, gazing_ratio=0.5, generate_only=True)
+        b = fast({"video": CASES["video"]}, gazing_ratio=0.5, generate_only=True)
+    same_dtype, vs_fp32 = mask_iou(h, b), mask_iou(a, b)
     with capsys.disabled():
-        print(f"\n[{dtype}] gazing-mask IoU vs fp32 reference: {iou:.3f}")
+        print(f"\n[{dtype}] gazing-mask IoU vs the {dtype} reference: {same_dtype:.3f}, vs fp32: {vs_fp32:.3f}")
+    assert b["num_gazing_each_frame"].tolist() == h["num_gazing_each_frame"].tolist()
     assert b["num_gazing_each_frame"].tolist() == a["num_gazing_each_frame"].tolist()
-    assert iou >= 0.8
+    assert same_dtype >= 0.99
+    assert vs_fp32 >= fp32_iou
+    k = fast.config.decoder.num_multi_token_pred
+    assert torch.equal(b["gazing_pos"][:, :k], a["gazing_pos"][:, :k]), "the first step has no near-tie to flip"
 
 
 def test_host_greedy_pick_equals_tensor_loop():

@@ -38,6 +38,7 @@ from mutants import MUTANTS, Mutant  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 FAIL_LINE = re.compile(r"^(FAILED|ERROR) (\S+)")
+TEST_LINE = re.compile(r"^(tests/\S+::\S+)")
 TARGETED_TIMEOUT_S = 1200
 FULL_TIMEOUT_S = 3600
 
@@ -117,7 +118,7 @@ def check_imports(copy: Path, env: dict[str, str]) -> None:
 
 
 def pytest(copy: Path, env: dict[str, str], args: list[str], timeout: int) -> tuple[int | None, str, float]:
-    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-rfE", "-p", "no:cacheprovider", *args]
+    cmd = [sys.executable, "-m", "pytest", "-x", "-v", "-rfE", "-p", "no:cacheprovider", *args]
     start = time.perf_counter()
     try:
         out = subprocess.run(cmd, cwd=copy, env=env, capture_output=True, text=True, timeout=timeout)
@@ -133,6 +134,12 @@ def first_failure(output: str) -> str:
         if m:
             return m.group(2)
     return ""
+
+
+def crashed_test(output: str) -> str:
+    """The test that was running when pytest died (``-v`` prints each node id before its result)."""
+    running = [m.group(1) for m in map(TEST_LINE.match, output.splitlines()) if m]
+    return running[-1] if running else ""
 
 
 def apply(copy: Path, mutant: Mutant) -> str | None:
@@ -168,6 +175,9 @@ def run_mutant(copy: Path, env: dict[str, str], mutant: Mutant, full_suite: bool
             catcher = first_failure(output)
             if rc in (1, 2) and catcher:
                 return Outcome(mutant, "caught", stage, catcher, total)
+            if rc < 0 and crashed_test(output):  # killed by a signal, e.g. an out-of-bounds read
+                return Outcome(mutant, "caught", stage, crashed_test(output), total,
+                               note=f"the test crashes the interpreter (signal {-rc})")
             tail = " | ".join(output.strip().splitlines()[-3:])
             return Outcome(mutant, "error", stage, seconds=total, note=f"pytest exit {rc}: {tail}")
         return Outcome(mutant, "survived", seconds=total)
