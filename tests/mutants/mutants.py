@@ -23,6 +23,8 @@ FAST_SIGLIP = "tests/test_fast_siglip.py"
 SIGLIP_REF = "tests/test_siglip_reference.py"
 SIGLIP_LOAD = "tests/test_siglip_loading.py"
 PROCESSOR = "tests/test_processor.py"
+STOP_RULE = "tests/test_stop_rule.py"
+ANYRES = "tests/test_anyres_stitching.py"
 
 GAZE_TESTS = [FIXTURE_PARITY, PERTURBED, SAMPLING, FAST_GAZE]
 
@@ -84,10 +86,12 @@ MUTANTS: list[Mutant] = [
            "    bias.masked_fill_(~valid[:, None, None, :], float(\"-inf\"))",
            "    pass",
            "twin's fused path ignores the key-padding mask", [DECODE, FIXTURE_PARITY]),
-    Mutant("decode-twin-empty-rows", "twin: decode pads", "kernels/decode_attention.py",
-           "    return out if empty is None else out.masked_fill(empty, 0.0)",
-           "    return out",
-           "twin's fused path returns NaN instead of zeros for rows with no allowed key", [DECODE]),
+    # (Not listed: dropping the twin fused path's masked_fill of empty rows; torch's CPU attention
+    # already returns zeros for fully masked rows, so on this machine that mutant is equivalent.)
+    Mutant("decode-twin-tile-bound", "twin: decode causal", "kernels/decode_attention.py",
+           "        kv_end = q_start + c1  # causal bound of this tile",
+           "        kv_end = q_start + c1 - 1  # causal bound of this tile",
+           "twin's split walk stops one key short of its query tile's last position", [DECODE]),
     Mutant("decode-twin-pad-values", "twin: decode pads", "kernels/decode_attention.py",
            "            v[pads[:, 0], :, pads[:, 1]] = 0.0",
            "            pass",
@@ -170,6 +174,10 @@ MUTANTS: list[Mutant] = [
     Mutant("siglip-fast-bias", "SigLIP: embedding", "autogaze_fast/fast/siglip.py",
            "conv.weight, conv.bias, self.position_table()", "conv.weight, None, self.position_table()",
            "fast SigLIP drops the patch-embedding bias (issue 14)", [FAST_SIGLIP, PERTURBED]),
+    Mutant("siglip-pos-cache-stale", "SigLIP: embedding", "autogaze_fast/fast/siglip.py",
+           "key = (weight.data_ptr(), weight._version, weight.dtype, weight.device)",
+           "key = (weight.data_ptr(), weight.dtype, weight.device)",
+           "fast SigLIP keeps its cached position table after an in-place weight update", [FAST_SIGLIP]),
     Mutant("siglip-ref-bias", "SigLIP: embedding", "reference/siglip.py",
            "F.linear(gathered, weight, self.patch_embedding.bias)", "F.linear(gathered, weight)",
            "reference SigLIP drops the patch-embedding bias", [SIGLIP_REF, FAST_SIGLIP, PERTURBED]),
@@ -263,16 +271,18 @@ MUTANTS: list[Mutant] = [
     Mutant("fast-stop-first-slot", "model: stop rule", "autogaze_fast/fast/generation.py",
            "                if first:\n                    meets[:, 0] = False",
            "                if False:\n                    meets[:, 0] = False",
-           "fast stop rule lets slot 0 of a frame's first step meet the requirement", GAZE_TESTS),
+           "fast stop rule lets slot 0 of a frame's first step meet the requirement", [STOP_RULE] + GAZE_TESTS),
     Mutant("fast-stop-any", "model: stop rule", "autogaze_fast/fast/generation.py",
            "unfinished = unfinished & ~meets.any(dim=1)", "unfinished = unfinished & ~meets.all(dim=1)",
-           "fast stop rule finishes a sequence only when every slot meets the requirement", GAZE_TESTS),
+           "fast stop rule finishes a sequence only when every slot meets the requirement",
+           GAZE_TESTS + [STOP_RULE]),
     Mutant("fast-budget", "model: stop rule", "autogaze_fast/fast/generation.py",
            "slots = min(k, budgets[t] - generated)", "slots = min(k, budgets[t] - generated + 1)",
            "fast loop overshoots the frame's token budget by one per step", GAZE_TESTS),
     Mutant("ref-stop-first-slot", "model: stop rule", "reference/generation.py",
            "if first and meets.shape[1]:", "if False and meets.shape[1]:",
-           "reference stop rule lets slot 0 of a frame's first step meet the requirement", GAZE_TESTS),
+           "reference stop rule lets slot 0 of a frame's first step meet the requirement",
+           [STOP_RULE] + GAZE_TESTS),
     # ------------------------------------------------------------------ gaze model: teacher-forced pass, masks
     Mutant("teacher-forced-slot", "model: teacher-forced", "reference/gazing_model.py",
            "step_logits = logits[:, gaze_index - slot - 1, slot]",
@@ -288,7 +298,7 @@ MUTANTS: list[Mutant] = [
            "gazing masks mark pads (eos + N·t is the next frame's token 0)", [FIXTURE_PARITY]),
     Mutant("anyres-crop", "model: any resolution", "reference/resolution.py",
            "grid[:, :, :target, :target]", "grid[:, :, -target:, -target:]",
-           "any-resolution stitching crops the padding from the wrong side", [FIXTURE_PARITY]),
+           "any-resolution stitching crops the padding from the wrong side", [FIXTURE_PARITY, ANYRES]),
     # ------------------------------------------------------------------ loading
     Mutant("loader-skip-1d-weights", "loading", "autogaze_fast/loading.py",
            "        for k, v in own.items():\n            v.copy_(state_dict[k].to(dtype=v.dtype))",
