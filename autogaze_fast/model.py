@@ -7,7 +7,10 @@
 The state dict is upstream's (``gazing_model.*``), for either implementation. The video must be
 the processor's output: raw uint8 or channels-last frames are refused ("run AutoGazeImageProcessor
 first"). Every frame is resized to ``input_img_size`` × ``input_img_size`` (224 × 224) inside the
-model, so non-square frames are squashed to a square (any-aspect-ratio tiling is not implemented yet).
+model, so non-square frames are squashed to a square, unless tiling is asked for:
+
+    >>> out = model({"video": v}, tiles="anyres", max_tiles=64, tile_batch_size=8)  # any H x W, any T
+    >>> out["gazing_mask"], out["tile_gazing_info"], out["cells"].box               # see autogaze_fast.tiling
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from .config import AutoGazeConfig
 from .impl import resolve_impl
 from .loading import load_state_dict_strict, read_safetensors, resolve_model_dir
 from .reference.autogaze import AutoGazeReference
+from .tiling import TileGrid
 
 
 def _gazing_model_class(impl: str):
@@ -118,6 +122,9 @@ class AutoGaze(AutoGazeReference):
         past_attention_mask=None,
         past_conv_values=None,
         generator: torch.Generator | None = None,
+        tiles: str | TileGrid | None = None,
+        max_tiles: int | None = None,
+        tile_batch_size: int = 8,
     ) -> dict:
         """Gaze a batch of clips.
 
@@ -137,6 +144,16 @@ class AutoGaze(AutoGazeReference):
             generate_only: skip the teacher-forced pass (no ``log_action_probs``).
             use_cache, past_*: streaming, one call per frame, passing back the returned caches.
             generator: optional RNG for sampling.
+            tiles: gaze frames of any size as square tiles (:mod:`autogaze_fast.tiling`): a policy
+                (``"anyres"``, ``"pad"``, ``"resize"``) plans the grid from the video's own H × W, which is
+                then normalised frames at the source size (e.g. ``processor(frames, do_resize=False)``) and
+                put onto the canvas here; or a :class:`~autogaze_fast.tiling.TileGrid`, whose
+                ``grid.prepare(uint8_frames, processor)`` canvas is the video (boxes then in the grid's source
+                pixels). Tiles are ``target_scales[-1]`` px when a target layout is given, else the model's
+                largest scale. Generation only (no ``log_action_probs``); no streaming, no ``gazing_info``.
+                Any T: clips of ``config.max_num_frames`` are gazed independently.
+            max_tiles: most tiles per frame for a policy string (default 64).
+            tile_batch_size: tiles gazed per generation batch (memory grows with it, not with the frame size).
         Returns:
             dict with ``gazing_pos`` (B, Σn_t) long, ``if_padded_gazing`` (B, Σn_t) bool,
             ``num_gazing_each_frame`` (T',) long, ``gazing_mask`` (list per scale of (B, T', n_s)),
@@ -144,6 +161,10 @@ class AutoGaze(AutoGazeReference):
             ``num_vision_tokens_each_frame``, ``frame_sampling_rate``, ``has_task_loss_requirement``,
             ``task_loss_requirement`` and the streaming caches ``past_key_values``,
             ``past_input_embeds``, ``past_attention_mask``, ``past_conv_values``.
+            With ``tiles``: ``gazing_mask`` (list per scale of (B, T', rows·g, cols·g), stitched over the
+            whole frame), ``tile_gazing_info`` (per clip, the per-tile gaze: rows in (b, tile) order, usable
+            as SiglipVisionModel's ``gazing_info`` on ``grid.cut(canvas)``), ``cells`` (every gazed cell's
+            frame, scale, tile and source-pixel box), ``tile_grid``, ``scales`` and ``num_tiles``.
         """
         video = self._check_video(inputs)
         frames = video.shape[1] // self.frame_sampling_rate
@@ -161,10 +182,61 @@ class AutoGaze(AutoGazeReference):
             raise ValueError("give target_scales and target_patch_size together (or neither)")
         if not generate_only and any(p is not None for p in (past_key_values, past_inputs_embeds, past_attention_mask, past_conv_values)):
             raise ValueError("streaming caches (past_*) need generate_only=True, as upstream")
+        if tiles is not None:
+            if use_cache or gazing_info or any(p is not None for p in (past_key_values, past_inputs_embeds, past_attention_mask, past_conv_values)):
+                raise ValueError("tiles cannot be combined with streaming (use_cache, past_*) or a given gazing_info")
+            return self._forward_tiles(video, tiles, max_tiles, tile_batch_size, gazing_ratio, task_loss_requirement,
+                                       target_scales, target_patch_size, temperature, generator)
+        if max_tiles is not None:
+            raise ValueError("max_tiles needs tiles='anyres' (or 'pad'/'resize')")
         return super().forward(
             video, gazing_ratio, task_loss_requirement, target_scales, target_patch_size, gazing_info, temperature,
             generate_only, use_cache, past_key_values, past_inputs_embeds, past_attention_mask, past_conv_values, generator,
         )
+
+    def _forward_tiles(self, video, tiles, max_tiles, tile_batch_size, gazing_ratio, task_loss_requirement,
+                       target_scales, target_patch_size, temperature, generator) -> dict:
+        """Tiled gaze (see ``forward``'s ``tiles``): plan or check the grid, gaze tile batches, stitch."""
+        from .tiled_gaze import gaze_tiles, tile_layout
+        from .tiling import DEFAULT_MAX_TILES, _positive_int
+
+        tile_batch_size = _positive_int(tile_batch_size, "tile_batch_size")
+        tile, patch = tile_layout(self.config, target_scales, target_patch_size)
+        if isinstance(tiles, TileGrid):
+            if max_tiles is not None:
+                raise ValueError("max_tiles is fixed by the TileGrid plan; give it to TileGrid.plan instead")
+            if (tiles.tile_size, tiles.patch_size) != (tile, patch):
+                raise ValueError(
+                    f"the TileGrid has {tiles.tile_size}-px tiles of {tiles.patch_size}-px patches but this call gazes "
+                    f"{tile}-px tiles of {patch}-px patches ("
+                    + (f"target_scales {list(target_scales)}" if target_scales is not None else f"the model's scales {self.scales}")
+                    + "); plan the grid with tile_size=%d, patch_size=%d" % (tile, patch)
+                )
+            grid = tiles
+        elif isinstance(tiles, str):
+            max_tiles = DEFAULT_MAX_TILES if max_tiles is None else max_tiles
+            grid = TileGrid.plan(video.shape[-2], video.shape[-1], tile, tiles, max_tiles, patch)
+            video = grid.place(video)
+        else:
+            raise ValueError(f"tiles must be 'anyres', 'pad', 'resize' or a TileGrid, got {tiles!r}")
+        if tuple(video.shape[-2:]) != (grid.canvas_h, grid.canvas_w):
+            raise ValueError(
+                f"video frames are {video.shape[-2]}x{video.shape[-1]} (H x W) but the TileGrid's canvas is "
+                f"{grid.canvas_h}x{grid.canvas_w}: make the video with grid.prepare(uint8_frames, processor), or pass "
+                "tiles='anyres' with normalised frames at the source size"
+            )
+
+        def gaze(tile_batch: torch.Tensor, ratio) -> dict:
+            return AutoGazeReference.forward(
+                self, tile_batch, ratio, task_loss_requirement, target_scales, target_patch_size, None, temperature,
+                True, False, None, None, None, None, generator,
+            )
+
+        out = gaze_tiles(gaze, video, grid, clip_frames=self.config.max_num_frames,
+                         frame_sampling_rate=self.frame_sampling_rate, tile_batch_size=tile_batch_size,
+                         gazing_ratio=gazing_ratio)
+        out["scales"] = list(target_scales) if target_scales is not None else self.scales
+        return out
 
     def _check_video(self, inputs) -> torch.Tensor:
         """The ``(B, T, 3, H, W)`` float video from ``inputs``, cast to the model's dtype.
