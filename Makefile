@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench compile-kernels mutants clean
+.PHONY: demo test bench compile-kernels mutants clean gpu-check
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,14 @@ compile-kernels: $(STAMP)
 # test catches it (bench/results/mutants.md). Slow (the suite runs once per mutant): not in CI.
 mutants: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) tests/mutants/run_mutants.py
+
+# On a CUDA machine where the project is installed beside a preinstalled torch + triton
+# (`pip install --no-deps --no-build-isolation -e .`): no .venv is made, $(PYTHON) runs it.
+# Parity, end-to-end and kernel timings, then `pytest -m gpu`, in ~6 minutes on one H200; without
+# CUDA the same report on the torch twins at small sizes. Writes $(OUT)/gpu-check.{json,md}.
+OUT ?= bench/results/gpu-$(shell date +%Y-%m-%d)
+gpu-check:
+	HF_HUB_OFFLINE=1 $(PYTHON) -m autogaze_fast gpu-check --out $(OUT)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

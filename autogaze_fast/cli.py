@@ -1,4 +1,4 @@
-"""``autogaze-fast`` command line: ``demo``, ``gaze VIDEO``, ``extract INPUTS --out OUT`` and ``compile-kernels``."""
+"""``autogaze-fast`` command line: ``demo``, ``gaze VIDEO``, ``extract INPUTS --out OUT``, ``gpu-check --out DIR`` and ``compile-kernels``."""
 
 from __future__ import annotations
 
@@ -173,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .extract.cli import add_parser as add_extract_parser
 
     add_extract_parser(sub)
+    from .gpu_check import add_parser as add_gpu_check_parser
+
+    add_gpu_check_parser(sub)
     ck = sub.add_parser("compile-kernels", add_help=False,
                         help="AOT-compile every Triton kernel for GPU archs, no GPU needed "
                              "(options: --arch 75,80,86,89,90,100,120 --json --module M --match REGEX --smoke)")
@@ -189,7 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .extract.cli import run as cmd_extract
 
-    handlers = {"demo": cmd_demo, "gaze": cmd_gaze, "extract": cmd_extract}
+    from .gpu_check import run as cmd_gpu_check
+
+    handlers = {"demo": cmd_demo, "gaze": cmd_gaze, "extract": cmd_extract, "gpu-check": cmd_gpu_check}
     try:
         return handlers[args.command](args)
     except (ValueError, OSError, RuntimeError) as e:

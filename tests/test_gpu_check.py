@@ -1,0 +1,166 @@
+"""``autogaze-fast gpu-check`` in CPU mode (torch twins, ``--quick`` sizes): every section is
+reported, fast and reference match upstream's fixtures exactly, the markdown carries the tables,
+and a section that fails or runs past its cap leaves the other sections' results."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from autogaze_fast import gpu_check
+from autogaze_fast.cli import main
+from autogaze_fast.gpu_check import SECTIONS, parse_pytest_output, run_check
+
+FIXTURE_CASES = ["ratio_k10", "stop_k10", "stream_k10", "stop_k1", "batch2_k10", "anyres", "siglip_stop_k10"]
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    """One whole quick CPU run: (report as returned, report as written, markdown)."""
+    out = tmp_path_factory.mktemp("gpu-check")
+    report = run_check(out, device="cpu", quick=True)
+    return report, json.loads((out / "gpu-check.json").read_text()), (out / "gpu-check.md").read_text()
+
+
+def test_every_section_ran_ok_and_is_on_disk(quick):
+    report, written, _ = quick
+    assert list(written["sections"]) == list(SECTIONS)
+    statuses = {name: entry["status"] for name, entry in written["sections"].items()}
+    assert statuses == {name: "ok" for name in SECTIONS}, {n: e.get("error") for n, e in written["sections"].items()}
+    assert written["meta"]["finished"] and written["meta"]["profile"] == "quick"
+    assert written["sections"]["environment"]["results"]["torch"] == report["sections"]["environment"]["results"]["torch"]
+
+
+def test_fixture_parity_is_exact(quick):
+    _, written, _ = quick
+    rows = written["sections"]["parity"]["results"]["fixtures"]
+    assert [r["case"] for r in rows] == FIXTURE_CASES
+    for r in rows[:-1]:
+        assert (r["reference_vs_upstream"], r["fast_vs_upstream"], r["fast_vs_reference"]) == ("exact",) * 3, r
+    assert rows[-1]["fast_vs_upstream"] == rows[-1]["reference_vs_upstream"] == "within tol"
+    assert all(r["ok"] for r in rows)
+    # scores were compared where upstream stored them (the stop cases), not skipped
+    assert all(r["fast_max_score_diff"] is not None for r in rows if r["case"] in ("stop_k10", "stop_k1", "batch2_k10"))
+
+
+def test_clip_parity_fp32_exact_and_bf16_reported(quick):
+    _, written, _ = quick
+    clip = written["sections"]["parity"]["results"]["clip"]
+    fp32_fast = [r for r in clip if r["dtype"] == "fp32" and r["impl"] == "fast"]
+    assert {r["case"] for r in fp32_fast} == {"ratio0.75", "ratio0.75+stop"}
+    assert all(r["exact_vs_fp32_reference"] and r["mask_iou_vs_fp32_reference"] == 1.0 for r in fp32_fast)
+    bf16_fast = [r for r in clip if r["dtype"] == "bf16" and r["impl"] == "fast"]
+    assert len(bf16_fast) == 2
+    for r in bf16_fast:  # an agreement figure, or the error text: never a crash
+        assert "error" in r or 0.0 <= r["mask_iou_vs_fp32_reference"] <= 1.0
+
+
+def test_timings_and_kernel_rows(quick):
+    _, written, _ = quick
+    e2e = written["sections"]["end_to_end"]["results"]
+    timed = [r for r in e2e["gaze"] if r["impl"] in ("reference", "fast")]
+    assert len(timed) == 4 and all(r["median_ms"] > 0 and r["n"] >= 1 for r in timed)
+    for case in ("ratio0.75", "ratio0.75+stop"):  # same gaze, so the same token count
+        assert len({r["gazed_tokens"] for r in timed if r["case"] == case}) == 1
+    assert all(r["note"] == "n/a on CPU" for r in e2e["gaze"] if r["impl"] == "fast+cuda_graphs")
+    siglip = e2e["siglip"]
+    assert [(r["impl"], r["workload"]) for r in siglip] == [
+        (i, w) for i in ("reference", "fast") for w in ("dense224", "gazed", "gazed~10%")]
+    assert all(r["median_ms"] > 0 for r in siglip) and all("x_dense" in r for r in siglip if r["workload"] != "dense224")
+    rows = written["sections"]["kernels"]["results"]["rows"]
+    assert {r["op"] for r in rows} == {"decode_attention", "sparse_attention", "gathered_patch_embed"}
+    assert all(r.get("within_tol") for r in rows), [r for r in rows if not r.get("within_tol")]
+    assert all("kernel_speedup" in r for r in rows if r["impl"] != "twin")
+    pytest_res = written["sections"]["pytest"]["results"]
+    assert pytest_res["returncode"] == 0 and pytest_res["counts"].get("skipped", 0) > 0  # no CUDA: gpu tests skip
+
+
+def test_markdown_has_the_tables(quick):
+    _, _, md = quick
+    for name in SECTIONS:
+        assert f"| {name} | ok |" in md and f"## {name}" in md
+    for case in FIXTURE_CASES:
+        assert f"| {case} |" in md
+    assert "| ratio_k10 | tiny_k10 | exact | exact | exact |" in md
+    for impl in ("reference", "fast"):
+        assert f"| gaze 1 frames ratio0.75 | {impl} | fp32 |" in md
+        assert f"| dense224 | 196 (196) | 1 layers | {impl} | fp32 |" in md
+    for op in ("decode_attention", "sparse_attention", "gathered_patch_embed"):
+        assert f"| {op} |" in md
+    assert "skipped" in md
+
+
+def test_failing_and_overrunning_sections_keep_the_others(tmp_path, monkeypatch):
+    def boom(ctx, results):
+        results["fixtures"] = [{"case": "before the failure"}]
+        raise RuntimeError("injected failure")
+
+    def overrun(ctx, results):
+        results["gaze"] = [{"workload": "finished before the cap"}]
+        ctx.save()
+        time.sleep(0.3)
+        ctx.check("the next case")
+
+    monkeypatch.setitem(SECTIONS, "parity", boom)
+    monkeypatch.setitem(SECTIONS, "end_to_end", overrun)
+    report = run_check(tmp_path, device="cpu", quick=True, caps={"end_to_end": 0.1},
+                       pytest_args=["-m", "gpu", "-q", "-p", "no:cacheprovider", "tests/test_decode_attention.py"])
+    written = json.loads((tmp_path / "gpu-check.json").read_text())
+    sections = written["sections"]
+    assert {n: e["status"] for n, e in sections.items()} == {
+        "environment": "ok", "parity": "error", "end_to_end": "timeout", "kernels": "ok", "pytest": "ok"}
+    assert sections["parity"]["error"] == "RuntimeError: injected failure" and "boom" in sections["parity"]["traceback"]
+    assert sections["parity"]["results"]["fixtures"] == [{"case": "before the failure"}]
+    assert sections["end_to_end"]["results"]["gaze"] == [{"workload": "finished before the cap"}]
+    assert "time cap reached before the next case" in sections["end_to_end"]["error"]
+    assert len(sections["kernels"]["results"]["rows"]) >= 6 and sections["environment"]["results"]["torch"]
+    assert sections["pytest"]["results"]["counts"].get("skipped", 0) > 0
+    md = (tmp_path / "gpu-check.md").read_text()
+    assert "| parity | error |" in md and "| end_to_end | timeout |" in md and "| kernels | ok |" in md
+    assert report["sections"]["parity"]["status"] == "error"
+
+
+def test_hard_cap_interrupts_a_stuck_section(tmp_path, monkeypatch):
+    def stuck(ctx, results):
+        results["rows"] = ["started"]
+        time.sleep(30)
+
+    monkeypatch.setitem(SECTIONS, "kernels", stuck)
+    monkeypatch.setattr(gpu_check, "HARD_CAP_GRACE_S", 0.0)
+    start = time.perf_counter()
+    report = run_check(tmp_path, device="cpu", quick=True, sections=["environment", "kernels"], caps={"kernels": 0.2})
+    assert time.perf_counter() - start < 10
+    assert report["sections"]["kernels"]["status"] == "timeout"
+    assert report["sections"]["kernels"]["results"]["rows"] == ["started"]
+    assert report["sections"]["environment"]["status"] == "ok"
+
+
+def test_pytest_run_past_its_cap_is_stopped(tmp_path):
+    report = run_check(tmp_path, device="cpu", quick=True, sections=["pytest"], caps={"pytest": 0.5},
+                       pytest_args=["-q", "-p", "no:cacheprovider", "tests/test_gpu_check.py::test_parse_pytest_output"])
+    entry = report["sections"]["pytest"]
+    assert entry["status"] == "timeout" and entry["results"]["timed_out"]
+    assert entry["results"]["summary"].startswith("timed out after")
+    assert (tmp_path / "pytest-gpu.log").exists()
+
+
+def test_parse_pytest_output():
+    text = ("..F.s\n=========== short test summary info ===========\n"
+            "FAILED tests/test_x.py::test_a[fp32] - AssertionError: boom\n"
+            "ERROR tests/test_y.py::test_b - RuntimeError\n"
+            "==== 1 failed, 3 passed, 1 skipped, 600 deselected, 1 error in 12.34s ====\n")
+    parsed = parse_pytest_output(text)
+    assert parsed["summary"] == "1 failed, 3 passed, 1 skipped, 600 deselected, 1 error in 12.34s"
+    assert parsed["counts"] == {"failed": 1, "passed": 3, "skipped": 1, "deselected": 600, "error": 1}
+    assert parsed["failures"] == ["FAILED tests/test_x.py::test_a[fp32] - AssertionError: boom",
+                                  "ERROR tests/test_y.py::test_b - RuntimeError"]
+
+
+def test_cli_writes_the_report_and_refuses_unknown_sections(tmp_path, capsys):
+    assert main(["gpu-check", "--out", str(tmp_path / "r"), "--quick", "--device", "cpu", "--sections", "environment"]) == 0
+    assert json.loads((tmp_path / "r" / "gpu-check.json").read_text())["sections"]["environment"]["status"] == "ok"
+    assert "wrote" in capsys.readouterr().out
+    assert main(["gpu-check", "--out", str(tmp_path / "s"), "--quick", "--sections", "environment,gpus"]) == 2
+    assert "unknown sections ['gpus']" in capsys.readouterr().err
