@@ -18,6 +18,7 @@ _EXPORTS = {
     "SiglipVisionModel": "autogaze_fast.siglip",
     "read_video": "autogaze_fast.video",
     "GazedVideoEncoder": "autogaze_fast.encoder",
+    "TileGrid": "autogaze_fast.tiling",
     "CheckpointError": "autogaze_fast.loading",
     "ConfigError": "autogaze_fast.config",
 }

@@ -16,7 +16,8 @@ Face transforms perform, so the result is bit-identical to upstream's for the sa
 
 Aspect ratio: the shortest-edge resize keeps it, but the gaze model then resizes every frame to
 ``input_img_size`` × ``input_img_size`` (224 × 224), so a non-square frame is squashed to a square
-(any-aspect-ratio tiling is not implemented yet). Frames must be at least :data:`MIN_FRAME_SIDE`
+unless it is gazed as square tiles (``AutoGaze(..., tiles="anyres")``, :mod:`autogaze_fast.tiling`,
+which prepares its own canvas and accepts any aspect ratio). Frames must be at least :data:`MIN_FRAME_SIDE`
 pixels on each side and at most :data:`MAX_ASPECT_RATIO` : 1 (see there why).
 """
 
@@ -388,7 +389,7 @@ class AutoGazeImageProcessor:
 
     Non-square frames: the shortest-edge resize keeps the aspect ratio (640 × 360 → 398 × 224), but
     the gaze model resizes every frame to 224 × 224, so it sees them squashed to a square
-    (any-aspect-ratio tiling is not implemented yet).
+    (for any aspect ratio, gaze square tiles instead: :class:`autogaze_fast.tiling.TileGrid`).
 
     Attributes:
         min_frame_side: smallest accepted frame side in pixels (default :data:`MIN_FRAME_SIDE`, 16).

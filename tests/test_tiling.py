@@ -376,3 +376,26 @@ def test_model_bad_tiled_calls(model):
         model({"video": video}, tiles="anyres", target_scales=[56, 112, 196, 390], target_patch_size=14)
     with pytest.raises(ValueError, match="streaming"):
         model({"video": video}, tiles="anyres", use_cache=True, generate_only=True)
+
+
+def test_tile_gaze_feeds_siglip_on_the_tile_pixels(model):
+    """Gazed SigLIP over all tiles with the merged per-tile gaze equals SigLIP on each tile with the
+    tile's own gaze (features of the real tokens), so the pads added by merging tile batches are inert."""
+    from autogaze_fast import SiglipVisionModel
+
+    siglip = SiglipVisionModel.from_pretrained(FIXTURES / "tiny_siglip", impl=model.impl)
+    video = torch.randn(1, 2, 3, 200, 420, generator=torch.Generator().manual_seed(7))  # 1 x 2 tiles
+    with torch.inference_mode():
+        out = model({"video": video}, tiles="anyres", tile_batch_size=1, gazing_ratio=0.2,
+                    task_loss_requirement=REQUIREMENT)
+        grid, info = out["tile_grid"], out["tile_gazing_info"][0]
+        assert info["if_padded_gazing"].any(), "merging should have padded a tile that stopped early"
+        tiles = grid.cut(grid.place(video))
+        together = siglip(tiles, gazing_info=info).last_hidden_state
+        for i in range(grid.n_tiles):
+            alone_gaze = gaze_alone(model, tiles[i], gazing_ratio=0.2, task_loss_requirement=REQUIREMENT)
+            alone = siglip(tiles[i:i + 1], gazing_info=alone_gaze).last_hidden_state[0]
+            got = together[i][~info["if_padded_gazing"][i]]
+            want = alone[~alone_gaze["if_padded_gazing"][0].bool()]
+            assert got.shape == want.shape
+            assert torch.allclose(got, want, atol=1e-5), f"tile {i}"
