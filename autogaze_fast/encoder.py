@@ -46,6 +46,10 @@ class ClipFeatures:
             scales ascending, each scale's grid row-major); 0 for pads.
         token_scale: ``(N,)`` int64, index of the token's scale in ``scales``.
         token_is_pad: ``(N,)`` bool.
+        token_tile: ``(N,)`` int64, the tile of each token (row-major over the frame's tile grid; 0
+            without tiles).
+        token_box: ``(N, 4)`` float32 ``(x0, y0, x1, y1)``: the token's cell in source-frame pixels
+            (zeros for pads).
         gaze: the gaze model's raw outputs, one dict per clip (empty in dense mode).
         scales: the scales of ``token_scale``.
         layers: the hidden-state indices in ``pooled`` / ``tokens`` (see :class:`GazedVideoEncoder`).
@@ -59,6 +63,8 @@ class ClipFeatures:
     token_index: torch.Tensor
     token_scale: torch.Tensor
     token_is_pad: torch.Tensor
+    token_tile: torch.Tensor
+    token_box: torch.Tensor
     gaze: list[dict] = field(default_factory=list)
     scales: list[int] = field(default_factory=list)
     layers: list[int] = field(default_factory=list)
@@ -76,7 +82,7 @@ class ClipFeatures:
         return ClipFeatures(
             pooled=cat("pooled"), empty_frames=cat("empty_frames"), num_gazed=cat("num_gazed"), tokens=cat("tokens"),
             token_frame=cat("token_frame"), token_index=cat("token_index"), token_scale=cat("token_scale"),
-            token_is_pad=cat("token_is_pad"), gaze=[g for c in clips for g in c.gaze],
+            token_is_pad=cat("token_is_pad"), token_tile=cat("token_tile"), token_box=cat("token_box"), gaze=[g for c in clips for g in c.gaze],
             scales=clips[0].scales, layers=clips[0].layers,
         )
 
@@ -161,6 +167,13 @@ class GazedVideoEncoder:
             ``last_hidden_state``.
         layer_aggregation: ``None`` keeps a layer axis when several layers are chosen (``(T, L, C)``);
             ``"mean"`` averages them (``(T, C)``).
+        tiles: ``None`` (every frame squashed to the gaze model's square, as upstream) or a
+            :mod:`~autogaze_fast.tiling` policy (``"anyres"``, ``"pad"``, ``"resize"``): frames of any
+            size are cut into square tiles, each gazed and encoded on its own; the frame's pooled
+            feature averages the gazed tokens of all its tiles.
+        max_tiles: most tiles per frame with ``tiles``.
+        tile_batch_size: tiles gazed / encoded per model call (memory grows with it, not with the
+            frame size).
     """
 
     def __init__(
@@ -175,6 +188,9 @@ class GazedVideoEncoder:
         task_loss_requirement: float | None = None,
         layers: LayerSpec = -1,
         layer_aggregation: str | None = None,
+        tiles: str | None = None,
+        max_tiles: int = 64,
+        tile_batch_size: int = 8,
     ) -> None:
         self.gaze_model, self.vision_model = gaze_model, vision_model
         self.gaze_processor, self.vision_processor = gaze_processor, vision_processor
@@ -202,6 +218,25 @@ class GazedVideoEncoder:
         if layer_aggregation not in (None, "mean"):
             raise ValueError(f"layer_aggregation must be None or 'mean', got {layer_aggregation!r}")
         self.layer_aggregation = layer_aggregation
+        self.tiles, self.max_tiles, self.tile_batch_size = self._check_tiles(tiles, max_tiles, tile_batch_size)
+
+    def _check_tiles(self, tiles, max_tiles, tile_batch_size) -> tuple[str | None, int, int]:
+        from .tiling import POLICIES
+
+        if tiles is None:
+            return None, int(max_tiles), int(tile_batch_size)
+        if tiles not in POLICIES:
+            raise ValueError(f"tiles must be None or one of {POLICIES}, got {tiles!r}")
+        if self.gaze_model is None:
+            raise ValueError("tiles need a gaze model (the dense baseline encodes whole frames)")
+        side = self.gaze_model.config.input_img_size
+        if self.vision_model.config.scales[-1] != side:
+            raise ValueError(f"tiles need the vision model's largest scale ({self.vision_model.config.scales[-1]}) to equal "
+                             f"the gaze model's tile side ({side})")
+        for value, name in ((max_tiles, "max_tiles"), (tile_batch_size, "tile_batch_size")):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        return tiles, max_tiles, tile_batch_size
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -269,6 +304,8 @@ class GazedVideoEncoder:
             "layers": self.layers,
             "layer_aggregation": self.layer_aggregation,
             "scales": self.scales,
+            "tiles": self.tiles,
+            "max_tiles": self.max_tiles if self.tiles else None,
             "dtype": str(next(self.vision_model.parameters()).dtype).removeprefix("torch."),
         }
 
@@ -313,47 +350,88 @@ class GazedVideoEncoder:
     @torch.inference_mode()
     def encode_clip(self, frames: np.ndarray, first_frame: int = 0) -> ClipFeatures:
         """Gaze and encode one clip of ``(t, H, W, 3)`` uint8 frames, ``t <= num_frames``."""
+        from .tiling import TileGrid
+
         if frames.shape[0] > self.num_frames:
             raise ValueError(f"a clip holds at most num_frames={self.num_frames} frames, got {frames.shape[0]}")
-        t = int(frames.shape[0])
-        device = self.device
-        vision_pixels = self.vision_processor(frames).pixel_values[None].to(device)
+        t, height, width = (int(x) for x in frames.shape[:3])
         cfg = self.vision_model.config
         n = cfg.tokens_per_frame
-        if self.dense:
-            gaze = None
-            gaze_outputs: list[dict] = []
-            pos = torch.arange(t * n, device=device)[None]
-            pad = torch.zeros_like(pos, dtype=torch.bool)
-            frame_local = torch.arange(t, device=device).repeat_interleave(n)
+        grid = TileGrid.plan(height, width, tile_size=cfg.scales[-1], policy=self.tiles or "resize",
+                             max_tiles=self.max_tiles, patch_size=cfg.patch_size)
+        pixels, gaze, raw = self._gaze(frames, grid)  # pixels (rows, t, 3, S, S); gaze rows = tiles
+        pos, pad = gaze["gazing_pos"], gaze["if_padded_gazing"].bool()
+        rows = pos.shape[0]
+        frame_local = torch.arange(t, device=pos.device).repeat_interleave(gaze["num_gazing_each_frame"].to(pos.device))
+        tokens = self._encode_rows(pixels, gaze)  # (rows, N, [L,] C)
+        # Tokens in frame-major order: frame 0's tokens of every tile, then frame 1's, ...
+        tile = torch.arange(rows, device=pos.device)[:, None].expand(rows, pos.shape[1])
+        order = torch.argsort((frame_local[None] * rows + tile).flatten(), stable=True)
+        flat = lambda x: x.flatten(0, 1)[order]  # noqa: E731
+        frame_ids = flat(frame_local[None].expand(rows, -1))
+        tokens, pos, pad, tile = flat(tokens), flat(pos), flat(pad), flat(tile)
+        pooled, counts = pool_frames(tokens.float(), frame_ids, pad, t)
+        index = torch.where(pad, torch.zeros_like(pos), pos - frame_ids * n)
+        scale_starts = torch.tensor(np.cumsum([0] + cfg.tokens_per_scale[:-1]), device=index.device)
+        scale = torch.bucketize(index, scale_starts, right=True) - 1
+        cpu = lambda x: x.detach().cpu()  # noqa: E731
+        box = token_boxes(grid, cfg, cpu(scale), cpu(index), cpu(tile))
+        box[cpu(pad)] = 0
+        return ClipFeatures(
+            pooled=cpu(pooled), empty_frames=cpu(counts == 0), num_gazed=cpu(counts.long()), tokens=cpu(tokens),
+            token_frame=cpu(frame_ids + first_frame), token_index=cpu(index.long()), token_scale=cpu(scale.long()),
+            token_is_pad=cpu(pad), token_tile=cpu(tile), token_box=box,
+            gaze=[{k: cpu(v) if isinstance(v, torch.Tensor) else v for k, v in raw.items()
+                   if k not in ("past_key_values", "past_input_embeds", "past_attention_mask", "past_conv_values")}]
+            if raw else [],
+            scales=self.scales, layers=self.layers,
+        )
+
+    def _gaze(self, frames: np.ndarray, grid) -> tuple[torch.Tensor, dict, dict | None]:
+        """The vision pixels per row ``(rows, t, 3, S, S)`` and the gaze of each row (one row, or one
+        per tile), plus the gaze model's raw output (``None`` in dense mode)."""
+        device = self.device
+        t, n = frames.shape[0], self.vision_model.config.tokens_per_frame
+        if self.tiles is None:
+            pixels = self.vision_processor(frames).pixel_values[None].to(device)
         else:
-            gaze_pixels = self.gaze_processor(frames).pixel_values[None].to(device)
-            gaze = self.gaze_model(
-                {"video": gaze_pixels}, gazing_ratio=self.gazing_ratio,
-                task_loss_requirement=self.task_loss_requirement, generate_only=True,
-            )
-            gaze_outputs = [gaze]
-            pos, pad = gaze["gazing_pos"], gaze["if_padded_gazing"]
-            frame_local = torch.arange(t, device=device).repeat_interleave(gaze["num_gazing_each_frame"].to(device))
+            pixels = grid.cut(self._vision_canvas(frames, grid).to(device))
+        if self.dense:
+            pos = torch.arange(t * n, device=device)[None]
+            return pixels, {"gazing_pos": pos, "if_padded_gazing": torch.zeros_like(pos, dtype=torch.bool),
+                            "num_gazing_each_frame": torch.full((t,), n, device=device)}, None
+        options = dict(gazing_ratio=self.gazing_ratio, task_loss_requirement=self.task_loss_requirement, generate_only=True)
+        if self.tiles is None:
+            raw = self.gaze_model({"video": self.gaze_processor(frames).pixel_values[None].to(device)}, **options)
+            return pixels, raw, raw
+        canvas = grid.prepare(frames, self.gaze_processor).to(device)
+        raw = self.gaze_model({"video": canvas}, tiles=grid, tile_batch_size=self.tile_batch_size, **options)
+        (info,) = raw["tile_gazing_info"]  # a clip is at most max_num_frames long
+        return pixels, info, raw
+
+    def _vision_canvas(self, frames: np.ndarray, grid) -> torch.Tensor:
+        """``(1, t, 3, canvas_h, canvas_w)``: the frames preprocessed for the vision model on the grid's canvas."""
+        proc = self.vision_processor
+        if grid.policy == "pad":
+            return grid.place(type(proc).from_dict(proc.to_dict(), do_resize=False)(frames).pixel_values[None])
+        sized = type(proc).from_dict(proc.to_dict(), size={"height": grid.canvas_h, "width": grid.canvas_w})
+        return sized(frames).pixel_values[None]
+
+    def _encode_rows(self, pixels: torch.Tensor, gaze: dict) -> torch.Tensor:
+        """Encode each row's (tile's) gazed tokens, ``tile_batch_size`` rows per call → ``(rows, N, [L,] C)``."""
+        cfg = self.vision_model.config
         need_states = self.layers != [cfg.num_hidden_layers]
         # Dense mode encodes each frame on its own, as an image feature extractor would.
         attn = "frame_independent" if self.dense else None
-        out = self.vision_model(vision_pixels, gazing_info=gaze, output_hidden_states=need_states, attn_type=attn)
-        tokens = self._select_layers(out)[0]  # (N, [L,] C)
-        pad, pos = pad[0], pos[0]
-        pooled, counts = pool_frames(tokens.float(), frame_local, pad, t)
-        index = torch.where(pad, torch.zeros_like(pos), pos - frame_local * n)
-        scale_starts = torch.tensor(np.cumsum([0] + cfg.tokens_per_scale[:-1]), device=device)
-        scale = torch.bucketize(index, scale_starts, right=True) - 1
-        cpu = lambda x: x.detach().cpu()  # noqa: E731
-        return ClipFeatures(
-            pooled=cpu(pooled), empty_frames=cpu(counts == 0), num_gazed=cpu(counts.long()), tokens=cpu(tokens),
-            token_frame=cpu(frame_local + first_frame), token_index=cpu(index.long()), token_scale=cpu(scale.long()),
-            token_is_pad=cpu(pad.bool()), gaze=[{k: cpu(v) if isinstance(v, torch.Tensor) else v for k, v in g.items()
-                                                  if k not in ("past_key_values", "past_input_embeds", "past_attention_mask",
-                                                               "past_conv_values")} for g in gaze_outputs],
-            scales=self.scales, layers=self.layers,
-        )
+        step = self.tile_batch_size if self.tiles else pixels.shape[0]
+        parts = []
+        for i in range(0, pixels.shape[0], step):
+            info = {"gazing_pos": gaze["gazing_pos"][i:i + step], "if_padded_gazing": gaze["if_padded_gazing"][i:i + step],
+                    "num_gazing_each_frame": gaze["num_gazing_each_frame"]}
+            out = self.vision_model(pixels[i:i + step], gazing_info=None if self.dense else info,
+                                    output_hidden_states=need_states, attn_type=attn)
+            parts.append(self._select_layers(out))
+        return torch.cat(parts)
 
     def _select_layers(self, out) -> torch.Tensor:
         """``(B, N, C)`` for one layer, ``(B, N, L, C)`` for several (or their mean)."""
@@ -366,3 +444,18 @@ class GazedVideoEncoder:
         if self.layer_aggregation == "mean":
             return chosen.mean(dim=2)
         return chosen[:, :, 0] if len(self.layers) == 1 else chosen
+
+
+def token_boxes(grid, config, scale: torch.Tensor, index: torch.Tensor, tile: torch.Tensor) -> torch.Tensor:
+    """``(N, 4)`` float32 source-pixel boxes of tokens given their scale, cell index (0..n-1 over the
+    concatenated scales) and tile, on ``grid`` (a :class:`~autogaze_fast.tiling.TileGrid`)."""
+    box = torch.zeros(index.shape[0], 4)
+    starts = np.cumsum([0] + config.tokens_per_scale[:-1])
+    for s, (start, side) in enumerate(zip(starts, (sc // config.patch_size for sc in config.scales))):
+        sel = scale == s
+        if not sel.any():
+            continue
+        row, col = (index[sel] - int(start)).div(side, rounding_mode="floor"), (index[sel] - int(start)) % side
+        tile_row, tile_col = tile[sel].div(grid.cols, rounding_mode="floor"), tile[sel] % grid.cols
+        box[sel] = grid.cell_boxes(side)[tile_row * side + row, tile_col * side + col]
+    return box

@@ -323,3 +323,58 @@ def test_cli_checks_output_and_inputs_before_loading_models(videos, tmp_path, ca
     assert main(["extract", str(folder), "--out", str(tmp_path / "o"), "--model", str(tmp_path / "none")]) == 2
     err = capsys.readouterr().err
     assert "--allow-random" in err and "none" in err
+
+
+def test_encoder_tiles_equal_each_tile_gazed_and_encoded_alone(checkpoints, torch_twins):
+    """AnyRes tiles (300x500 → 2 x 3 tiles of 224): every tile's tokens are what gazing and encoding that
+    tile's pixels alone gives; the frame's pooled feature averages all its tiles' real tokens; each real
+    token's box is one of the model's gazed cells of that frame."""
+    from autogaze_fast import AutoGaze, SiglipVisionModel
+    from autogaze_fast.tiling import TileGrid
+
+    gaze_dir, vision_dir = checkpoints
+    encoder = GazedVideoEncoder.from_pretrained(gaze_dir, vision_dir, impl="fast", device="cpu", num_frames=4,
+                                                gazing_ratio=0.1, tiles="anyres", tile_batch_size=4)
+    frames = synthetic_clip(2, size=(300, 500), seed=4)
+    out = encoder(frames)
+    grid = TileGrid.plan(300, 500, policy="anyres")
+    assert (grid.rows, grid.cols) == (2, 3)
+    model = AutoGaze.from_pretrained(gaze_dir, impl="fast")
+    siglip = SiglipVisionModel.from_pretrained(vision_dir, impl="fast")
+    gaze_tiles = grid.cut(grid.prepare(frames, encoder.gaze_processor))
+    vision_tiles = grid.cut(encoder._vision_canvas(frames, grid))
+    pooled_sum, count = torch.zeros(2, 64), torch.zeros(2)
+    for k in range(grid.n_tiles):
+        with torch.inference_mode():
+            gaze = model({"video": gaze_tiles[k:k + 1]}, gazing_ratio=0.1, generate_only=True)
+            tokens = siglip(vision_tiles[k:k + 1], gazing_info=gaze).last_hidden_state[0]
+        real = ~gaze["if_padded_gazing"][0]
+        mine = (out.token_tile == k) & ~out.token_is_pad
+        torch.testing.assert_close(out.tokens[mine], tokens[real], rtol=1e-5, atol=1e-5)
+        frame = torch.arange(2).repeat_interleave(gaze["num_gazing_each_frame"])[real]
+        pooled_sum.index_add_(0, frame, tokens[real])
+        count += torch.bincount(frame, minlength=2)
+    torch.testing.assert_close(out.pooled, pooled_sum / count[:, None], rtol=1e-5, atol=1e-5)
+    cells = out.gaze[0]["cells"]
+    real = ~out.token_is_pad
+    assert sorted(map(tuple, torch.cat([out.token_frame[real, None].float(), out.token_box[real]], 1).tolist())) == \
+        sorted(map(tuple, torch.cat([cells.frame[:, None].float(), cells.box], 1).tolist()))
+    assert (out.token_box[real, 2] <= 500).all() and (out.token_box[real, 3] <= 300).all()
+
+
+def test_cli_extract_with_anyres_tiles(checkpoints, tmp_path, torch_twins, capsys):
+    from autogaze_fast.cli import main
+
+    gaze_dir, vision_dir = checkpoints
+    (tmp_path / "in").mkdir()
+    write_video(tmp_path / "in" / "wide.mp4", synthetic_clip(8, size=(300, 500), seed=6), fps=8)
+    code = main(["extract", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--model", str(gaze_dir), "--vision",
+                 str(vision_dir), "--tiles", "anyres", "--tile-batch-size", "4", "--gazing-ratio", "0.1",
+                 "--frequency", "2", "--save-tokens", "--quiet"])
+    assert code == 0, capsys.readouterr()
+    item = load_features(tmp_path / "out", "wide.mp4")
+    assert item["metadata"]["config"]["tiles"] == "anyres" and item["features"].shape == (2, 64)
+    real = ~item["token_is_pad"]
+    assert set(item["token_tile"][real].tolist()) == set(range(6))
+    assert (item["token_box"][real, 2] <= 500).all() and (item["token_box"][real, 3] <= 300).all()
+    assert (item["token_box"][real, :2] >= 0).all()

@@ -50,6 +50,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--gazing-ratio", type=float, default=0.75, help="max fraction of tokens gazed per frame (default: %(default)s)")
     p.add_argument("--task-loss-requirement", type=float, default=None,
                    help="stop gazing a frame once the predicted task loss <= this (e.g. 0.7)")
+    p.add_argument("--tiles", choices=["anyres", "pad", "resize"], default=None,
+                   help="gaze and encode frames of any size as 224-px tiles (default: squash every frame to a square)")
+    p.add_argument("--max-tiles", type=int, default=64, help="most tiles per frame with --tiles (default: %(default)s)")
+    p.add_argument("--tile-batch-size", type=int, default=8, help="tiles per model call (default: %(default)s)")
     p.add_argument("--dtype", default=None, help="float32 (default), bfloat16 or float16")
     p.add_argument("--impl", choices=["reference", "fast"], default=None, help="implementation (default: $AUTOGAZE_IMPL or fast)")
     p.add_argument("--device", default=None, help="default: cuda:$LOCAL_RANK when CUDA is there, else cpu")
@@ -65,7 +69,8 @@ def _encoder(args):
     from ..loading import CheckpointError
 
     options = dict(num_frames=args.num_frames, layers=args.layers, layer_aggregation=args.layer_aggregation,
-                   gazing_ratio=args.gazing_ratio, task_loss_requirement=args.task_loss_requirement)
+                   gazing_ratio=args.gazing_ratio, task_loss_requirement=args.task_loss_requirement, tiles=args.tiles,
+                   max_tiles=args.max_tiles, tile_batch_size=args.tile_batch_size)
     gaze = None if args.dense else args.model
     try:
         encoder = GazedVideoEncoder.from_pretrained(gaze, args.vision, impl=args.impl, device=args.device,

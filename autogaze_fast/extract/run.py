@@ -144,7 +144,8 @@ def encode_video(encoder, source: VideoSource, frequency: float | None, save_tok
                "empty_frames": feats.empty_frames}
     if save_tokens:
         tensors.update(tokens=feats.tokens, token_frame=feats.token_frame, token_index=feats.token_index,
-                       token_scale=feats.token_scale, token_is_pad=feats.token_is_pad)
+                       token_scale=feats.token_scale, token_is_pad=feats.token_is_pad, token_tile=feats.token_tile,
+                       token_box=feats.token_box)
     facts = {"fps": probe.fps, "duration": probe.duration, "width": probe.width, "height": probe.height,
              "codec": probe.codec, "num_frames": feats.num_frames, "num_gazed_tokens": int(feats.num_gazed.sum())}
     return tensors, facts
@@ -182,6 +183,9 @@ def extract_features(
     layer_aggregation: str | None = None,
     gazing_ratio: float | None = 0.75,
     task_loss_requirement: float | None = None,
+    tiles: str | None = None,
+    max_tiles: int = 64,
+    tile_batch_size: int = 8,
     dtype: str | torch.dtype | None = None,
     impl: str | None = None,
     device: str | torch.device | None = None,
@@ -198,7 +202,9 @@ def extract_features(
             in the config, and ``gaze``/``vision``/``num_frames``/... are ignored); else one is
             loaded from ``gaze`` and ``vision`` (local directories or hub ids; ``gaze=None`` is the
             dense baseline) with ``num_frames``, ``layers``, ``layer_aggregation``,
-            ``gazing_ratio``, ``task_loss_requirement``, ``dtype``, ``impl``, ``device``.
+            ``gazing_ratio``, ``task_loss_requirement``, ``tiles`` / ``max_tiles`` /
+            ``tile_batch_size`` (AnyRes: frames of any size gazed and encoded as 224-px tiles),
+            ``dtype``, ``impl``, ``device``.
         frequency: frames sampled per second, or ``None`` for every frame (native rate).
         save_tokens: also store each token's features, frame, cell, scale and pad flag.
         strict: stop at the first failed video (raise) instead of recording it and going on.
@@ -217,7 +223,8 @@ def extract_features(
 
             encoder = GazedVideoEncoder.from_pretrained(
                 gaze, vision, impl=impl, device=device, dtype=dtype, num_frames=num_frames, layers=layers,
-                layer_aggregation=layer_aggregation, gazing_ratio=gazing_ratio, task_loss_requirement=task_loss_requirement)
+                layer_aggregation=layer_aggregation, gazing_ratio=gazing_ratio, task_loss_requirement=task_loss_requirement,
+                tiles=tiles, max_tiles=max_tiles, tile_batch_size=tile_batch_size)
             model_id = model_id or f"gaze={_model_name(gaze)} vision={_model_name(vision)}"
         config = {"model": model_id or "custom", "frequency": "native" if frequency is None else float(frequency),
                   "save_tokens": bool(save_tokens), **encoder.describe()}
