@@ -288,11 +288,17 @@ def parity(ctx: "CheckContext", results: dict) -> None:
 
 # ----------------------------------------------------------------------------- end-to-end timings
 def _graph_call(model) -> dict | None:
-    """Extra kwargs that switch on CUDA-graph decode, if the fast model exposes a ``cuda_graphs`` option."""
+    """Switch on CUDA-graph decode if the fast model exposes a ``cuda_graphs`` option: the extra
+    call kwargs (``forward(..., cuda_graphs=True)``), or ``{}`` after setting a ``cuda_graphs``
+    attribute of the model or its gazing model; None when there is no such option (yet)."""
     import inspect
 
     if "cuda_graphs" in inspect.signature(model.forward).parameters:
         return {"cuda_graphs": True}
+    for owner in (model, getattr(model, "gazing_model", None)):
+        if owner is not None and hasattr(owner, "cuda_graphs"):
+            owner.cuda_graphs = True
+            return {}
     return None
 
 
