@@ -110,7 +110,7 @@ def print_squash_note(height: int, width: int, side: int) -> None:
     """Say so when non-square frames will be squashed to the gaze model's square input."""
     if height != width:
         print(f"note: {height}x{width} (H x W) frames are squashed to {side}x{side} for the gaze model, "
-              "so their aspect ratio is not kept (AnyRes tiling is not implemented yet)")
+              "so their aspect ratio is not kept (pass --tiles anyres to gaze square tiles that keep it)")
 
 
 def gaze_and_report(model, processor, frames: np.ndarray, args) -> int:
@@ -134,16 +134,21 @@ def cmd_demo(args) -> int:
 
 
 def cmd_gaze(args) -> int:
+    from .gaze_views import check_view_options, run_views
     from .video import read_video
 
+    check_view_options(args)
     frames = read_video(args.video)
     if args.max_frames:
         frames = frames[: args.max_frames]
     model, processor, is_random = load_model_and_processor(args.model, args.impl, allow_random=args.allow_random)
     resolve_requirement(args, is_random)
     print(f"{args.video}: {frames.shape[0]} frames of {frames.shape[1]}x{frames.shape[2]}")
-    print_squash_note(frames.shape[1], frames.shape[2], model.config.input_img_size)
-    return gaze_and_report(model, processor, frames, args)
+    if args.tiles is None:
+        print_squash_note(frames.shape[1], frames.shape[2], model.config.input_img_size)
+        if args.view == "overlay":
+            return gaze_and_report(model, processor, frames, args)
+    return run_views(model, processor, frames, args)
 
 
 def add_gaze_options(p: argparse.ArgumentParser) -> None:
@@ -170,6 +175,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_gaze_options(gaze)
     gaze.add_argument("--max-frames", type=int, default=None, help="only the first N frames")
     gaze.add_argument("--allow-random", action="store_true", help="fall back to a random model if the checkpoint is unavailable")
+    gaze.add_argument("--tiles", choices=["anyres", "pad", "resize"], default=None,
+                      help="gaze square tiles of the model's size over the frame (anyres: a grid close to the frame's "
+                           "aspect, frame resized onto it; pad: pixels kept, edges padded; resize: one squashed tile); "
+                           "the overlay is drawn on the full-resolution frames. Default: one squashed 224x224 frame")
+    gaze.add_argument("--max-tiles", type=int, default=None, help="most tiles per frame with --tiles (default 64)")
+    gaze.add_argument("--tile-batch-size", type=int, default=None, help="tiles gazed per batch with --tiles (default 8)")
+    gaze.add_argument("--view", choices=["overlay", "interframe"], default="overlay",
+                      help="overlay: gazed cells on the frames; interframe: gazed cells update from the current frame, "
+                           "the rest keeps the previous output, full refresh at keyframes, with PSNR against the input "
+                           "and its EMA (factor 0.9) on each picture and in OUT's .csv")
+    gaze.add_argument("--keyframe-every", type=int, default=None,
+                      help="with --view interframe: full refresh every K frames, frame 0 included (default 16)")
     from .extract.cli import add_parser as add_extract_parser
 
     add_extract_parser(sub)

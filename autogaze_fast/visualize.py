@@ -6,6 +6,10 @@ boxes and fine scales as small ones. Un-gazed pixels (covered by no gazed patch 
 dimmed; every gazed patch gets an outline in its scale's colour. Each frame is labelled with its
 frame number (top left) and a legend of the scale colours (bottom left, e.g. "32px", "64px"), both
 on a darkened backdrop.
+
+A tiled gaze (``AutoGaze(..., tiles="anyres")``) reports its cells as boxes in source pixels;
+:func:`cells_overlay` draws those on the full-resolution source frames, and
+:func:`cells_pixel_mask` turns them into per-frame pixel masks (for :mod:`autogaze_fast.interframe`).
 """
 
 from __future__ import annotations
@@ -320,3 +324,135 @@ def save_gaze_grid(path: str | os.PathLike, frames, columns: int | None = None, 
     with atomic_output(path) as tmp:
         Image.fromarray(grid).save(tmp, format=fmt)
     return path
+
+
+# ---------------------------------------------------------------- cells in source pixels (tiled gaze)
+def box_pixel_spans(boxes) -> np.ndarray:
+    """``(M, 4)`` float ``(x0, y0, x1, y1)`` boxes (x1/y1 exclusive) → ``(M, 4)`` int64 pixel spans.
+
+    A pixel belongs to a box when its centre does: pixel ``x`` is inside when ``x0 <= x + 0.5 < x1``,
+    so the span is ``[ceil(x0 - 0.5), ceil(x1 - 0.5))`` (same for y). Boxes that share an edge split
+    the pixels between them with no overlap and no gap.
+    """
+    b = _to_numpy(boxes).astype(np.float64)
+    if b.ndim != 2 or b.shape[1] != 4:
+        raise ValueError(f"boxes must be (M, 4) (x0, y0, x1, y1), got shape {b.shape}")
+    if not np.isfinite(b).all():
+        raise ValueError("boxes hold NaN or inf")
+    return np.ceil(b - 0.5).astype(np.int64)
+
+
+def _check_cells(frame, scale, boxes, num_frames: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    frame, scale = _to_numpy(frame).astype(np.int64).reshape(-1), _to_numpy(scale).astype(np.int64).reshape(-1)
+    spans = box_pixel_spans(boxes)
+    if not len(frame) == len(scale) == len(spans):
+        raise ValueError(f"frame ({len(frame)}), scale ({len(scale)}) and boxes ({len(spans)}) need one entry per cell")
+    if num_frames is not None and len(frame) and (frame.min() < 0 or frame.max() >= num_frames):
+        raise ValueError(f"cell frames run from {frame.min()} to {frame.max()} but there are {num_frames} frames")
+    return frame, scale, spans
+
+
+def cells_pixel_mask(frame, boxes, num_frames: int, height: int, width: int) -> np.ndarray:
+    """``(T, H, W)`` bool: the pixels covered by any gazed cell of each frame.
+
+    Args:
+        frame: ``(M,)`` frame of each cell (0-based in this stretch of frames).
+        boxes: ``(M, 4)`` ``(x0, y0, x1, y1)`` in source pixels (e.g. ``GazedCells.box``); pixels
+            are assigned by :func:`box_pixel_spans`.
+    """
+    frame, _, spans = _check_cells(frame, frame, boxes, num_frames)
+    spans = spans.clip(0, [width, height, width, height])
+    mask = np.zeros((num_frames, height, width), dtype=bool)
+    for t, (x0, y0, x1, y1) in zip(frame, spans):
+        mask[t, y0:y1, x0:x1] = True
+    return mask
+
+
+def cells_overlay(
+    frames,
+    frame,
+    scale,
+    boxes,
+    scales: Sequence[int],
+    dim: float = 0.35,
+    thickness: int | None = None,
+    colours: Sequence[tuple[int, int, int]] = SCALE_COLOURS,
+    labels: bool = True,
+    first_frame: int = 0,
+) -> np.ndarray:
+    """Draw gazed cells given as source-pixel boxes (a tiled gaze's ``cells``) on the source frames.
+
+    Pixels covered by no gazed cell are dimmed; every cell gets an outline ``thickness`` pixels
+    wide just inside its box, in its scale's colour, coarse scales first so finer outlines stay
+    on top. Pixels belong to boxes by :func:`box_pixel_spans`.
+
+    Args:
+        frames: ``(T, H, W, 3)`` uint8 RGB source frames (numpy or torch).
+        frame, scale: ``(M,)`` each cell's frame (0-based in ``frames``) and scale index (0 = coarsest).
+        boxes: ``(M, 4)`` ``(x0, y0, x1, y1)`` in source pixels.
+        scales: the scale sizes, coarsest first (legend ``"32px"``…; one per scale index).
+        dim, colours, labels, first_frame: as :func:`gaze_overlay`.
+        thickness: outline width (default: ``max(1, min(min(H, W) // 224, s // 6))`` with ``s`` the
+            smallest box side, so small tiled cells keep their interior visible).
+    Returns:
+        ``(T, H, W, 3)`` uint8.
+    """
+    frames = check_rgb_frames(frames)
+    if not 0.0 <= dim <= 1.0:
+        raise ValueError(f"dim must be in [0, 1], got {dim}")
+    t, h, w, _ = frames.shape
+    frame, scale, spans = _check_cells(frame, scale, boxes, t)
+    if len(scale) and (scale.min() < 0 or scale.max() >= len(scales)):
+        raise ValueError(f"cell scales run from {scale.min()} to {scale.max()} but {len(scales)} scales were given")
+    spans = spans.clip(0, [w, h, w, h])
+    if thickness is None:
+        sides = np.minimum(spans[:, 2] - spans[:, 0], spans[:, 3] - spans[:, 1])
+        smallest = int(sides[sides > 0].min()) if (sides > 0).any() else 0
+        thickness = max(1, min(min(h, w) // 224, smallest // 6))
+    if thickness < 1:
+        raise ValueError(f"thickness must be >= 1, got {thickness}")
+    covered = cells_pixel_mask(frame, _to_numpy(boxes), t, h, w)
+    out = np.where(covered[..., None], frames, np.rint(frames * np.float32(dim)).astype(np.uint8))
+    th = thickness
+    for s in range(len(scales)):  # coarse first
+        colour = np.asarray(colours[s % len(colours)], dtype=np.uint8)
+        for i in np.flatnonzero(scale == s):
+            x0, y0, x1, y1 = spans[i]
+            f = out[frame[i]]
+            f[y0:min(y0 + th, y1), x0:x1] = colour
+            f[max(y1 - th, y0):y1, x0:x1] = colour
+            f[y0:y1, x0:min(x0 + th, x1)] = colour
+            f[y0:y1, max(x1 - th, x0):x1] = colour
+    if labels:
+        label_frames(out, [f"{s}px" for s in scales], colours, first_frame)
+    return out
+
+
+def label_lines(frames: np.ndarray, lines: Sequence[Sequence[str]]) -> np.ndarray:
+    """Write lines of text at the top left of each frame, on a darkened backdrop.
+
+    Args:
+        frames: ``(T, H, W, 3)`` uint8, changed in place and returned.
+        lines: per frame, the lines to write (e.g. frame number, PSNR).
+    Font as :func:`label_frames`; lines that would run below the frame are left out.
+    """
+    from PIL import Image, ImageDraw
+
+    t, h, w, _ = frames.shape
+    if len(lines) != t:
+        raise ValueError(f"got {len(lines)} lists of lines for {t} frames; give one per frame")
+    font = _font(max(10, min(h, w) // 24))
+    pad = _pad(font)
+    step = font.getbbox("0Ag")[3] + pad
+    for i in range(t):
+        shown = [s for k, s in enumerate(lines[i]) if pad + (k + 1) * step <= h]
+        if not shown:
+            continue
+        right = max(int(font.getlength(s)) for s in shown) + 2 * pad
+        _darken(frames[i], (0, 0, min(w, right), pad + len(shown) * step))
+        img = Image.fromarray(frames[i])
+        draw = ImageDraw.Draw(img)
+        for k, s in enumerate(shown):
+            draw.text((pad, pad + k * step), s, fill=(255, 255, 255), font=font)
+        frames[i] = np.asarray(img)
+    return frames
