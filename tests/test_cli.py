@@ -120,7 +120,7 @@ def test_gaze_allow_random_on_non_square_frames_notes_the_squash(tmp_path, capsy
     captured = capsys.readouterr()
     assert "RANDOMLY INITIALISED" in captured.err
     assert "note: 36x64 (H x W) frames are squashed to 224x224 for the gaze model" in captured.out
-    assert "AnyRes tiling is not implemented yet" in captured.out
+    assert "pass --tiles anyres" in captured.out
 
 
 def test_square_frames_get_no_squash_note(tmp_path, capsys):
@@ -156,3 +156,152 @@ def test_chunked_overlay_numbers_frames_across_chunks(tmp_path):
     whole = gaze_overlay(frames, masks, model.scales)
     grid = np.asarray(Image.open(tmp_path / "grid.png"))
     np.testing.assert_array_equal(grid[66:130, :64], whole[2])  # 2x2 grid, gap 2: frame 2 is bottom left
+
+
+# ------------------------------------------------------------------ pictures on the source frames (issue 13)
+TILED_ARGS = ["--model", str(FIXTURES / "tiny_k10"), "--gazing-ratio", "0.2", "--task-loss-requirement", "-1000",
+              "--quiet"]
+
+
+def _direct_tiled_cells(video, frames_hw=(120, 250)):
+    """Oracle: the model called directly on the AnyRes canvas of the decoded clip."""
+    from autogaze_fast.processor import AutoGazeImageProcessor
+    from autogaze_fast.tiling import TileGrid
+    from autogaze_fast.video import read_video
+
+    frames = read_video(video)
+    grid = TileGrid.plan(*frames_hw, policy="anyres")
+    canvas = grid.prepare(frames, AutoGazeImageProcessor.from_pretrained(FIXTURES / "tiny_k10"))
+    model = AutoGaze.from_pretrained(FIXTURES / "tiny_k10")
+    with torch.inference_mode():
+        out = model({"video": canvas}, tiles=grid, gazing_ratio=0.2, task_loss_requirement=-1000)
+    return frames, grid, out["cells"]
+
+
+def _inside(box, h, w):
+    """Pixels whose centre lies in the box [x0, x1) x [y0, y1)."""
+    x0, y0, x1, y1 = box.tolist()
+    yc, xc = np.arange(h) + 0.5, np.arange(w) + 0.5
+    return ((yc >= y0) & (yc < y1))[:, None] & ((xc >= x0) & (xc < x1))[None, :]
+
+
+@pytest.fixture(scope="module")
+def wide_clip(tmp_path_factory):
+    """3 frames of 120 x 250: AnyRes plans 1 x 2 tiles of 224 (a 224 x 448 canvas)."""
+    from autogaze_fast.synthetic import synthetic_clip
+
+    return write_video(tmp_path_factory.mktemp("wide") / "wide.mp4", synthetic_clip(3, size=(120, 250), seed=3), fps=4)
+
+
+def test_gaze_tiles_anyres_draws_cells_where_they_are_on_the_source_frame(wide_clip, tmp_path, capsys):
+    """The overlay PNG is drawn on the 120 x 250 source frames: pixel by pixel (outside the labels),
+    outlines of the finest scale whose gazed box has the pixel on its 1-px border, the source where
+    any gazed box covers it, the dimmed source elsewhere — boxes from a direct tiled model call."""
+    from PIL import Image
+
+    from autogaze_fast.visualize import SCALE_COLOURS
+
+    out_png = tmp_path / "overlay.png"
+    assert main(["gaze", str(wide_clip), *TILED_ARGS, "--tiles", "anyres", "--tile-batch-size", "1",
+                 "--out", str(out_png)]) == 0
+    text = capsys.readouterr().out
+    assert "tiles: anyres, 1x2 = 2 tiles of 224 px (canvas 224x448, source 120x250)" in text
+    assert "squashed" not in text and "N=530" in text
+    frames, grid, cells = _direct_tiled_cells(wide_clip)
+    printed = [int(c) for c in re.search(r"pads excluded\): ([\d ]+)", text).group(1).split()]
+    assert printed == np.bincount(cells.frame.numpy(), minlength=3).tolist() and min(printed) > 50
+    assert set(cells.scale.tolist()) == {0, 1, 2, 3} and set(cells.tile.tolist()) == {0, 1}
+    # each box is its stitched cell (row, col) of the 224 x 448 canvas scaled onto the 120 x 250 source
+    side = 224 / torch.tensor([2, 4, 7, 14])[cells.scale]
+    by_hand = torch.stack([cells.col * side * 250 / 448, cells.row * side * 120 / 224,
+                           (cells.col + 1) * side * 250 / 448, (cells.row + 1) * side * 120 / 224], dim=1)
+    torch.testing.assert_close(cells.box, by_hand.float())
+
+    grid_png = np.asarray(Image.open(out_png))
+    assert grid_png.shape == (2 * 120 + 2, 2 * 250 + 2, 3)  # 3 frames in a 2 x 2 grid, gap 2
+    h, w = 120, 250
+    for t in range(3):
+        r, c = divmod(t, 2)
+        shown = grid_png[r * (h + 2):r * (h + 2) + h, c * (w + 2):c * (w + 2) + w]
+        expected = np.rint(frames[t] * np.float32(0.35)).astype(np.uint8)
+        covered = np.zeros((h, w), bool)
+        colour_of = np.full((h, w), -1)
+        for s in range(4):  # coarse first, finer outlines on top
+            for box in cells.box[(cells.frame == t) & (cells.scale == s)]:
+                inside = _inside(box, h, w)
+                covered |= inside
+                shrunk = _inside(box + torch.tensor([1.0, 1.0, -1.0, -1.0]), h, w)  # 1 px in from each edge
+                colour_of[inside & ~shrunk] = s
+        expected[covered] = frames[t][covered]
+        for s in range(4):
+            expected[colour_of == s] = SCALE_COLOURS[s]
+        band = slice(20, 80)  # below the frame number, above the legend
+        np.testing.assert_array_equal(shown[band], expected[band])
+        assert all((colour_of[band] == s).sum() > 0 for s in (2, 3)), "the compared band holds fine outlines"
+
+
+def test_gaze_interframe_view_writes_stream_and_csv(wide_clip, tmp_path, capsys):
+    """--view interframe --keyframe-every 2 on the tiled gaze: the stream (gazed pixels from the
+    current frame, the rest from the previous output, frame 2 a keyframe) in the PNG, and per frame
+    PSNR against the input, its EMA and the gazed fraction in inter.csv, against a hand-made stream."""
+    import csv as csv_module
+    import math
+
+    from PIL import Image
+
+    out_png = tmp_path / "inter.png"
+    assert main(["gaze", str(wide_clip), *TILED_ARGS, "--tiles", "anyres", "--view", "interframe",
+                 "--keyframe-every", "2", "--out", str(out_png)]) == 0
+    text = capsys.readouterr().out
+    assert "interframe (keyframe every 2)" in text and "inter.csv" in text
+    frames, grid, cells = _direct_tiled_cells(wide_clip)
+    h, w = 120, 250
+    masks = np.zeros((3, h, w), bool)
+    for t, box in zip(cells.frame.tolist(), cells.box):
+        masks[t] |= _inside(box, h, w)
+    stream = [frames[0], np.where(masks[1][..., None], frames[1], frames[0]), frames[2]]
+
+    rows = list(csv_module.DictReader(open(tmp_path / "inter.csv")))
+    assert [int(r["frame"]) for r in rows] == [0, 1, 2] and [int(r["keyframe"]) for r in rows] == [1, 0, 1]
+    mse = np.mean((stream[1].astype(np.float64) - frames[1]) ** 2)
+    assert mse > 0
+    assert float(rows[1]["psnr"]) == pytest.approx(10 * math.log10(255 ** 2 / mse), abs=1e-4)
+    assert float(rows[0]["psnr"]) == float(rows[2]["psnr"]) == math.inf
+    assert float(rows[1]["psnr_ema"]) == float(rows[2]["psnr_ema"]) == pytest.approx(float(rows[1]["psnr"]), abs=1e-4)
+    for t in range(3):
+        assert float(rows[t]["gazed_fraction"]) == pytest.approx(masks[t].mean(), abs=1e-6)
+
+    grid_png = np.asarray(Image.open(out_png))
+    for t in range(3):
+        r, c = divmod(t, 2)
+        shown = grid_png[r * (h + 2):r * (h + 2) + h, c * (w + 2):c * (w + 2) + w]
+        np.testing.assert_array_equal(shown[:, 130:], stream[t][:, 130:])  # right of the text block
+        np.testing.assert_array_equal(shown[70:], stream[t][70:])  # below it
+        assert (shown[:60, :100] != stream[t][:60, :100]).any(), "PSNR and frame number are written on the picture"
+
+
+@pytest.mark.parametrize("suffix", [".gif", ".mp4"])
+def test_gaze_interframe_without_tiles_writes_video_and_csv(tmp_path, capsys, suffix):
+    from autogaze_fast.video import read_video
+
+    frames = (np.random.default_rng(1).random((3, 48, 64, 3)) * 255).astype(np.uint8)
+    video = write_video(tmp_path / "clip.mp4", frames, fps=4)
+    out = tmp_path / f"inter{suffix}"
+    assert main(["gaze", str(video), "--model", str(FIXTURES / "tiny_k10"), "--gazing-ratio", "0.1", "--quiet",
+                 "--view", "interframe", "--out", str(out)]) == 0
+    assert "squashed" in capsys.readouterr().out
+    assert read_video(out).shape[0] == 3
+    assert len((tmp_path / "inter.csv").read_text().splitlines()) == 4
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--max-tiles", "4"], "--max-tiles needs --tiles"),
+    (["--tile-batch-size", "4"], "--tile-batch-size needs --tiles"),
+    (["--keyframe-every", "4"], "--keyframe-every needs --view interframe"),
+    (["--view", "interframe", "--keyframe-every", "0"], "--keyframe-every must be >= 1"),
+    (["--tiles", "anyres", "--max-tiles", "0"], "must be >= 1"),
+    (["--view", "interframe", "--out", "x.csv"], "the interframe CSV is written next to it"),
+])
+def test_gaze_view_options_refused_before_loading(tmp_path, capsys, extra, message):
+    assert main(["gaze", str(tmp_path / "not-read.mp4"), "--model", str(tmp_path / "no-model"), *extra]) == 2
+    assert message in capsys.readouterr().err
