@@ -31,7 +31,8 @@ class SourceCells:
         scale: (M,) int64 scale index (0 = coarsest).
         box: (M, 4) float32 ``(x0, y0, x1, y1)`` in source pixels, x1/y1 exclusive.
         scales: the scale sizes, coarsest first (tile-local, e.g. [32, 64, 112, 224]).
-        tokens_per_frame: gazeable tokens per frame (per-tile N times the tiles).
+        tokens_per_frame: gazeable tokens per frame (per-tile N times the tiles, less the tokens
+            wholly in the ``"pad"`` policy's padding).
     """
 
     frame: np.ndarray
@@ -84,8 +85,9 @@ def gaze_tiled(model, processor, frames: np.ndarray, grid: TileGrid, *, chunk_fr
         seconds += time.perf_counter() - begin
         parts.append(out["cells"])
         bar.update()
-    n_tile = int(model.config.num_vision_tokens_each_frame)
-    return _concat(parts, [s for s, _ in bounds], model.scales, n_tile * grid.n_tiles), seconds
+    sides = [math.isqrt(n) for n in model.config.tokens_per_scale]
+    gazeable = int((~grid.padded_tokens(sides)).sum())  # tokens of every tile, less those wholly in padding
+    return _concat(parts, [s for s, _ in bounds], model.scales, gazeable), seconds
 
 
 def untiled_cells(model, outputs: list[dict], height: int, width: int) -> SourceCells:
@@ -154,7 +156,7 @@ def run_views(model, processor, frames: np.ndarray, args) -> int:
     kwargs = dict(gazing_ratio=args.gazing_ratio, task_loss_requirement=args.task_loss_requirement)
     if args.tiles is not None:
         grid = plan_tiles(model, h, w, args.tiles, args.max_tiles)
-        print(f"tiles: {args.tiles}, {grid.rows}x{grid.cols} = {grid.n_tiles} tiles of {grid.tile_size} px "
+        print(f"tiles: {args.tiles}, {grid.rows}x{grid.cols} = {grid.n_tiles} tile{'s' * (grid.n_tiles > 1)} of {grid.tile_size} px "
               f"(canvas {grid.canvas_h}x{grid.canvas_w}, source {h}x{w}), {args.tile_batch_size} tiles per batch")
         cells, seconds = gaze_tiled(model, processor, frames, grid, chunk_frames=args.chunk_frames,
                                     tile_batch_size=args.tile_batch_size, progress=not args.quiet, **kwargs)
