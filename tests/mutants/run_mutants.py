@@ -22,6 +22,7 @@ Usage: python tests/mutants/run_mutants.py [--only ID[,ID...]] [--list] [--out P
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import re
 import shutil
@@ -37,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mutants import MUTANTS, Mutant  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
-FAIL_LINE = re.compile(r"^(FAILED|ERROR) (\S+)")
+FAIL_LINE = re.compile(r"^(FAILED|ERROR) (tests/\S+)")
 TEST_LINE = re.compile(r"^(tests/\S+::\S+)")
 TARGETED_TIMEOUT_S = 1200
 FULL_TIMEOUT_S = 3600
@@ -159,7 +160,7 @@ def run_mutant(copy: Path, env: dict[str, str], mutant: Mutant, full_suite: bool
     if original is None:
         return Outcome(mutant, "stale", note=f"snippet not found exactly once in {mutant.file}")
     try:
-        targets = [t for t in mutant.tests if (copy / t.split("::")[0]).exists()]
+        targets = [t for t in dict.fromkeys(mutant.tests) if (copy / t.split("::")[0]).exists()]
         stages = [("targeted", targets, TARGETED_TIMEOUT_S)] if targets else []
         if full_suite:
             stages.append(("full suite", [], FULL_TIMEOUT_S))
@@ -231,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log", default=None, help="progress log (default: beside --out, .log)")
     parser.add_argument("--no-full-suite", action="store_true", help="targeted tests only (no fallback)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary copy")
+    parser.add_argument("--tests", default="", help="comma-separated test files/node ids replacing every "
+                        "mutant's targeted list (e.g. to ask whether one file alone catches them)")
     args = parser.parse_args(argv)
 
     chosen = MUTANTS
@@ -240,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             parser.error(f"unknown mutant ids: {sorted(unknown)}")
         chosen = [m for m in MUTANTS if m.id in wanted]
+    if args.tests:
+        chosen = [dataclasses.replace(m, tests=args.tests.split(",")) for m in chosen]
     if args.list:
         for m in chosen:
             print(f"{m.id:30s} {m.file:40s} {m.description}")
