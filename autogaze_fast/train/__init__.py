@@ -9,14 +9,30 @@ from .algorithms import (
     repeat_for_group,
     task_loss_head_loss,
 )
+from .mae import GazedMAE, MAEPrediction
+from .mae_config import MAEConfig
+from .mae_loading import load_mae, load_task_weights, mae_video_processor
+from .mae_loss import PixelTransform, ReconstructionLoss, SiglipFeatureLoss
+from .mae_task import MAEReconstructionTask, MAETaskOutput
 from .task_rewards import TaskRewards, reconstruction_rewards, sample_frames_to_reconstruct
 
 __all__ = [
+    "GazedMAE",
+    "MAEConfig",
+    "MAEPrediction",
+    "MAEReconstructionTask",
+    "MAETaskOutput",
+    "PixelTransform",
+    "ReconstructionLoss",
+    "SiglipFeatureLoss",
     "TaskRewards",
     "discounted_advantages",
     "group_advantages",
     "grpo_advantages",
     "grpo_loss",
+    "load_mae",
+    "load_task_weights",
+    "mae_video_processor",
     "ntp_loss",
     "reconstruction_rewards",
     "repeat_for_group",

@@ -108,7 +108,7 @@ def load_mae(
         CheckpointError: missing or unreadable files, or weights that do not match the config.
         ConfigError: a bad ``config.json`` or override.
     """
-    model_dir = resolve_model_dir(path_or_repo_id, allow_patterns=("*.json", "*.safetensors"))
+    model_dir = resolve_model_dir(path_or_repo_id, allow_patterns=("*.json", "*.safetensors", "pytorch_model.bin"))
     config = MAEConfig.from_json_file(model_dir / "config.json", **overrides)
     model = GazedMAE(config, impl=impl)
     if task_weights is None:
