@@ -239,6 +239,11 @@ def test_bad_inputs_say_what_is_wrong():
         mae(video, {k: v for k, v in gaze.items() if k != "num_gazing_each_frame"}, torch.tensor([0]))
     with pytest.raises(ValueError, match="no SigLIP feature model"):
         ReconstructionLoss(MAEConfig(loss_type="l1+siglip2", loss_weights="1+1"))
+    task = MAEReconstructionTask(mae, ReconstructionLoss(mae.config))
+    with pytest.raises(ValueError, match="the gaze has 196 tokens per frame but the MAE's scales"):
+        task(video, dict(gaze, num_vision_tokens_each_frame=196), torch.tensor([0]))
+    with pytest.raises(ValueError, match="frame_sampling_rate=2"):
+        task(video, dict(gaze, frame_sampling_rate=2), torch.tensor([0]))
     with pytest.raises(ValueError, match="pass siglip2_model"):
         MAEReconstructionTask.from_pretrained(CKPT, scales=SCALES, loss_type="siglip2", loss_weights="1")
 
@@ -265,3 +270,9 @@ def test_retransform_round_trips_to_siglip_space():
                                rtol=0, atol=1e-5)
     loss = SiglipFeatureLoss.from_pretrained(SIGLIP, MAEConfig(scales=SCALES), mae_t, impl="reference")
     assert loss.model.config.scales == [224] and not any(p.requires_grad for p in loss.parameters())
+
+
+def test_config_round_trips():
+    config = load_mae(CKPT, loss_type="l1+siglip2", loss_weights="1+0.5").config
+    assert MAEConfig.from_dict(config.to_dict()) == config
+    assert config.tokens_per_frame == 265 and config.loss_weights == [1.0, 0.5]

@@ -100,6 +100,7 @@ class MAEReconstructionTask(nn.Module):
             frame_idx: (R,) frames to reconstruct; ``None`` draws ``int(T · recon_sample_rate)`` of
                 them (from torch's global RNG unless ``generator`` is given, as upstream).
         """
+        self._check_gaze_matches(gaze)
         if frame_idx is None:
             frame_idx = sample_frames_to_reconstruct(video.shape[1], self.recon_sample_rate, generator, video.device)
         pred = self.mae(video, gaze, frame_idx)
@@ -109,3 +110,17 @@ class MAEReconstructionTask(nn.Module):
         counts = torch.as_tensor(_get(gaze, "num_gazing_each_frame"), device=frame_losses.device)
         rewards = reconstruction_rewards(frame_losses, pred.frame_idx, counts, padded)
         return MAETaskOutput(frame_losses, frame_losses.mean(dim=-1), pred.reconstruction, pred.frame_idx, rewards)
+
+    def _check_gaze_matches(self, gaze: Any) -> None:
+        """Upstream's two assertions, when the gaze output carries the fields: same token layout, no frame skipping."""
+        cfg = self.mae.config
+        tokens = gaze.get("num_vision_tokens_each_frame") if isinstance(gaze, Mapping) else \
+            getattr(gaze, "num_vision_tokens_each_frame", None)
+        if tokens is not None and int(tokens) != cfg.tokens_per_frame:
+            raise ValueError(f"the gaze has {int(tokens)} tokens per frame but the MAE's scales {cfg.scales} at patch "
+                             f"{cfg.patch_size} give {cfg.tokens_per_frame}; gaze with target_scales={cfg.scales} and "
+                             f"target_patch_size={cfg.patch_size}")
+        rate = gaze.get("frame_sampling_rate") if isinstance(gaze, Mapping) else getattr(gaze, "frame_sampling_rate", None)
+        if rate is not None and int(rate) != 1:
+            raise ValueError(f"the gaze skipped frames (frame_sampling_rate={rate}); the MAE task needs a gaze on every "
+                             "frame (frame_sampling_rate=1), as upstream")
