@@ -47,8 +47,8 @@ import triton.language as tl
 from .aot import AotSpec
 from .dispatch import Backend, use_triton
 
-__all__ = ["decode_attention", "decode_attention_torch", "twin_attention_bias", "twin_attention_with_bias",
-           "AOT_SPECS", "MAX_HEAD_DIM"]
+__all__ = ["decode_attention", "decode_attention_torch", "prefill_attention_torch", "twin_attention_bias",
+           "twin_attention_with_bias", "AOT_SPECS", "MAX_HEAD_DIM"]
 
 MAX_HEAD_DIM = 128
 _DTYPES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
@@ -57,6 +57,9 @@ _COMBINE_BLOCK_S = 16  # splits merged per step of the combine loop
 _LOG2E = 1.4426950408889634
 _TWIN_SCORE_BUDGET = 1 << 21  # torch twin: score elements per split (8 MiB fp32), sets its split length
 _TWIN_Q_TILE = 512  # torch twin: queries per tile (long prefills skip keys past each tile's end)
+# prefill_attention_torch: extra head columns that carry the key-padding mask, indexed by "on CPU"
+# (CPU's fused attention takes any head dim and one column costs least; CUDA's flash needs D % 8 == 0)
+_PAD_COLUMNS = {False: 8, True: 1}
 # Triton's CPU interpreter multiplies bfloat16 tl.dot operands as their raw uint16 bits (Triton
 # 3.9), so under TRITON_INTERPRET=1 bf16 tiles are widened to fp32 (exactly) before tl.dot. Triton
 # reads the variable when kernels are defined, and so does this flag; compiled kernels never see it.
@@ -518,6 +521,50 @@ def decode_attention_torch(
     """
     cache_len, q_start = _validate(q, k_cache, v_cache, key_valid, cache_len, q_start)
     return _twin(q, k_cache, v_cache, key_valid, cache_len, q_start, scale, num_splits)
+
+
+def prefill_attention_torch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_valid: torch.Tensor, *,
+                            scale: float | None = None) -> torch.Tensor:
+    """Differentiable torch twin of :func:`decode_attention` in prefill mode (``q_start = 0``,
+    ``cache_len = L``): query i attends key j iff ``j <= i`` and ``key_valid[b, j]``.
+
+    Args:
+        q: (B, Hq, L, D); k, v: (B, Hkv, L, D), ``Hq % Hkv == 0``; key_valid: (B, L) bool or integer.
+    Returns:
+        (B, Hq, L, D) in q's dtype; rows with no allowed key are zeros (and pass no gradient).
+
+    The teacher-forced (training) path: it runs under autograd, and is the fast model's attention on
+    CPU and the recompute of its Triton forward's backward. Same algorithm family as the kernels
+    (one fused flash-attention pass, online softmax over key blocks), delegated to torch's fused
+    attention with ``is_causal=True``, so blocks above the diagonal are skipped and no (L, L) mask
+    is ever built. Padded keys are masked without a mask: q and k get ``_PAD_COLUMNS`` extra head
+    columns (v gets zeros there), q's first one is 1 and k's is ``-finfo.max / 16`` at a padded key
+    and 0 elsewhere, so a padded key's score is hugely negative (its softmax weight is exactly 0,
+    hence no value and no gradient flows through it) while every other score gains an exact ``+ 0``.
+    Like the twin's other fused path, it needs finite keys and values at padded positions (a
+    model's activations always are).
+    """
+    if all(isinstance(t, torch.Tensor) and t.dim() == 4 for t in (q, k)) and k.shape[2] != q.shape[2]:
+        raise ValueError(f"prefill needs as many keys as queries: q has L={q.shape[2]}, k/v have {k.shape[2]}")
+    _validate(q, k, v, key_valid, q.shape[2], 0)
+    d = q.shape[-1]
+    scale = d ** -0.5 if scale is None else float(scale)
+    gqa = q.shape[1] != k.shape[1]
+    valid = key_valid != 0
+    if bool(valid.all()):
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=gqa)
+    extra = _PAD_COLUMNS[q.device.type == "cpu"]
+    big = torch.finfo(q.dtype).max / 16
+    q_ext = q.new_zeros(q.shape[:3] + (extra,))
+    q_ext[..., 0] = 1.0
+    k_ext = k.new_zeros(k.shape[:3] + (extra,))
+    k_ext[..., 0] = (~valid)[:, None, :].to(k.dtype) * -big
+    out = F.scaled_dot_product_attention(
+        torch.cat([q, q_ext], -1), torch.cat([k, k_ext], -1), F.pad(v, (0, extra)),
+        is_causal=True, scale=scale, enable_gqa=gqa,
+    )[..., :d]
+    empty = valid.cumsum(-1) == 0  # (B, L): no valid key at or before the query
+    return out.masked_fill(empty[:, None, :, None], 0.0) if bool(empty.any()) else out
 
 
 def _twin(q, k_cache, v_cache, key_valid, cache_len: int, q_start: int, scale: float | None,

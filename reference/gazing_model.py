@@ -49,6 +49,25 @@ def check_streaming_caches(past_key_values, past_inputs_embeds, past_attention_m
             )
 
 
+def gaze_token_ids(config: AutoGazeConfig, gazing_pos: torch.Tensor, if_padded_gazing: torch.Tensor,
+                   num_gazing_each_frame: torch.Tensor, frames: int) -> list[torch.Tensor]:
+    """Per-frame decoder token ids of a given gaze: ``gazing_pos - N·t``, pads replaced by eos.
+
+    Args:
+        gazing_pos / if_padded_gazing: (B, Σn_t); num_gazing_each_frame: (T',); frames: T'.
+    Returns:
+        T' tensors (B, n_t) long.
+    """
+    eos, n_vision = config.decoder.eos_token_id, config.num_vision_tokens_each_frame
+    counts = [int(c) for c in num_gazing_each_frame.tolist()]
+    if sum(counts) != gazing_pos.shape[1]:
+        raise ValueError(f"num_gazing_each_frame sums to {sum(counts)} but gazing_pos has {gazing_pos.shape[1]} entries")
+    if len(counts) != frames:
+        raise ValueError(f"num_gazing_each_frame has {len(counts)} frames, the video {frames}")
+    return [torch.where(pads.bool(), torch.full_like(ids, eos), ids - n_vision * t)
+            for t, (ids, pads) in enumerate(zip(gazing_pos.split(counts, 1), if_padded_gazing.split(counts, 1)))]
+
+
 class GazingModel(nn.Module):
     """State-dict keys: ``vision_model.*``, ``connector.pos_embed``, ``gaze_decoder.*`` (as upstream)."""
 
@@ -153,17 +172,9 @@ class GazingModel(nn.Module):
             gaze_probs (B, Σn_t) and task_loss_prediction (B, Σn_t).
         """
         cfg = self.config
-        k, eos, n_vision = cfg.decoder.num_multi_token_pred, cfg.decoder.eos_token_id, cfg.num_vision_tokens_each_frame
+        k, eos = cfg.decoder.num_multi_token_pred, cfg.decoder.eos_token_id
         tokens, _ = frame_tokens(self.vision_model, self.connector, video, cfg)
-        counts = [int(c) for c in num_gazing_each_frame.tolist()]
-        if sum(counts) != gazing_pos.shape[1]:
-            raise ValueError(f"num_gazing_each_frame sums to {sum(counts)} but gazing_pos has {gazing_pos.shape[1]} entries")
-        if len(counts) != tokens.shape[1]:
-            raise ValueError(f"num_gazing_each_frame has {len(counts)} frames, the video {tokens.shape[1]}")
-
-        ids_per_frame = []
-        for t, (ids, pads) in enumerate(zip(gazing_pos.split(counts, 1), if_padded_gazing.split(counts, 1))):
-            ids_per_frame.append(torch.where(pads.bool(), torch.full_like(ids, eos), ids - n_vision * t))
+        ids_per_frame = gaze_token_ids(cfg, gazing_pos, if_padded_gazing, num_gazing_each_frame, tokens.shape[1])
         ids = torch.cat(ids_per_frame, dim=1)
 
         embeds, masks, gaze_index, slot = [], [], [], []

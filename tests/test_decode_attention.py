@@ -277,3 +277,64 @@ def test_head_dim_above_limit_raises():
         decode_attention(q, k, k, torch.ones(1, 4, dtype=torch.bool), 4, 3)
     with pytest.raises(ValueError, match="torch.Tensor"):
         decode_attention(q.numpy(), k, k, torch.ones(1, 4, dtype=torch.bool), 4, 3)
+
+
+# ---------------------------------------------------------------- prefill mode, differentiable twin
+def make_prefill(L, Hq, Hkv, D, pads, dtype=torch.float32, seed=7):
+    """q/k/v of a whole sequence (leaf tensors that require grad) and its key mask: ``pads`` is
+    "none", "scattered" (a different pattern per batch row) or "leading" (batch 1 starts with 5
+    pads, so its first queries see no key at all)."""
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(2, h, L, D, generator=g).to(dtype).to(DEVICE).requires_grad_() for h in (Hq, Hkv, Hkv))
+    key_valid = torch.ones(2, L, dtype=torch.bool)
+    if pads != "none":
+        key_valid = torch.rand(2, L, generator=g) > 0.3
+        key_valid[0, 0] = True
+    if pads == "leading":
+        key_valid[1, :5] = False
+    return q, k, v, key_valid.to(DEVICE)
+
+
+PREFILL_CASES = [  # (L, Hq, Hkv, D, pads)
+    (37, 2, 2, 32, "none"),
+    (37, 2, 2, 32, "scattered"),
+    (70, 4, 2, 32, "scattered"),
+    (70, 4, 1, 16, "leading"),
+    (100, 2, 2, 72, "leading"),
+]
+
+
+@pytest.mark.parametrize("case", PREFILL_CASES, ids=lambda c: "L{}-H{}x{}-D{}-{}".format(*c))
+def test_prefill_twin_matches_naive_forward_and_gradients(case):
+    """prefill_attention_torch (the training path's attention) vs the float64 oracle at q_start = 0,
+    output and the gradients of q, k and v; rows with no key give zeros and pass no gradient."""
+    L, Hq, Hkv, D, pads = case
+    q, k, v, kv = make_prefill(L, Hq, Hkv, D, pads)
+    out = da.prefill_attention_torch(q, k, v, kv)
+    ref = naive_attention(q, k, v, kv, L, 0)
+    torch.testing.assert_close(out.double(), ref, atol=2e-5, rtol=0)
+    if pads == "leading":
+        assert (out[1, :, :5] == 0).all()
+    grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(8)).to(DEVICE)
+    grads = torch.autograd.grad(out, (q, k, v), grad_out)
+    ref_grads = torch.autograd.grad(ref, (q, k, v), grad_out.double())
+    for name, got, want in zip("qkv", grads, ref_grads):
+        torch.testing.assert_close(got, want.float(), atol=1e-4, rtol=1e-4, msg=lambda m: f"d{name}: {m}")
+    masked = ~kv[:, None, :, None]
+    assert (grads[1].masked_select(masked) == 0).all() and (grads[2].masked_select(masked) == 0).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_prefill_twin_half_precision(dtype):
+    q, k, v, kv = make_prefill(70, 4, 2, 32, "leading", dtype=dtype)
+    out = da.prefill_attention_torch(q, k, v, kv)
+    assert out.dtype == dtype and torch.isfinite(out).all()
+    torch.testing.assert_close(out.double(), naive_attention(q, k, v, kv, 70, 0), atol=ATOL[dtype], rtol=0)
+
+
+def test_prefill_twin_rejects_bad_input():
+    q, k, v, kv = make_prefill(37, 2, 2, 32, "none")
+    with pytest.raises(ValueError, match="as many keys as queries"):
+        da.prefill_attention_torch(q, k[:, :, :-1], v[:, :, :-1], kv)
+    with pytest.raises(ValueError, match="key_valid must be"):
+        da.prefill_attention_torch(q, k, v, kv[:, :-1])

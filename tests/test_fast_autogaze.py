@@ -25,17 +25,44 @@ def teacher_forced_loss(model, video, info):
     return -(out["log_action_probs"] * real).sum() / real.sum() + (out["task_loss_prediction"] ** 2 * real).mean()
 
 
-def test_teacher_forced_gradients_match_reference(torch_twins):
+@pytest.mark.parametrize("kernels, frames", [("torch_twins", 3), ("triton_interpreter", 1)])
+def test_teacher_forced_gradients_match_reference(kernels, frames, request):
+    """On CPU: the differentiable torch twin; under the interpreter (slow: one frame): the Triton
+    prefill forward with its torch-recompute backward. Stop case: every frame has a pad inside it."""
+    request.getfixturevalue(kernels)
     ref, fast = load("reference"), load("fast")
-    video = CASES["video"][:, :3]
+    video = CASES["video"][:, :frames]
     info = {k: CASES["stop_k10." + k] for k in ("gazing_pos", "if_padded_gazing", "num_gazing_each_frame")}
-    n = int(info["num_gazing_each_frame"][:3].sum())
+    n = int(info["num_gazing_each_frame"][:frames].sum())
     info = {"gazing_pos": info["gazing_pos"][:, :n], "if_padded_gazing": info["if_padded_gazing"][:, :n].bool(),
-            "num_gazing_each_frame": info["num_gazing_each_frame"][:3]}
+            "num_gazing_each_frame": info["num_gazing_each_frame"][:frames]}
+    assert info["if_padded_gazing"].any()
     loss_ref, loss_fast = teacher_forced_loss(ref, video, info), teacher_forced_loss(fast, video, info)
     torch.testing.assert_close(loss_fast, loss_ref, atol=1e-5, rtol=1e-5)
     loss_ref.backward()
     loss_fast.backward()
+    for (name, p_ref), (_, p_fast) in zip(ref.named_parameters(), fast.named_parameters()):
+        torch.testing.assert_close(p_fast.grad, p_ref.grad, atol=1e-5, rtol=1e-4, msg=lambda m: f"{name}: {m}")
+
+
+def test_teacher_forced_batch2_every_position_and_gradient_match_reference(torch_twins):
+    """Batch of 2 whose rows stop at different steps (pads differ per row, a whole frame of pads in
+    one row): probabilities and task-loss predictions at every position, pads included, and the
+    gradients of a loss that weights every position, equal the reference's."""
+    ref, fast = load("reference"), load("fast")
+    video = torch.cat([CASES["video"], CASES["video"].flip(-1)])
+    info = {k: CASES["batch2_k10." + k] for k in ("gazing_pos", "if_padded_gazing", "num_gazing_each_frame")}
+    info["if_padded_gazing"] = info["if_padded_gazing"].bool()
+    weights = torch.rand(info["gazing_pos"].shape, generator=torch.Generator().manual_seed(0))
+    losses = []
+    for model in (ref, fast):
+        out = model({"video": video}, gazing_info=info)
+        losses.append(-(out["log_action_probs"] * weights).sum() + (out["task_loss_prediction"] * weights).sum())
+        out_ref = out if model is ref else out_ref
+    for key in ("log_action_probs", "task_loss_prediction"):
+        torch.testing.assert_close(out[key], out_ref[key], atol=1e-5, rtol=1e-5, msg=lambda m: f"{key}: {m}")
+    for loss in losses:
+        loss.backward()
     for (name, p_ref), (_, p_fast) in zip(ref.named_parameters(), fast.named_parameters()):
         torch.testing.assert_close(p_fast.grad, p_ref.grad, atol=1e-5, rtol=1e-4, msg=lambda m: f"{name}: {m}")
 

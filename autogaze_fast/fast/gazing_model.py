@@ -9,6 +9,7 @@ from ..reference.stem import frame_tokens
 from .cache import FastDecodeState, StaticKVCache
 from .generation import generate_frames
 from .sequence import sequence_hidden_states
+from .teacher_forced import teacher_forced
 
 
 class FastGazingModel(GazingModel):
@@ -80,3 +81,13 @@ class FastGazingModel(GazingModel):
     def sequence_hidden_states(self, embeds: torch.Tensor, position_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Teacher-forced pass through the cached-attention kernel in prefill mode (differentiable)."""
         return sequence_hidden_states(self.gaze_decoder, embeds, position_ids, mask)
+
+    def teacher_forced(
+        self,
+        video: torch.Tensor,
+        gazing_pos: torch.Tensor,
+        if_padded_gazing: torch.Tensor,
+        num_gazing_each_frame: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The reference's teacher-forced scores, fast (:mod:`.teacher_forced`); differentiable."""
+        return teacher_forced(self, video, gazing_pos, if_padded_gazing, num_gazing_each_frame)

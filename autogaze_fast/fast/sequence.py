@@ -1,9 +1,16 @@
-"""Fast whole-sequence decoder pass for teacher-forced scoring (training): the cached-attention
-kernel in prefill mode (all queries at once, ``q_start = 0``), wrapped in an autograd Function.
+"""Fast whole-sequence decoder pass for teacher-forced scoring (training), differentiable.
 
-The backward recomputes the masked attention in torch and differentiates it (a documented trade:
-the sequence is a few thousand tokens, so recomputation is cheap next to the rest of training,
-and a Triton backward for this one-off shape is not worth its maintenance).
+Attention is the causal cached-attention family in prefill mode (all queries at once,
+``q_start = 0``): on CUDA (or under ``TRITON_INTERPRET=1``) the Triton kernel, wrapped in an
+autograd Function whose backward recomputes the attention with the differentiable torch twin (a
+documented trade: a Triton backward for this one-off shape is not worth its maintenance); on plain
+CPU the twin itself (:func:`~autogaze_fast.kernels.decode_attention.prefill_attention_torch`: one
+fused causal pass that skips the blocks above the diagonal and builds no (L, L) mask) under
+autograd, so the backward never redoes the forward.
+
+Scoring needs the final hidden state of only about half of the positions (the last vision token and
+the gaze tokens of each frame), so the last layer runs its attention output projection, MLP and the
+final norm on those ``rows`` only (its keys and values are still computed for every position).
 """
 
 from __future__ import annotations
@@ -11,23 +18,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..kernels.decode_attention import decode_attention
-from ..reference.llama import GazeDecoder, apply_rope, rope_cos_sin
-from .decoder import gather_weights, rms_norm
-
-
-def masked_causal_attention(q, k, v, key_valid):
-    """Differentiable torch attention: query i attends key j iff j ≤ i and key_valid[b, j].
-
-    q (B, H, L, D), k/v (B, Hkv, L, D), key_valid (B, L) bool → (B, H, L, D).
-    """
-    n = q.shape[2]
-    groups = q.shape[1] // k.shape[1]
-    if groups > 1:
-        k, v = k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1)
-    pos = torch.arange(n, device=q.device)
-    allowed = (pos[None, :] <= pos[:, None])[None, None] & key_valid[:, None, None, :]
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+from ..kernels.decode_attention import decode_attention, prefill_attention_torch
+from ..kernels.dispatch import use_triton
+from ..reference.llama import GazeDecoder
+from .decoder import RopeTables, gather_weights, rms_norm
 
 
 class PrefillAttention(torch.autograd.Function):
@@ -44,29 +38,46 @@ class PrefillAttention(torch.autograd.Function):
         q, k, v, key_valid = ctx.saved_tensors
         with torch.enable_grad():
             q_, k_, v_ = (x.detach().requires_grad_() for x in (q, k, v))
-            out = masked_causal_attention(q_, k_, v_, key_valid)
+            out = prefill_attention_torch(q_, k_, v_, key_valid)
             grads = torch.autograd.grad(out, (q_, k_, v_), grad_out)
         return (*grads, None)
 
 
+def prefill_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_valid: torch.Tensor) -> torch.Tensor:
+    """Causal key-padded attention of a whole sequence, differentiable.
+
+    q (B, H, L, D), k/v (B, Hkv, L, D), key_valid (B, L) bool → (B, H, L, D).
+    """
+    if use_triton(q, k, v):
+        return PrefillAttention.apply(q, k, v, key_valid)
+    return prefill_attention_torch(q, k, v, key_valid)
+
+
 def sequence_hidden_states(decoder: GazeDecoder, embeds: torch.Tensor, position_ids: torch.Tensor,
-                           mask: torch.Tensor) -> torch.Tensor:
-    """Hidden states (B, L, C) of a whole interleaved sequence, differentiable.
+                           mask: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """Final-norm hidden states of a whole interleaved sequence, differentiable.
 
     Args:
         embeds: (B, L, C); position_ids: (B, L); mask: (B, L) 1 for attendable keys.
+        rows: (R,) long, the positions whose hidden states are wanted (default: all L).
+    Returns:
+        (B, R, C) hidden states of ``rows`` (B, L, C when ``rows`` is None).
     """
     cfg = decoder.config
     b, n, _ = embeds.shape
     h, hkv, d = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-    cos, sin = rope_cos_sin(decoder.inv_freq, position_ids, embeds.dtype)
+    eps = cfg.rms_norm_eps
+    rope = RopeTables(decoder.inv_freq, position_ids, embeds.dtype)
     key_valid = mask.bool()
+    weights = gather_weights(decoder)
     x = embeds
-    for w in gather_weights(decoder):
-        qkv = (rms_norm(x, w.input_norm, cfg.rms_norm_eps) @ w.qkv).view(b, n, h + 2 * hkv, d).transpose(1, 2)
-        qk = apply_rope(qkv[:, : h + hkv], cos, sin)
-        attn = PrefillAttention.apply(qk[:, :h], qk[:, h:], qkv[:, h + hkv:], key_valid)
-        x = x + attn.transpose(1, 2).reshape(b, n, h * d) @ w.o
-        gate, up = (rms_norm(x, w.post_norm, cfg.rms_norm_eps) @ w.gate_up).chunk(2, dim=-1)
+    for i, w in enumerate(weights):
+        qkv = (rms_norm(x, w.input_norm, eps) @ w.qkv).view(b, n, h + 2 * hkv, d).transpose(1, 2)
+        qk = rope.rotate(qkv[:, : h + hkv])
+        attn = prefill_attention(qk[:, :h], qk[:, h:], qkv[:, h + hkv:], key_valid).transpose(1, 2)
+        if rows is not None and i == len(weights) - 1:  # last layer: only the wanted positions go on
+            x, attn = x[:, rows], attn[:, rows]
+        x = x + attn.reshape(b, x.shape[1], h * d) @ w.o
+        gate, up = (rms_norm(x, w.post_norm, eps) @ w.gate_up).chunk(2, dim=-1)
         x = x + (F.silu(gate) * up) @ w.down
-    return rms_norm(x, decoder.model.norm.weight, cfg.rms_norm_eps)
+    return rms_norm(x, decoder.model.norm.weight, eps)
