@@ -6,7 +6,9 @@ autograd Function whose backward recomputes the attention with the differentiabl
 documented trade: a Triton backward for this one-off shape is not worth its maintenance); on plain
 CPU the twin itself (:func:`~autogaze_fast.kernels.decode_attention.prefill_attention_torch`: one
 fused causal pass that skips the blocks above the diagonal and builds no (L, L) mask) under
-autograd, so the backward never redoes the forward.
+autograd, so the backward never redoes the forward. RoPE and attention form one autograd Function
+(:class:`RopeAttention`) so that the backward hands the stacked q/k/v projection its gradient in
+one buffer.
 
 Scoring needs the final hidden state of only about half of the positions (the last vision token and
 the gaze tokens of each frame), so the last layer runs its attention output projection, MLP and the
@@ -53,6 +55,57 @@ def prefill_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_val
     return prefill_attention_torch(q, k, v, key_valid)
 
 
+class RopeAttention(torch.autograd.Function):
+    """RoPE on the query and key heads of a stacked projection, then :func:`prefill_attention`, with a
+    backward that writes the projection's gradient in one buffer.
+
+    Same math as rotating with :class:`~.decoder.RopeTables` and attending under autograd; what it
+    saves is data movement: autograd would route the gradient through three slices of the
+    projection (each a zero-filled full-size buffer), a roll (a concatenation) forward and back,
+    and a copy to undo the head transpose. The attention's own autograd graph is kept on ``ctx``
+    and freed by the first backward: not twice differentiable, and one backward per forward.
+    """
+
+    @staticmethod
+    def forward(ctx, qkv, cos, sin_signed, key_valid, heads: int, kv_heads: int):
+        """qkv (B, L, H + 2·Hkv, D): q, k, v heads; cos / sin_signed (B, 1, L, D) as RopeTables → (B, L, H, D)."""
+        x = qkv.detach().transpose(1, 2)  # (B, H + 2·Hkv, L, D) view
+        half, hk = x.shape[-1] // 2, heads + kv_heads
+        qk = torch.empty(x.shape[:1] + (hk,) + x.shape[2:], dtype=x.dtype, device=x.device)
+        for lo, hi, src in ((0, half, slice(half, None)), (half, None, slice(0, half))):  # rot = x·cos + roll(x)·sin
+            torch.mul(x[:, :hk, :, lo:hi], cos[..., lo:hi], out=qk[..., lo:hi])
+            qk[..., lo:hi].addcmul_(x[:, :hk, :, src], sin_signed[..., lo:hi])
+        with torch.enable_grad():
+            q, k = qk[:, :heads].requires_grad_(), qk[:, heads:].requires_grad_()
+            v = x[:, hk:].requires_grad_()
+            out = prefill_attention(q, k, v, key_valid)
+        ctx.graph = (q, k, v, out)
+        ctx.save_for_backward(cos, sin_signed)
+        ctx.mark_non_differentiable(key_valid)
+        return out.detach().transpose(1, 2)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        if ctx.graph is None:
+            raise RuntimeError("the fast teacher-forced pass was already backpropagated once and freed its attention "
+                               "graph; run the forward again (retain_graph=True is not supported through it)")
+        q, k, v, out = ctx.graph
+        ctx.graph = None  # free the inner graph now, as autograd frees saved tensors after a backward
+        cos, sin_signed = ctx.saved_tensors
+        dq, dk, dv = torch.autograd.grad(out, (q, k, v), grad_out.transpose(1, 2))
+        b, heads, n, d = dq.shape
+        half = d // 2
+        dqkv = torch.empty(b, n, heads + 2 * k.shape[1], d, dtype=dq.dtype, device=dq.device)
+        view = dqkv.transpose(1, 2)
+        for grad, dest in ((dq, view[:, :heads]), (dk, view[:, heads:heads + k.shape[1]])):
+            t = grad * sin_signed  # d rot / d x = cos, plus roll(·sin) transposed: roll back (its own inverse)
+            torch.addcmul(t[..., half:], grad[..., :half], cos[..., :half], out=dest[..., :half])
+            torch.addcmul(t[..., :half], grad[..., half:], cos[..., half:], out=dest[..., half:])
+        view[:, heads + k.shape[1]:] = dv
+        return dqkv, None, None, None, None, None
+
+
 def sequence_hidden_states(decoder: GazeDecoder, embeds: torch.Tensor, position_ids: torch.Tensor,
                            mask: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
     """Final-norm hidden states of a whole interleaved sequence, differentiable.
@@ -72,9 +125,8 @@ def sequence_hidden_states(decoder: GazeDecoder, embeds: torch.Tensor, position_
     weights = gather_weights(decoder)
     x = embeds
     for i, w in enumerate(weights):
-        qkv = (rms_norm(x, w.input_norm, eps) @ w.qkv).view(b, n, h + 2 * hkv, d).transpose(1, 2)
-        qk = rope.rotate(qkv[:, : h + hkv])
-        attn = prefill_attention(qk[:, :h], qk[:, h:], qkv[:, h + hkv:], key_valid).transpose(1, 2)
+        qkv = (rms_norm(x, w.input_norm, eps) @ w.qkv).view(b, n, h + 2 * hkv, d)
+        attn = RopeAttention.apply(qkv, rope.cos, rope.sin_signed, key_valid, h, hkv)  # (B, L, H, D)
         if rows is not None and i == len(weights) - 1:  # last layer: only the wanted positions go on
             x, attn = x[:, rows], attn[:, rows]
         x = x + attn.reshape(b, x.shape[1], h * d) @ w.o
