@@ -30,7 +30,9 @@ masked along it only when ``D < BLOCK_D`` (e.g. 72 → 128). Tiles are 16 query 
 (``autogaze-fast compile-kernels``).
 
 :func:`decode_attention` is the launcher (validates, dispatches), :func:`decode_attention_torch`
-is the CPU twin (the same split / online-softmax / combine algorithm in torch).
+is the CPU twin (the same split / online-softmax / combine algorithm in torch), and
+:func:`prefill_attention_torch` the differentiable twin of prefill mode (``q_start = 0``) that
+training runs under autograd.
 """
 
 from __future__ import annotations
