@@ -113,8 +113,8 @@ def test_ddp_two_ranks_match_one_process(torch_twins, tmp_path):
         assert set(ranks[0]["grads"][step]) == set(expected[step])
         for name, want in expected[step].items():
             assert want.abs().sum() > 0, f"{name}: zero gradient"
-            for r in range(WORLD):
-                torch.testing.assert_close(ranks[r]["grads"][step][name], want, rtol=1e-5, atol=1e-7,
+            for r in range(WORLD):  # atol 1e-6: float32 sums split otherwise (threads, batch halves), |grad| up to ~2
+                torch.testing.assert_close(ranks[r]["grads"][step][name], want, rtol=1e-5, atol=1e-6,
                                            msg=lambda m: f"step {step}, rank {r}, {name}: {m}")
     for name, p in single.state_dict().items():  # replicas stayed in sync through the updates
         for r in range(WORLD):
