@@ -298,11 +298,13 @@ def test_strict_stops_at_the_first_failure(videos, tmp_path, encoder):
                          strict=True, progress=False)
 
 
-def test_tiny_and_missing_videos_fail_with_a_reason(tmp_path, encoder):
-    tiny = write_timed(tmp_path / "tiny.mkv", marker_frames(3, height=6, width=6), [0, 100, 200])
+def test_tiny_and_missing_videos_fail_with_a_reason_odd_sizes_work(tmp_path, encoder):
+    write_timed(tmp_path / "tiny.mkv", marker_frames(3, height=6, width=6), [0, 100, 200])
+    write_timed(tmp_path / "odd.mkv", marker_frames(3, height=21, width=37), [0, 250, 500])
     listing = tmp_path / "list.txt"
-    listing.write_text("tiny.mkv\nmissing.mp4\n")
+    listing.write_text("tiny.mkv\nmissing.mp4\nodd.mkv\n")
     summary = extract_features(listing, tmp_path / "out", encoder=encoder, model_id="tiny", progress=False)
+    assert summary.ok == 1 and load_features(tmp_path / "out", "odd.mkv")["metadata"]["width"] == 37
     reasons = {r["video"]: r["reason"] for r in summary.failures}
     assert set(reasons) == {"tiny.mkv", "missing.mp4"}
     assert "6x6" in reasons["tiny.mkv"] or "6 x 6" in reasons["tiny.mkv"], reasons["tiny.mkv"]
