@@ -553,16 +553,22 @@ class AutoGazeImageProcessor:
             where = f"video {b}" if is_batch else "input"
             check_frame_size(v, where, self.min_frame_side, self.max_aspect_ratio, describe_input(videos))
         processed = [proc.process_video(v) for v in parsed]
-        if is_batch:
-            shapes = {p.shape for p in processed}
-            if len(shapes) > 1:
-                raise ValueError(
-                    f"videos of a batch give different shapes {sorted(shapes)} (T, 3, H, W) after preprocessing; "
-                    "use the same frame count and size, or process the videos one by one"
-                )
-            out = np.stack(processed)
-        else:
-            out = processed[0]
-        return ProcessorOutput(pixel_values=out if return_tensors == "np" else torch.from_numpy(out))
+        return processor_output(processed, is_batch, return_tensors, "use the same frame count and size")
 
     __call__ = preprocess
+
+
+def processor_output(processed: list[np.ndarray], is_batch: bool, return_tensors: str | None, advice: str) -> ProcessorOutput:
+    """Processed ``(T, 3, H, W)`` videos → a :class:`ProcessorOutput`: the one video, or the batch
+    stacked ``(B, T, 3, H, W)`` (a ValueError, ending with ``advice``, when their shapes differ)."""
+    if is_batch:
+        shapes = {p.shape for p in processed}
+        if len(shapes) > 1:
+            raise ValueError(
+                f"videos of a batch give different shapes {sorted(shapes)} (T, 3, H, W) after preprocessing; "
+                f"{advice}, or process the videos one by one"
+            )
+        out = np.stack(processed)
+    else:
+        out = processed[0]
+    return ProcessorOutput(pixel_values=out if return_tensors == "np" else torch.from_numpy(out))

@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-import torch
 
 from .processor import (
     IMAGENET_STANDARD_MEAN,
@@ -43,6 +42,7 @@ from .processor import (
     _channel_stats,
     _size_dict,
     as_videos,
+    processor_output,
 )
 
 __all__ = ["SiglipImageProcessor", "ProcessorOutput"]
@@ -297,16 +297,7 @@ class SiglipImageProcessor:
             videos = _convert_pil_to_rgb(videos)
         parsed, is_batch = as_videos(videos)
         processed = [proc.process_video(v) for v in parsed]
-        if is_batch:
-            shapes = {p.shape for p in processed}
-            if len(shapes) > 1:
-                raise ValueError(
-                    f"videos of a batch give different shapes {sorted(shapes)} (T, 3, H, W) after preprocessing; "
-                    "use the same frame count (and size when do_resize is off), or process the videos one by one"
-                )
-            out = np.stack(processed)
-        else:
-            out = processed[0]
-        return ProcessorOutput(pixel_values=out if return_tensors == "np" else torch.from_numpy(out))
+        return processor_output(processed, is_batch, return_tensors,
+                                "use the same frame count (and size when do_resize is off)")
 
     __call__ = preprocess
