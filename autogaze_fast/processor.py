@@ -515,17 +515,10 @@ class AutoGazeImageProcessor:
             video = self._resize(video)
         if self.do_center_crop:
             video = np.stack([_center_crop(f, self.crop_size["height"], self.crop_size["width"]) for f in video])
-        x = video
-        if self.do_rescale:
-            x = (x.astype(np.float64) * self.rescale_factor).astype(np.float32)
-            if self.offset:
-                x = x - np.float32(1)
-        if self.do_normalize:
-            x = x.astype(np.float32, copy=False)
-            mean = np.asarray(self.image_mean, dtype=np.float32)
-            std = np.asarray(self.image_std, dtype=np.float32)
-            x = (x - mean) / std
-        return np.ascontiguousarray(x.astype(np.float32, copy=False).transpose(0, 3, 1, 2))
+        return rescale_and_normalize(
+            video, self.rescale_factor if self.do_rescale else None, self.offset,
+            (self.image_mean, self.image_std) if self.do_normalize else None,
+        )
 
     def preprocess(self, videos: VideoInput, return_tensors: str | None = "pt", **overrides: Any) -> ProcessorOutput:
         """Preprocess one video or a batch; see :func:`as_videos` for the accepted layouts.
@@ -556,6 +549,24 @@ class AutoGazeImageProcessor:
         return processor_output(processed, is_batch, return_tensors, "use the same frame count and size")
 
     __call__ = preprocess
+
+
+def rescale_and_normalize(video: np.ndarray, rescale_factor: float | None, offset: bool,
+                          mean_std: tuple[Sequence[float], Sequence[float]] | None) -> np.ndarray:
+    """``(T, H, W, 3)`` uint8 → ``(T, 3, H, W)`` float32 with the Hugging Face transforms' arithmetic:
+    ``float32(float64(x) * rescale_factor)`` (then ``- 1`` in float32 with ``offset``), then
+    ``(x - mean) / std`` in float32. ``None`` skips a step."""
+    x = video
+    if rescale_factor is not None:
+        x = (x.astype(np.float64) * rescale_factor).astype(np.float32)
+        if offset:
+            x = x - np.float32(1)
+    if mean_std is not None:
+        x = x.astype(np.float32, copy=False)
+        mean = np.asarray(mean_std[0], dtype=np.float32)
+        std = np.asarray(mean_std[1], dtype=np.float32)
+        x = (x - mean) / std
+    return np.ascontiguousarray(x.astype(np.float32, copy=False).transpose(0, 3, 1, 2))
 
 
 def processor_output(processed: list[np.ndarray], is_batch: bool, return_tensors: str | None, advice: str) -> ProcessorOutput:

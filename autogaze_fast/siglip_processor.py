@@ -43,6 +43,7 @@ from .processor import (
     _size_dict,
     as_videos,
     processor_output,
+    rescale_and_normalize,
 )
 
 __all__ = ["SiglipImageProcessor", "ProcessorOutput"]
@@ -264,15 +265,10 @@ class SiglipImageProcessor:
                 img = Image.fromarray(np.ascontiguousarray(frame))
                 resized[i] = np.asarray(img.resize((out_w, out_h), resample=self.resample))
             video = resized
-        x: np.ndarray = video
-        if self.do_rescale:
-            x = (x.astype(np.float64) * self.rescale_factor).astype(np.float32)
-        if self.do_normalize:
-            x = x.astype(np.float32, copy=False)
-            mean = np.asarray(self.image_mean, dtype=np.float32)
-            std = np.asarray(self.image_std, dtype=np.float32)
-            x = (x - mean) / std
-        return np.ascontiguousarray(x.astype(np.float32, copy=False).transpose(0, 3, 1, 2))
+        return rescale_and_normalize(
+            video, self.rescale_factor if self.do_rescale else None, False,
+            (self.image_mean, self.image_std) if self.do_normalize else None,
+        )
 
     def preprocess(self, videos: VideoInput, return_tensors: str | None = "pt", **overrides: Any) -> ProcessorOutput:
         """Preprocess one video or a batch; see :func:`autogaze_fast.processor.as_videos` for the layouts.
