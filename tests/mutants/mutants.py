@@ -333,7 +333,7 @@ MUTANTS: list[Mutant] = [
            "loader silently accepts unexpected keys", [ROUND_TRIP]),
     # ------------------------------------------------------------------ processor
     Mutant("processor-offset", "processor", "autogaze_fast/processor.py",
-           "                x = x - np.float32(1)", "                x = x",
+           "            x = x - np.float32(1)", "            x = x",
            "processor forgets upstream's '- 1' offset after rescaling", [PROCESSOR]),
     Mutant("processor-std", "processor", "autogaze_fast/processor.py",
            "x = (x - mean) / std", "x = (x - mean) * std",
