@@ -14,6 +14,7 @@ from .mae_config import MAEConfig
 from .mae_loading import load_mae, load_task_weights, mae_video_processor
 from .mae_loss import PixelTransform, ReconstructionLoss, SiglipFeatureLoss
 from .mae_task import MAEReconstructionTask, MAETaskOutput
+from .steps import Rollout, StepResult, TrainBatch, grpo_step, ntp_step
 from .task_rewards import TaskRewards, reconstruction_rewards, sample_frames_to_reconstruct
 
 __all__ = [
@@ -24,16 +25,21 @@ __all__ = [
     "MAETaskOutput",
     "PixelTransform",
     "ReconstructionLoss",
+    "Rollout",
+    "StepResult",
     "SiglipFeatureLoss",
     "TaskRewards",
+    "TrainBatch",
     "discounted_advantages",
     "group_advantages",
     "grpo_advantages",
     "grpo_loss",
+    "grpo_step",
     "load_mae",
     "load_task_weights",
     "mae_video_processor",
     "ntp_loss",
+    "ntp_step",
     "reconstruction_rewards",
     "repeat_for_group",
     "sample_frames_to_reconstruct",
