@@ -1,4 +1,4 @@
-"""``autogaze-fast`` command line: ``demo``, ``gaze VIDEO``, ``extract INPUTS --out OUT``, ``gpu-check --out DIR`` and ``compile-kernels``."""
+"""``autogaze-fast`` command line: ``demo``, ``gaze VIDEO``, ``extract INPUTS --out OUT``, ``train --config CFG``, ``gpu-check --out DIR`` and ``compile-kernels``."""
 
 from __future__ import annotations
 
@@ -193,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .gpu_check import add_parser as add_gpu_check_parser
 
     add_gpu_check_parser(sub)
+    from .train.cli import add_parser as add_train_parser
+
+    add_train_parser(sub)
     ck = sub.add_parser("compile-kernels", add_help=False,
                         help="AOT-compile every Triton kernel for GPU archs, no GPU needed "
                              "(options: --arch 75,80,86,89,90,100,120 --json --module M --match REGEX --smoke)")
@@ -211,7 +214,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from .gpu_check import run as cmd_gpu_check
 
-    handlers = {"demo": cmd_demo, "gaze": cmd_gaze, "extract": cmd_extract, "gpu-check": cmd_gpu_check}
+    from .train.cli import run as cmd_train
+
+    handlers = {"demo": cmd_demo, "gaze": cmd_gaze, "extract": cmd_extract, "gpu-check": cmd_gpu_check,
+                "train": cmd_train}
     try:
         return handlers[args.command](args)
     except (ValueError, OSError, RuntimeError) as e:
