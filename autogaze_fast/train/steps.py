@@ -248,6 +248,11 @@ def _head_loss(pred: torch.Tensor, padded: torch.Tensor, optimize: bool, task_lo
     return torch.zeros(pred.shape[0], dtype=pred.dtype, device=pred.device) * pred.mean()
 
 
+def _wide(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32, or float64 when it already is (losses are summed at least in float32)."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
 def _floats(values: dict[str, torch.Tensor | float]) -> dict[str, float]:
     """Tensors → floats with one device→host copy."""
     keys = [k for k, v in values.items() if isinstance(v, torch.Tensor)]
@@ -288,8 +293,8 @@ def ntp_step(gaze_model: nn.Module, batch: TrainBatch, *, optimize_task_loss_pre
         with _autocast(autocast, device):
             out = gaze_model({"video": batch.video.to(device)}, gazing_info=info, **layout)
         padded = out["if_padded_gazing"].bool()
-        log_probs = out["log_action_probs"].float()
-        pred = out["task_loss_prediction"].float()
+        log_probs = _wide(out["log_action_probs"])
+        pred = _wide(out["task_loss_prediction"])
         ntp = ntp_loss(log_probs, padded)
         task_losses = labels.get("task_losses")
         if task_losses is not None:
@@ -386,16 +391,16 @@ def grpo_step(gaze_model: nn.Module, task: nn.Module, batch: TrainBatch, *, grou
 
     with clock.section("loss"):
         padded = gaze_out["if_padded_gazing"].bool()
-        log_probs = gaze_out["log_action_probs"].float()
-        pred = gaze_out["task_loss_prediction"].float()
+        log_probs = _wide(gaze_out["log_action_probs"])
+        pred = _wide(gaze_out["task_loss_prediction"])
         r = task_out.rewards
-        grpo = grpo_loss(log_probs, r.rewards.float(), r.traj_len_each_reward, padded, group_size, discount_factor)
-        head = _head_loss(pred, padded, optimize_task_loss_prediction, r.task_losses.float(), r.task_losses_mask)
+        grpo = grpo_loss(log_probs, _wide(r.rewards), r.traj_len_each_reward, padded, group_size, discount_factor)
+        head = _head_loss(pred, padded, optimize_task_loss_prediction, _wide(r.task_losses), r.task_losses_mask)
         loss = log_probs.new_zeros(())
         if train_gaze:
             loss = loss + (grpo + head).mean()
         if train_task:
-            loss = loss + task_out.loss.float().mean()
+            loss = loss + _wide(task_out.loss).mean()
 
     n_tokens = int(gaze_out["num_vision_tokens_each_frame"]) * rollout.num_gazing_each_frame.numel()
     metrics = _floats({
