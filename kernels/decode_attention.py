@@ -21,7 +21,8 @@ heads that share a kv head are packed into the same tile (row ``r`` ↔ query ``
 ``kvh·G + r % G``), so each key block is read once per kv head. Each split writes its normalised
 partial output ``o_s`` and log-sum-exp ``lse_s = m_s + log2(l_s)`` (fp32); the combine kernel merges
 them: ``out = sum_s 2^(lse_s - M) o_s / sum_s 2^(lse_s - M)``, ``M = max_s lse_s`` (zeros if every
-split is empty), in the output dtype; it runs even for one split. The number of splits targets
+split is empty), in the output dtype; with one split the split kernel writes the output itself
+and the combine kernel is skipped. The number of splits targets
 two waves of programs over the GPU's SMs: a 10-token step over a 6,000-token context gets dozens
 of splits, a long prefill (many query tiles of 32–64 rows) gets one, i.e. plain flash attention.
 The head dim is padded to a power of two ``BLOCK_D >= 32`` (32, 64, 128; D up to 128): loads are
@@ -87,10 +88,12 @@ def _tile_dot(a, b, DOT_IEEE: tl.constexpr):
     return c
 
 
-@triton.jit(do_not_specialize=["q_start", "cache_len", "lq", "split_len"])
+# Lengths and everything sized by the split count never specialise (no re-JIT mid-generation):
+# the step lengths live on the device (LENS), the LSE buffer's strides follow num_splits.
+@triton.jit(do_not_specialize=["lq", "split_len", "stride_lb", "stride_lh", "stride_lm"])
 def _decode_attn_split_kernel(
-    Q, K, V, KEY_VALID, O_PART, LSE_PART,
-    scale_log2, q_start, cache_len, lq, split_len, n_kv_heads, group, head_dim,
+    Q, K, V, KEY_VALID, O_PART, LSE_PART, LENS,
+    scale_log2, lq, split_len, n_kv_heads, group, head_dim,
     stride_qb, stride_qh, stride_qm,
     stride_kb, stride_kh, stride_kn,
     stride_vb, stride_vh, stride_vn,
@@ -109,8 +112,13 @@ def _decode_attn_split_kernel(
     rescaled by ``2^(m_old − m_new)`` after each key block, and stores
     ``O_PART[b, h, i, split] = acc_r / l_r`` and ``LSE_PART[b, h, i, split] = m_r + log2(l_r)``
     (0 and −inf for a row with no allowed key in this split). ``EVEN_D``: ``head_dim == BLOCK_D``,
-    so no head-dim mask is needed (loads vectorise).
+    so no head-dim mask is needed (loads vectorise). ``LENS`` (int32 on the device) holds
+    ``(q_start, cache_len)``, so one launch (or a captured CUDA graph) serves any length; splits
+    that start past ``cache_len`` store an empty result. With one split, ``O_PART`` may be the
+    output itself (any float dtype, ``stride_os`` unused): the combine kernel is then skipped.
     """
+    q_start = tl.load(LENS)
+    cache_len = tl.load(LENS + 1)
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     pid_s = tl.program_id(2)
@@ -181,11 +189,12 @@ def _decode_attn_split_kernel(
         O_PART + b * stride_ob + head[:, None] * stride_oh + qi[:, None] * stride_om
         + pid_s * stride_os + offs_d[None, :]
     )
-    tl.store(o_ptrs, o, mask=row_ok[:, None] & d_ok[None, :])
+    tl.store(o_ptrs, o.to(O_PART.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
     tl.store(LSE_PART + b * stride_lb + head * stride_lh + qi * stride_lm + pid_s, lse, mask=row_ok)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["num_splits", "lq", "stride_ob", "stride_oh", "stride_om",
+                                "stride_lb", "stride_lh", "stride_lm"])
 def _decode_attn_combine_kernel(
     O_PART, LSE_PART, OUT,
     num_splits, n_heads, lq, head_dim,
@@ -281,27 +290,32 @@ def _sm_count(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
-def _num_splits(n_tiles: int, cache_len: int, block_n: int, device: torch.device) -> tuple[int, int]:
-    """Pick (num_splits, split_len): about two waves of programs over the device's SMs."""
-    if device.type == "cuda":
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        target = 2 * _sm_count(index)
-    else:  # Triton interpreter on CPU: a few splits, so the split + combine path is exercised.
-        target = 4
-    n_blocks = triton.cdiv(cache_len, block_n)
-    num_splits = max(1, min(target // max(n_tiles, 1), n_blocks, 256))
-    split_len = triton.cdiv(n_blocks, num_splits) * block_n
-    return triton.cdiv(cache_len, split_len), split_len
+def split_plan(n_tiles: int, kv_len: int, block_n: int, device: torch.device,
+               num_splits: int | None = None) -> tuple[int, int]:
+    """(num_splits, split_len) over keys ``[0, kv_len)``: about two waves of programs over the
+    device's SMs (or ``num_splits`` when forced), ``split_len`` a multiple of ``block_n``, no split
+    empty at ``kv_len`` itself. ``kv_len`` is the live cache length, or a bucket's size when the
+    plan must hold for every length up to it (CUDA-graph decode)."""
+    n_blocks = triton.cdiv(kv_len, block_n)
+    if num_splits is None:
+        if device.type == "cuda":
+            index = device.index if device.index is not None else torch.cuda.current_device()
+            target = 2 * _sm_count(index)
+        else:  # Triton interpreter on CPU: a few splits, so the split + combine path is exercised.
+            target = 4
+        num_splits = max(1, min(target // max(n_tiles, 1), n_blocks, 256))
+    split_len = triton.cdiv(n_blocks, min(int(num_splits), n_blocks)) * block_n
+    return triton.cdiv(kv_len, split_len), split_len
 
 
 _SPLIT_INT_ARGS = (
-    "q_start", "cache_len", "lq", "split_len", "n_kv_heads", "group", "head_dim",
+    "lq", "split_len", "n_kv_heads", "group", "head_dim",
     "stride_qb", "stride_qh", "stride_qm", "stride_kb", "stride_kh", "stride_kn",
     "stride_vb", "stride_vh", "stride_vn", "stride_mb", "stride_mn",
     "stride_ob", "stride_oh", "stride_om", "stride_os", "stride_lb", "stride_lh", "stride_lm",
 )
 # Aligned in the usual layout: fresh (B, H, S, D) tensors whose head dim is a multiple of 16.
-_SPLIT_ALIGNED = ("Q", "K", "V", "KEY_VALID", "O_PART", "LSE_PART", "stride_qb", "stride_qh", "stride_qm",
+_SPLIT_ALIGNED = ("Q", "K", "V", "KEY_VALID", "O_PART", "LSE_PART", "LENS", "stride_qb", "stride_qh", "stride_qm",
                   "stride_kb", "stride_kh", "stride_kn", "stride_vb", "stride_vh", "stride_vn", "stride_mb",
                   "stride_ob", "stride_oh", "stride_om", "stride_os")
 _COMBINE_INT_ARGS = (
@@ -315,22 +329,25 @@ def _aot_specs() -> list[AotSpec]:
     for dtype, tname in _DTYPES.items():
         for block_d in _BLOCK_DS:
             for cfg in _split_configs(dtype, block_d):
-                name = (f"decode_attn_split[{tname},BLOCK_D={block_d},BLOCK_M={cfg['BLOCK_M']},"
-                        f"BLOCK_N={cfg['BLOCK_N']},EVEN_D={int(cfg['EVEN_D'])}]")
-                if any(spec.name == name for spec in specs):
-                    continue  # prefill tile == decode tile
-                consts = {k: cfg[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_D", "EVEN_D", "DOT_IEEE")}
-                sig = {"Q": f"*{tname}", "K": f"*{tname}", "V": f"*{tname}", "KEY_VALID": "*u8",
-                       "O_PART": "*fp32", "LSE_PART": "*fp32", "scale_log2": "fp32"}
-                sig.update({n: "i32" for n in _SPLIT_INT_ARGS})
-                sig.update({k: "constexpr" for k in consts})
-                specs.append(AotSpec(
-                    name=name,
-                    fn=_decode_attn_split_kernel, signature=sig, constexprs=consts,
-                    num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
-                    divisible_by_16=_SPLIT_ALIGNED if cfg["EVEN_D"] else ("Q", "K", "V", "KEY_VALID", "O_PART",
-                                                                          "LSE_PART"),
-                ))
+                # O_PART: the fp32 partial buffer, or (one split) the output itself in the input dtype
+                for out_t in dict.fromkeys(("fp32", tname)):
+                    direct = "" if out_t == "fp32" else ",direct"
+                    name = (f"decode_attn_split[{tname},BLOCK_D={block_d},BLOCK_M={cfg['BLOCK_M']},"
+                            f"BLOCK_N={cfg['BLOCK_N']},EVEN_D={int(cfg['EVEN_D'])}{direct}]")
+                    if any(spec.name == name for spec in specs):
+                        continue  # prefill tile == decode tile
+                    consts = {k: cfg[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_D", "EVEN_D", "DOT_IEEE")}
+                    sig = {"Q": f"*{tname}", "K": f"*{tname}", "V": f"*{tname}", "KEY_VALID": "*u8",
+                           "O_PART": f"*{out_t}", "LSE_PART": "*fp32", "LENS": "*i32", "scale_log2": "fp32"}
+                    sig.update({n: "i32" for n in _SPLIT_INT_ARGS})
+                    sig.update({k: "constexpr" for k in consts})
+                    specs.append(AotSpec(
+                        name=name,
+                        fn=_decode_attn_split_kernel, signature=sig, constexprs=consts,
+                        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+                        divisible_by_16=_SPLIT_ALIGNED if cfg["EVEN_D"] else ("Q", "K", "V", "KEY_VALID", "O_PART",
+                                                                              "LSE_PART", "LENS"),
+                    ))
             cfg = _combine_config(block_d)
             consts = {"BLOCK_S": cfg["BLOCK_S"], "BLOCK_D": block_d}
             sig = {"O_PART": "*fp32", "LSE_PART": "*fp32", "OUT": f"*{tname}"}
@@ -359,8 +376,28 @@ def _as_int(value, name: str) -> int:
     return int(value)
 
 
-def _validate(q, k_cache, v_cache, key_valid, cache_len, q_start) -> tuple[int, int]:
-    """Check every argument of :func:`decode_attention`; return ``(cache_len, q_start)`` as ints."""
+def _device_lengths(q: torch.Tensor, cache_len, q_start, kv_bucket) -> bool:
+    """True when ``cache_len`` / ``q_start`` are one-element integer tensors on q's device (checked,
+    with ``kv_bucket`` then required); False when neither is a tensor."""
+    tensors = [isinstance(x, torch.Tensor) for x in (cache_len, q_start)]
+    if not any(tensors):
+        return False
+    if not all(tensors):
+        raise ValueError("cache_len and q_start must both be ints or both be one-element integer tensors")
+    for name, t in (("cache_len", cache_len), ("q_start", q_start)):
+        if t.numel() != 1 or t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+            raise ValueError(f"{name} as a tensor must hold one integer, got {t.dtype} of shape {tuple(t.shape)}")
+        if t.device != q.device:
+            raise ValueError(f"{name} is on {t.device} but q is on {q.device}; keep the lengths on q's device")
+    if kv_bucket is None:
+        raise ValueError("lengths given as tensors need kv_bucket: the key range [0, kv_bucket) the split plan "
+                         "covers (at least every cache_len the call will see)")
+    return True
+
+
+def _validate(q, k_cache, v_cache, key_valid, cache_len, q_start, kv_bucket=None) -> tuple:
+    """Check every argument of :func:`decode_attention`; return ``(cache_len, q_start)``: ints, or
+    the one-element tensors as given (their values live on the device and cannot be checked here)."""
     for name, t in (("q", q), ("k_cache", k_cache), ("v_cache", v_cache), ("key_valid", key_valid)):
         if not isinstance(t, torch.Tensor):
             raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
@@ -400,8 +437,16 @@ def _validate(q, k_cache, v_cache, key_valid, cache_len, q_start) -> tuple[int, 
         if t.stride(-1) != 1:
             raise ValueError(f"{name} must have stride 1 in its last (head) dim, got strides {t.stride()}; "
                              "call .contiguous() first")
+    if kv_bucket is not None:
+        kv_bucket = _as_int(kv_bucket, "kv_bucket")
+        if not Lq <= kv_bucket <= S_max:
+            raise ValueError(f"kv_bucket must lie in [Lq, S_max] = [{Lq}, {S_max}], got {kv_bucket}")
+    if _device_lengths(q, cache_len, q_start, kv_bucket):
+        return cache_len, q_start
     cache_len = _as_int(cache_len, "cache_len")
     q_start = _as_int(q_start, "q_start")
+    if kv_bucket is not None and cache_len > kv_bucket:
+        raise ValueError(f"cache_len={cache_len} lies past kv_bucket={kv_bucket}: the split plan must cover every key")
     if q_start < 0:
         raise ValueError(f"q_start must be >= 0, got {q_start}")
     if not q_start + Lq <= cache_len <= S_max:
@@ -417,12 +462,13 @@ def decode_attention(
     k_cache: torch.Tensor,
     v_cache: torch.Tensor,
     key_valid: torch.Tensor,
-    cache_len: int,
-    q_start: int,
+    cache_len: int | torch.Tensor,
+    q_start: int | torch.Tensor,
     *,
     scale: float | None = None,
     backend: Backend = "auto",
     num_splits: int | None = None,
+    kv_bucket: int | None = None,
 ) -> torch.Tensor:
     """Attention of ``Lq`` new queries over a static KV cache (causal, key-padding mask, GQA).
 
@@ -435,20 +481,28 @@ def decode_attention(
         cache_len: positions ``>= cache_len`` are ignored; ``q_start + Lq <= cache_len <= S_max``.
         q_start: cache position of query 0; query i attends key j iff
             ``j <= q_start + i and key_valid[b, j] and j < cache_len``.
+            Both may be one-element integer tensors on q's device (CUDA-graph decode: the kernel
+            reads them there, so nothing is synchronised and one capture serves every length); then
+            ``kv_bucket`` is required and their values are the caller's to keep in range.
         scale: softmax scale, default ``D ** -0.5``.
         backend: "auto" (Triton on CUDA or under TRITON_INTERPRET=1, else the torch twin),
             "triton" or "torch".
         num_splits: force the number of key splits (default: chosen from the device's SM count).
+        kv_bucket: size the split plan (grid, partial buffers) for keys ``[0, kv_bucket)`` instead
+            of ``[0, cache_len)``: every length up to the bucket gets the same launch; splits past
+            ``cache_len`` are empty. ``cache_len <= kv_bucket <= S_max``.
 
     Returns:
         (B, Hq, Lq, D) in q's dtype (accumulated in float32). Rows with no allowed key are zeros.
     """
-    cache_len, q_start = _validate(q, k_cache, v_cache, key_valid, cache_len, q_start)
+    cache_len, q_start = _validate(q, k_cache, v_cache, key_valid, cache_len, q_start, kv_bucket)
     if num_splits is not None and (isinstance(num_splits, bool) or int(num_splits) < 1):
         raise ValueError(f"num_splits must be a positive int or None, got {num_splits!r}")
     B, Hq, Lq, D = q.shape
     scale = D ** -0.5 if scale is None else float(scale)
     if not use_triton(q, k_cache, v_cache, key_valid, backend=backend):
+        if isinstance(cache_len, torch.Tensor):  # the twin is never captured: read the lengths on the host
+            cache_len, q_start = _validate(q, k_cache, v_cache, key_valid, int(cache_len), int(q_start), kv_bucket)
         return _twin(q, k_cache, v_cache, key_valid, cache_len, q_start, scale, num_splits)
 
     Hkv = k_cache.shape[1]
@@ -459,32 +513,39 @@ def decode_attention(
         kv_mask = key_valid
     else:
         kv_mask = (key_valid != 0).view(torch.uint8)
+    if isinstance(cache_len, torch.Tensor):
+        lens = torch.cat([q_start.reshape(1), cache_len.reshape(1)]).to(torch.int32)
+    else:
+        lens = torch.tensor([q_start, cache_len], dtype=torch.int32, device=q.device)
     cfg = _pick_split_config(q.dtype, D, Lq * group)
     block_d = cfg["BLOCK_D"]
     m_tiles = triton.cdiv(Lq * group, cfg["BLOCK_M"])
-    if num_splits is None:
-        n_splits, split_len = _num_splits(m_tiles * B * Hkv, cache_len, cfg["BLOCK_N"], q.device)
-    else:
-        n_blocks = triton.cdiv(cache_len, cfg["BLOCK_N"])
-        split_len = triton.cdiv(n_blocks, min(int(num_splits), n_blocks)) * cfg["BLOCK_N"]
-        n_splits = triton.cdiv(cache_len, split_len)
+    n_splits, split_len = split_plan(m_tiles * B * Hkv, kv_bucket if kv_bucket is not None else cache_len,
+                                     cfg["BLOCK_N"], q.device, num_splits)
 
-    o_part = torch.empty((B, Hq, Lq, n_splits, D), device=q.device, dtype=torch.float32)
-    lse_part = torch.empty((B, Hq, Lq, n_splits), device=q.device, dtype=torch.float32)
     out = torch.empty((B, Hq, Lq, D), device=q.device, dtype=q.dtype)
+    if n_splits == 1:  # the split kernel writes the output itself; no combine launch
+        o_part, o_strides = out, (out.stride(0), out.stride(1), out.stride(2), 0)
+        lse_part = torch.empty((B, Hq, Lq, 1), device=q.device, dtype=torch.float32)
+    else:
+        o_part = torch.empty((B, Hq, Lq, n_splits, D), device=q.device, dtype=torch.float32)
+        o_strides = o_part.stride()[:4]
+        lse_part = torch.empty((B, Hq, Lq, n_splits), device=q.device, dtype=torch.float32)
     _decode_attn_split_kernel[(m_tiles, B * Hkv, n_splits)](
-        q, k_cache, v_cache, kv_mask, o_part, lse_part,
-        scale * _LOG2E, q_start, cache_len, Lq, split_len, Hkv, group, D,
+        q, k_cache, v_cache, kv_mask, o_part, lse_part, lens,
+        scale * _LOG2E, Lq, split_len, Hkv, group, D,
         q.stride(0), q.stride(1), q.stride(2),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
         kv_mask.stride(0), kv_mask.stride(1),
-        o_part.stride(0), o_part.stride(1), o_part.stride(2), o_part.stride(3),
+        *o_strides,
         lse_part.stride(0), lse_part.stride(1), lse_part.stride(2),
         BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_D=block_d, EVEN_D=cfg["EVEN_D"],
         DOT_IEEE=cfg["DOT_IEEE"],
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
+    if n_splits == 1:
+        return out
     ccfg = _combine_config(block_d)
     _decode_attn_combine_kernel[(B * Hq * Lq,)](
         o_part, lse_part, out,
@@ -521,6 +582,8 @@ def decode_attention_torch(
     ``num_splits`` forces a count per tile. Query heads sharing a kv head are batched against it
     without repeating the cache. Rows with no allowed key are zeros.
     """
+    if isinstance(cache_len, torch.Tensor) and isinstance(q_start, torch.Tensor):
+        cache_len, q_start = int(cache_len), int(q_start)  # the twin reads device lengths on the host
     cache_len, q_start = _validate(q, k_cache, v_cache, key_valid, cache_len, q_start)
     return _twin(q, k_cache, v_cache, key_valid, cache_len, q_start, scale, num_splits)
 

@@ -59,3 +59,12 @@ class FastDecodeState:
         self.pending_ids: torch.Tensor | None = None
         self.valid_count = torch.zeros(batch, dtype=torch.long, device=device)
         self.conv_values: list[torch.Tensor] | None = None
+        self.graphs = None  # the graph-ready decode's buffers and CUDA graphs (fast/graphed.py), if used
+
+    def reset(self) -> None:
+        """Start a new clip on the same buffers: empty cache, no pending tokens. Stale keys, values
+        and key-valid flags stay past the length, where no query reads them before they are rewritten."""
+        self.cache.length = 0
+        self.pending_ids = None
+        self.valid_count = torch.zeros_like(self.valid_count)
+        self.conv_values = None

@@ -26,6 +26,19 @@ from ..reference.llama import GazeDecoder, rope_cos_sin
 from .cache import StaticKVCache
 
 LAST_LAYER_ROWS = 2  # positions the last layer computes past its keys/values (see the module docstring)
+MIN_BUCKET = 256  # smallest cache-size bucket of the attention's split plan
+
+
+def kv_bucket(length: int, capacity: int) -> int:
+    """The cache-size bucket of a call whose keys end at ``length``: the smallest power of two
+    ``>= length`` (at least :data:`MIN_BUCKET`), capped at the cache's ``capacity``.
+
+    The attention's split plan (grid, partial buffers) is sized for the bucket, not the live
+    length, so every decode step inside one bucket launches identically (one CUDA graph per bucket)
+    and eager and graphed decode split the keys the same way (bit-identical results)."""
+    if not 0 < length <= capacity:
+        raise ValueError(f"need 0 < length <= capacity, got length={length}, capacity={capacity}")
+    return min(capacity, max(MIN_BUCKET, 1 << (length - 1).bit_length()))
 
 
 @dataclass
@@ -82,13 +95,23 @@ class CachedAttention:
     """Attention of one decoder call's new queries over the cache, set up once for all layers.
 
     ``n`` new positions occupy cache slots ``[start, start + n)``; a layer may ask for the last
-    ``rows <= n`` of them only.
+    ``rows <= n`` of them only. ``start`` is a host int or a (1,) long device tensor (graph-ready
+    decode): the Triton kernel reads its lengths on the device and splits the keys by ``bucket``;
+    the torch twin (CPU, never captured) reads ``start`` on the host.
     """
 
-    def __init__(self, cache: StaticKVCache, start: int, n: int, dtype: torch.dtype) -> None:
-        self.cache, self.end, self.n = cache, start + n, n
+    def __init__(self, cache: StaticKVCache, start: int | torch.Tensor, n: int, bucket: int,
+                 dtype: torch.dtype) -> None:
+        self.cache, self.n, self.bucket = cache, n, bucket
         self.triton = use_triton(cache.keys)
-        if not self.triton:
+        if self.triton:
+            end = start + n
+            if not isinstance(end, torch.Tensor):
+                end = torch.full((1,), end, dtype=torch.long, device=cache.keys.device)
+            self.lens = {rows: (end - rows, end) for rows in {n, min(LAST_LAYER_ROWS, n)}}
+        else:
+            start = int(start)
+            self.end = start + n
             self.bias, self.empty = twin_attention_bias(cache.key_valid, start, n, dtype)
 
     def __call__(self, layer: int, q: torch.Tensor) -> torch.Tensor:
@@ -96,7 +119,8 @@ class CachedAttention:
         rows = q.shape[2]
         keys, values = self.cache.keys[layer], self.cache.values[layer]
         if self.triton:
-            return decode_attention(q, keys, values, self.cache.key_valid, self.end, self.end - rows)
+            q_start, end = self.lens[rows]
+            return decode_attention(q, keys, values, self.cache.key_valid, end, q_start, kv_bucket=self.bucket)
         bias = self.bias[:, :, self.n - rows:]
         empty = None if self.empty is None else self.empty[:, :, self.n - rows:]
         return twin_attention_with_bias(q, keys, values, bias, empty, q.shape[-1] ** -0.5)
@@ -109,6 +133,9 @@ def decode_step(
     positions: torch.Tensor,
     new_valid: torch.Tensor,
     cache: StaticKVCache,
+    *,
+    start: torch.Tensor | None = None,
+    bucket: int | None = None,
 ) -> torch.Tensor:
     """Append L new positions to the cache and return the last one's final hidden state.
 
@@ -116,27 +143,41 @@ def decode_step(
         x: (B, L, C) embeddings of the new positions.
         positions: (B, L) their RoPE positions.
         new_valid: (B, L) bool, whether later queries may attend them.
+        start: None (eager): write at ``cache.length`` and advance it. Or a (1,) long device tensor,
+            the write position (graph-ready: nothing here reads a length on the host, nothing
+            synchronises; the caller advances ``start``, ``cache.length`` and ensures capacity).
+        bucket: the split plan's cache-size bucket (:func:`kv_bucket`); required with ``start``.
     Returns:
         (B, C) final-norm hidden state of the last new position.
     """
     cfg = decoder.config
     b, n, _ = x.shape
     h, hkv, d = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-    start = cache.length
-    cache.reserve(n)
-    cache.key_valid[:, start:start + n] = new_valid
+    device = cache.keys.device
+    if start is None:
+        first = cache.length
+        cache.reserve(n)
+        slots = torch.arange(first, first + n, device=device)
+        bucket = kv_bucket(first + n, cache.capacity)
+    else:
+        if bucket is None:
+            raise ValueError("decode_step with a device start needs the split plan's bucket (kv_bucket)")
+        first = start
+        slots = start + torch.arange(n, device=device)
+    cache.key_valid.index_copy_(1, slots, new_valid)
     rope = RopeTables(decoder.inv_freq, positions, x.dtype)
-    attend = CachedAttention(cache, start, n, x.dtype)
+    attend = CachedAttention(cache, first, n, bucket, x.dtype)
     eps = cfg.rms_norm_eps
     for i, w in enumerate(weights):
         rows = min(LAST_LAYER_ROWS, n) if i == len(weights) - 1 else n
         qkv = (rms_norm(x, w.input_norm, eps) @ w.qkv).view(b, n, h + 2 * hkv, d).transpose(1, 2)
         qk = rope.rotate(qkv[:, : h + hkv])
-        cache.keys[i, :, :, start:start + n] = qk[:, h:]
-        cache.values[i, :, :, start:start + n] = qkv[:, h + hkv:]
+        cache.keys[i].index_copy_(2, slots, qk[:, h:])
+        cache.values[i].index_copy_(2, slots, qkv[:, h + hkv:])
         attn = attend(i, qk[:, :h, n - rows:])
         x = x[:, n - rows:] + attn.transpose(1, 2).reshape(b, rows, h * d) @ w.o
         gate, up = (rms_norm(x, w.post_norm, eps) @ w.gate_up).chunk(2, dim=-1)
         x = x + (F.silu(gate) * up) @ w.down
-    cache.length = start + n
+    if start is None:
+        cache.length = first + n
     return rms_norm(x[:, -1], decoder.model.norm.weight, eps)

@@ -8,6 +8,7 @@ from ..reference.gazing_model import GazingModel, check_streaming_caches
 from ..reference.stem import frame_tokens
 from .cache import FastDecodeState, StaticKVCache
 from .generation import generate_frames
+from .graphed import DEFAULT_STOP_LAG, generate_frames_graphed
 from .sequence import sequence_hidden_states
 from .teacher_forced import teacher_forced
 
@@ -18,7 +19,28 @@ class FastGazingModel(GazingModel):
     Streaming: ``past_key_values`` is a :class:`FastDecodeState` (pass back what a call returned);
     ``past_input_embeds`` / ``past_attention_mask`` are returned as the per-segment lists the
     reference returns, for code that inspects them, but the state alone drives the next call.
+
+    Decode modes (greedy; sampling always runs the eager loop):
+
+    * ``cuda_graphs=False`` (default): the eager loop (:func:`~.generation.generate_frames`).
+    * ``cuda_graphs=True``: each K-token step is captured in a CUDA graph per cache-size bucket and
+      replayed (:mod:`.graphed`); needs CUDA tensors (a ValueError otherwise). Set it at
+      construction or later (``autogaze.gazing_model.cuda_graphs = True``). Non-streaming calls of
+      the same batch size and clip length reuse one static cache and its graphs.
+    * ``static_decode=True`` (without ``cuda_graphs``): the graph-ready step path run eagerly
+      (tests and debugging on CPU).
+
+    ``stop_lag``: steps enqueued ahead of the task-loss stop test in the graph-ready path (see
+    :mod:`.graphed`; None: never wait, trim at each frame's end).
     """
+
+    def __init__(self, config, cuda_graphs: bool = False, static_decode: bool = False,
+                 stop_lag: int | None = DEFAULT_STOP_LAG) -> None:
+        super().__init__(config)
+        self.cuda_graphs = cuda_graphs
+        self.static_decode = static_decode
+        self.stop_lag = stop_lag
+        self._reusable_state: tuple | None = None  # (key, FastDecodeState) of the last graph-ready call
 
     @torch.no_grad()
     def generate(
@@ -48,16 +70,34 @@ class FastGazingModel(GazingModel):
         b, frames = tokens.shape[:2]
         if len(max_tokens_each_frame) != frames:
             raise ValueError(f"need one token budget per frame: got {len(max_tokens_each_frame)} for {frames} frames")
+        if self.cuda_graphs and not isinstance(self.cuda_graphs, bool):
+            raise ValueError(f"cuda_graphs must be True or False, got {self.cuda_graphs!r}")
+        if self.cuda_graphs and tokens.device.type != "cuda":
+            raise ValueError(f"cuda_graphs=True captures CUDA graphs, but the model runs on {tokens.device}; "
+                             "move it to a CUDA device or set cuda_graphs=False (the eager loop)")
+        graph_ready = (self.cuda_graphs or self.static_decode) and not do_sample
+        budgets = [int(x) for x in max_tokens_each_frame]
         state = past_key_values
         if state is None:
             dec = cfg.decoder
-            per_frame = tokens.shape[2] + max(int(x) for x in max_tokens_each_frame)
+            per_frame = tokens.shape[2] + max(budgets)
             capacity = (frames if not use_cache else max(frames, cfg.max_num_frames)) * per_frame + dec.num_multi_token_pred
-            cache = StaticKVCache(dec.num_hidden_layers, b, dec.num_key_value_heads, dec.head_dim, capacity,
-                                  tokens.dtype, tokens.device)
-            state = FastDecodeState(cache, b, tokens.device)
-        ids = generate_frames(self.gaze_decoder, tokens, [int(x) for x in max_tokens_each_frame], task_loss_requirement,
-                              state, do_sample=do_sample, temperature=temperature, generator=generator)
+            key = (b, capacity, tokens.dtype, tokens.device)
+            if graph_ready and not use_cache and self._reusable_state is not None and self._reusable_state[0] == key:
+                state = self._reusable_state[1]  # its cache and graphs serve this call again
+                state.reset()
+            else:
+                cache = StaticKVCache(dec.num_hidden_layers, b, dec.num_key_value_heads, dec.head_dim, capacity,
+                                      tokens.dtype, tokens.device)
+                state = FastDecodeState(cache, b, tokens.device)
+                if graph_ready and not use_cache:
+                    self._reusable_state = (key, state)
+        if graph_ready:
+            ids = generate_frames_graphed(self.gaze_decoder, tokens, budgets, task_loss_requirement, state,
+                                          capture=bool(self.cuda_graphs), stop_lag=self.stop_lag)
+        else:
+            ids = generate_frames(self.gaze_decoder, tokens, budgets, task_loss_requirement,
+                                  state, do_sample=do_sample, temperature=temperature, generator=generator)
         state.conv_values = conv_values
 
         embeds = list(past_inputs_embeds) if past_inputs_embeds is not None else []
