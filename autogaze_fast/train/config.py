@@ -171,7 +171,8 @@ class RunConfig:
         resume: ``"auto"`` (the newest checkpoint in ``out_dir`` if any), ``"never"``, or a checkpoint dir.
         save_every: checkpoint every N optimizer steps (and at the end); 0: only at the end.
         keep_last: checkpoints kept (older ones are deleted once a newer one is complete).
-        val_every: validate every N optimizer steps (0: never); ``val_batches`` micro-batches each (0: all).
+        val_every: validate every N optimizer steps (0: never) on the ``val`` split, each rank its share;
+            ``val_batches``: at most this many micro-batches per rank (0: the whole split).
         seed: seeds weights of presets, data order, rollouts and frame choices.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``.
         dtype: ``"bf16"`` (autocast on CUDA, as upstream; float32 on CPU) or ``"fp32"``.

@@ -352,8 +352,7 @@ def _run(cfg: TrainConfig, ctx: _Dist, device: torch.device) -> TrainSummary:
 
     wrapped: nn.Module = model
     if ctx.world > 1:
-        wrapped = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+        wrapped = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     metrics_log = MetricsLogger(out_dir, enabled=ctx.rank == 0, resume_step=start, tensorboard=cfg.run.tensorboard,
                                 progress_total=o.steps if cfg.run.progress else None, progress_start=start)
     summary = TrainSummary(start, out_dir, resumed_from=found)
