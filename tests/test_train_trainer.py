@@ -275,3 +275,43 @@ def test_stale_partial_checkpoint_is_ignored_and_cleared(torch_twins, tmp_path, 
     assert list_checkpoints(out) == [] and find_checkpoint(out, "auto") is None
     train(load_config(None, ntp_args(root, labels, out, steps=1)))
     assert not stale.exists() and [s for s, _ in list_checkpoints(out)] == [1]
+
+
+# ---------------------------------------------------------------------- README "Training"
+def _training_section() -> str:
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    return text.split("## Training\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_readme_training_commands_and_yaml_resolve(tmp_path, capsys):
+    import re
+    import shlex
+
+    section = _training_section()
+    bash = re.search(r"```bash\n(.*?)```", section, re.S).group(1).replace("\\\n", " ")
+    commands = [line for line in bash.splitlines() if "-m autogaze_fast train" in line]
+    assert len(commands) == 2 and all(line.startswith("torchrun --nproc-per-node=") for line in commands)
+    names = []
+    for line in commands:  # every field exists and every value parses: the run would start
+        args = shlex.split(line.split("-m autogaze_fast ", 1)[1])
+        assert cli_main([*args, "--print-config"]) == 0, capsys.readouterr().err
+        names.append(json.loads(capsys.readouterr().out)["algorithm"]["name"])
+    assert names == ["ntp", "grpo"]
+    yaml_block = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
+    (tmp_path / "run.yaml").write_text(yaml_block)
+    cfg = load_config(tmp_path / "run.yaml")
+    assert cfg.algorithm.name == "ntp" and cfg.optim.warmup_steps == 500
+
+
+def test_readme_training_table_lists_every_config_field():
+    import dataclasses
+    import re
+
+    from autogaze_fast.train.config import TrainConfig
+
+    rows = [line for line in _training_section().splitlines() if line.startswith("| `")]
+    listed = set(re.findall(r"`([a-z]+\.[a-z0-9_]+)`", " ".join(row.split(" | ")[0] for row in rows)))
+    fields = {f"{section.name}.{f.name}" for section in dataclasses.fields(TrainConfig)
+              for f in dataclasses.fields(section.type if isinstance(section.type, type) else
+                                          getattr(TrainConfig(), section.name))}
+    assert listed == fields
