@@ -134,21 +134,21 @@ def cmd_demo(args) -> int:
 
 
 def cmd_gaze(args) -> int:
-    from .gaze_views import check_view_options, run_views
-    from .video import read_video
+    """Decode, gaze and draw the video clip by clip (memory flat in its length)."""
+    from .gaze_views import check_view_options, stream_views
+    from .video import video_info
 
     check_view_options(args)
-    frames = read_video(args.video)
-    if args.max_frames:
-        frames = frames[: args.max_frames]
+    if args.max_frames is not None and args.max_frames < 1:
+        raise ValueError(f"--max-frames must be >= 1, got {args.max_frames}")
+    info = video_info(args.video)
     model, processor, is_random = load_model_and_processor(args.model, args.impl, allow_random=args.allow_random)
     resolve_requirement(args, is_random)
-    print(f"{args.video}: {frames.shape[0]} frames of {frames.shape[1]}x{frames.shape[2]}")
+    frames = min(info.num_frames, args.max_frames) if args.max_frames else info.num_frames
+    print(f"{args.video}: {frames} frames of {info.height}x{info.width}")
     if args.tiles is None:
-        print_squash_note(frames.shape[1], frames.shape[2], model.config.input_img_size)
-        if args.view == "overlay":
-            return gaze_and_report(model, processor, frames, args)
-    return run_views(model, processor, frames, args)
+        print_squash_note(info.height, info.width, model.config.input_img_size)
+    return stream_views(model, processor, args, info.height, info.width, info.num_frames)
 
 
 def add_gaze_options(p: argparse.ArgumentParser) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -321,10 +321,8 @@ class GazedVideoEncoder:
         Returns:
             :class:`ClipFeatures` for the whole video (``token_frame`` counts from its first frame).
         """
-        if isinstance(frames, (str, os.PathLike)):
-            from .video import read_video
-
-            frames = read_video(frames)
+        if isinstance(frames, (str, os.PathLike)):  # decoded clip by clip, never whole
+            return ClipFeatures.concat(list(self.encode_stream(frames, progress=progress)))
         from .processor import as_videos
 
         videos, is_batch = as_videos(frames)
@@ -337,6 +335,24 @@ class GazedVideoEncoder:
 
             starts = tqdm(starts, desc="clips", unit="clip")
         return ClipFeatures.concat([self.encode_clip(video[s:s + self.num_frames], first_frame=s) for s in starts])
+
+    def encode_stream(self, source: Any, max_frames: int | None = None, progress: bool = False) -> Iterator[ClipFeatures]:
+        """Encode a video clip by clip, yielding each clip's features as it is done (frames numbered
+        from the video's start): memory flat in the video's length.
+
+        Args:
+            source: a video file (decoded clip by clip with PyAV), a ``(T, H, W, 3)`` uint8 array,
+                or an iterable of ``(H, W, 3)`` uint8 frames (see :func:`autogaze_fast.streaming.iter_clips`).
+            max_frames: only the first frames.
+        """
+        from .streaming import iter_clips
+
+        clips = iter_clips(source, self.num_frames, max_frames)
+        if progress:
+            from tqdm.auto import tqdm
+
+            clips = tqdm(clips, desc="clips", unit="clip")
+        yield from self.encode_clips(clips)
 
     def encode_clips(self, clips: Iterable[np.ndarray]) -> Iterable[ClipFeatures]:
         """Encode consecutive clips of one video, yielding each clip's features (frames numbered
@@ -387,15 +403,19 @@ class GazedVideoEncoder:
             scales=self.scales, layers=self.layers,
         )
 
-    def _gaze(self, frames: np.ndarray, grid) -> tuple[torch.Tensor, dict, dict | None]:
-        """The vision pixels per row ``(rows, t, 3, S, S)`` and the gaze of each row (one row, or one
-        per tile), plus the gaze model's raw output (``None`` in dense mode)."""
+    def _gaze(self, frames: np.ndarray, grid) -> tuple[Any, dict, dict | None]:
+        """The vision pixels per row (a ``(rows, t, 3, S, S)`` tensor, or with tiles a
+        :class:`~autogaze_fast.streaming.ClipCanvas` that normalises them batch by batch) and the gaze
+        of each row (one row, or one per tile), plus the gaze model's raw output (``None`` in dense mode).
+        With tiles, only one batch of normalised tiles exists at a time (the clip's canvases stay uint8)."""
+        from .streaming import ClipCanvas
+
         device = self.device
         t, n = frames.shape[0], self.vision_model.config.tokens_per_frame
         if self.tiles is None:
             pixels = self.vision_processor(frames).pixel_values[None].to(device)
         else:
-            pixels = grid.cut(self._vision_canvas(frames, grid).to(device))
+            pixels = ClipCanvas(frames, grid, self.vision_processor)
         if self.dense:
             pos = torch.arange(t * n, device=device)[None]
             return pixels, {"gazing_pos": pos, "if_padded_gazing": torch.zeros_like(pos, dtype=torch.bool),
@@ -404,9 +424,14 @@ class GazedVideoEncoder:
         if self.tiles is None:
             raw = self.gaze_model({"video": self.gaze_processor(frames).pixel_values[None].to(device)}, **options)
             return pixels, raw, raw
-        canvas = grid.prepare(frames, self.gaze_processor).to(device)
-        raw = self.gaze_model({"video": canvas}, tiles=grid, tile_batch_size=self.tile_batch_size, **options)
-        (info,) = raw["tile_gazing_info"]  # a clip is at most max_num_frames long
+        from .tiled_gaze import gaze_clip_tiles, tiled_outputs
+
+        canvas = ClipCanvas(frames, grid, self.gaze_processor)
+        masks, info = gaze_clip_tiles(lambda tiles, _: self.gaze_model({"video": tiles.to(device)}, **options),
+                                      canvas.tiles, grid.n_tiles, grid, tile_batch_size=self.tile_batch_size)
+        info["frames"] = (0, t)  # a clip is at most max_num_frames long
+        raw = tiled_outputs(grid, [masks], [info], self.tile_batch_size)
+        raw["scales"] = self.gaze_model.scales
         return pixels, info, raw
 
     def _vision_canvas(self, frames: np.ndarray, grid) -> torch.Tensor:
@@ -423,12 +448,14 @@ class GazedVideoEncoder:
         need_states = self.layers != [cfg.num_hidden_layers]
         # Dense mode encodes each frame on its own, as an image feature extractor would.
         attn = "frame_independent" if self.dense else None
-        step = self.tile_batch_size if self.tiles else pixels.shape[0]
+        step = self.tile_batch_size if self.tiles else len(pixels)
         parts = []
-        for i in range(0, pixels.shape[0], step):
+        for i in range(0, len(pixels), step):
             info = {"gazing_pos": gaze["gazing_pos"][i:i + step], "if_padded_gazing": gaze["if_padded_gazing"][i:i + step],
                     "num_gazing_each_frame": gaze["num_gazing_each_frame"]}
-            out = self.vision_model(pixels[i:i + step], gazing_info=None if self.dense else info,
+            rows = pixels[i:i + step] if isinstance(pixels, torch.Tensor) else \
+                pixels.tiles(i, min(i + step, len(pixels))).to(self.device)
+            out = self.vision_model(rows, gazing_info=None if self.dense else info,
                                     output_hidden_states=need_states, attn_type=attn)
             parts.append(self._select_layers(out))
         return torch.cat(parts)

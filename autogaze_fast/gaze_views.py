@@ -9,8 +9,8 @@ Both work from gazed cells as boxes in source pixels: a tiled gaze reports them 
 
 from __future__ import annotations
 
+import contextlib
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,30 +66,6 @@ def plan_tiles(model, height: int, width: int, policy: str, max_tiles: int | Non
     return TileGrid.plan(height, width, tile, policy, DEFAULT_MAX_TILES if max_tiles is None else max_tiles, patch)
 
 
-def gaze_tiled(model, processor, frames: np.ndarray, grid: TileGrid, *, chunk_frames: int | None,
-               tile_batch_size: int, progress: bool, **gaze_kwargs) -> tuple[SourceCells, float]:
-    """Gaze ``(T, H, W, 3)`` uint8 frames tile by tile, chunk by chunk (one chunk's canvas in memory).
-
-    Returns the gazed cells of the whole video in source pixels, and the seconds spent in the model.
-    """
-    from .chunking import Progress, chunk_bounds
-
-    bounds = chunk_bounds(frames.shape[0], chunk_frames or model.config.max_num_frames)
-    bar = Progress(len(bounds), "gazing", enabled=progress)
-    parts, seconds = [], 0.0
-    for start, end in bounds:
-        canvas = grid.prepare(frames[start:end], processor)
-        begin = time.perf_counter()
-        with torch.inference_mode():
-            out = model({"video": canvas}, tiles=grid, tile_batch_size=tile_batch_size, **gaze_kwargs)
-        seconds += time.perf_counter() - begin
-        parts.append(out["cells"])
-        bar.update()
-    sides = [math.isqrt(n) for n in model.config.tokens_per_scale]
-    gazeable = int((~grid.padded_tokens(sides)).sum())  # tokens of every tile, less those wholly in padding
-    return _concat(parts, [s for s, _ in bounds], model.scales, gazeable), seconds
-
-
 def untiled_cells(model, outputs: list[dict], height: int, width: int) -> SourceCells:
     """Cells of an untiled gaze (chunks of ``AutoGaze`` outputs, batch 1) as source-pixel boxes:
     the masks laid over the whole frame through the one-tile ``"resize"`` plan."""
@@ -117,70 +93,128 @@ def csv_path(out: str) -> Path:
     return Path(out).with_suffix(".csv")
 
 
+class InterframeView:
+    """The interframe view built clip by clip: the stream's last output frame and the PSNR's EMA
+    are carried from one clip to the next, so the pieces joined equal the view of the whole video."""
+
+    def __init__(self, keyframe_every: int) -> None:
+        self.keyframe_every = keyframe_every
+        self.previous: np.ndarray | None = None
+        self.ema = math.inf
+
+    def update(self, frames: np.ndarray, frame, boxes, first_frame: int = 0) -> dict:
+        """The view of ``frames`` (t, H, W, 3) uint8, video frames ``first_frame …``, under gazed
+        cells (``frame`` (M,) counted from ``frames[0]``, ``boxes`` (M, 4) in source pixels).
+
+        Returns:
+            dict with ``stream`` (t, H, W, 3) uint8, ``pictures`` (the stream with frame number,
+            PSNR, EMA and gazed fraction written on each frame), ``psnr``, ``psnr_ema``,
+            ``gazed_fraction`` (t,) float64 and ``keyframe`` (t,) bool.
+        """
+        from .interframe import PSNR_EMA_FACTOR, gazed_fraction, interframe_stream, is_keyframe, psnr, psnr_ema
+        from .visualize import cells_pixel_mask, label_lines
+
+        t, h, w, _ = frames.shape
+        masks = cells_pixel_mask(frame, boxes, t, h, w)
+        stream = interframe_stream(frames, masks, self.keyframe_every, first_frame, self.previous)
+        values = np.array([psnr(stream[i], frames[i]) for i in range(t)])
+        ema = psnr_ema(values, start=self.ema)
+        fraction = gazed_fraction(masks)
+        key = is_keyframe(t, self.keyframe_every, first_frame)
+        self.previous, self.ema = stream[-1].copy(), float(ema[-1])
+
+        def db(v: float, exact: str) -> str:
+            return f"{v:.1f} dB" if math.isfinite(v) else exact
+
+        lines = [[f"frame {first_frame + i}" + (" keyframe" if key[i] else ""), f"PSNR {db(values[i], 'inf (exact)')}",
+                  f"EMA({PSNR_EMA_FACTOR:g}) {db(ema[i], 'n/a')}", f"gazed {fraction[i]:.0%}"] for i in range(t)]
+        pictures = label_lines(stream.copy(), lines)
+        return {"stream": stream, "pictures": pictures, "psnr": values, "psnr_ema": ema,
+                "gazed_fraction": fraction, "keyframe": key}
+
+
 def interframe_view(frames: np.ndarray, cells: SourceCells, keyframe_every: int) -> dict:
-    """The interframe stream of ``frames`` (T, H, W, 3) uint8 under ``cells``, its scores and labelled pictures.
+    """The interframe view of a whole ``(T, H, W, 3)`` uint8 video under ``cells`` (see :class:`InterframeView`)."""
+    return InterframeView(keyframe_every).update(frames, cells.frame, cells.box, 0)
 
-    Returns:
-        dict with ``stream`` (T, H, W, 3) uint8, ``pictures`` (the stream with frame number,
-        PSNR, EMA and gazed fraction written on each frame), ``psnr``, ``psnr_ema``,
-        ``gazed_fraction`` (T,) float64 and ``keyframe`` (T,) bool.
+
+def stream_views(model, processor, args, height: int, width: int, num_frames: int | None) -> int:
+    """``autogaze-fast gaze``: decode, gaze and draw clip by clip, writing pictures (and the
+    interframe CSV) as each clip is done; memory stays that of one clip whatever the video's length
+    (except for a .png/.jpg grid, one picture of every frame).
+
+    ``num_frames`` (the header's count, or None) only sizes the progress bar.
     """
-    from .interframe import PSNR_EMA_FACTOR, gazed_fraction, interframe_stream, is_keyframe, psnr, psnr_ema
-    from .visualize import cells_pixel_mask, label_lines
+    from .chunking import Progress
+    from .cli import report
+    from .frame_sinks import open_frame_sink
+    from .interframe import PSNR_EMA_FACTOR, InterframeCsv
+    from .streaming import gaze_video
+    from .visualize import cells_overlay, gaze_overlay
 
-    t, h, w, _ = frames.shape
-    masks = cells_pixel_mask(cells.frame, cells.box, t, h, w)
-    stream = interframe_stream(frames, masks, keyframe_every)
-    values = np.array([psnr(stream[i], frames[i]) for i in range(t)])
-    ema = psnr_ema(values)
-    fraction = gazed_fraction(masks)
-    key = is_keyframe(t, keyframe_every)
-
-    def db(v: float, exact: str) -> str:
-        return f"{v:.1f} dB" if math.isfinite(v) else exact
-
-    lines = [[f"frame {i}" + (" keyframe" if key[i] else ""), f"PSNR {db(values[i], 'inf (exact)')}",
-              f"EMA({PSNR_EMA_FACTOR:g}) {db(ema[i], 'n/a')}", f"gazed {fraction[i]:.0%}"] for i in range(t)]
-    pictures = label_lines(stream.copy(), lines)
-    return {"stream": stream, "pictures": pictures, "psnr": values, "psnr_ema": ema,
-            "gazed_fraction": fraction, "keyframe": key}
-
-
-def run_views(model, processor, frames: np.ndarray, args) -> int:
-    """``autogaze-fast gaze`` with ``--tiles`` and/or ``--view interframe``: gaze, report, write pictures."""
-    from .cli import report, run_gaze
-    from .interframe import PSNR_EMA_FACTOR, write_interframe_csv
-    from .visualize import cells_overlay
-
-    t, h, w, _ = frames.shape
-    kwargs = dict(gazing_ratio=args.gazing_ratio, task_loss_requirement=args.task_loss_requirement)
+    clip_frames = args.chunk_frames or model.config.max_num_frames
     if args.tiles is not None:
-        grid = plan_tiles(model, h, w, args.tiles, args.max_tiles)
+        grid = plan_tiles(model, height, width, args.tiles, args.max_tiles)
         print(f"tiles: {args.tiles}, {grid.rows}x{grid.cols} = {grid.n_tiles} tile{'s' * (grid.n_tiles > 1)} of {grid.tile_size} px "
-              f"(canvas {grid.canvas_h}x{grid.canvas_w}, source {h}x{w}), {args.tile_batch_size} tiles per batch")
-        cells, seconds = gaze_tiled(model, processor, frames, grid, chunk_frames=args.chunk_frames,
-                                    tile_batch_size=args.tile_batch_size, progress=not args.quiet, **kwargs)
+              f"(canvas {grid.canvas_h}x{grid.canvas_w}, source {height}x{width}), {args.tile_batch_size} tiles per batch")
+        sides = [math.isqrt(n) for n in model.config.tokens_per_scale]
+        tokens_per_frame = int((~grid.padded_tokens(sides)).sum())  # less the tokens wholly in padding
     else:
-        outputs, seconds, _ = run_gaze(model, processor, frames, args)
-        cells = untiled_cells(model, outputs, h, w)
-    report(cells.counts(t), None, cells.tokens_per_frame, seconds, t, model.impl)
-
-    if args.view == "interframe":
-        view = interframe_view(frames, cells, args.keyframe_every)
-        later = view["psnr"][~view["keyframe"]]
+        tokens_per_frame = int(model.config.num_vision_tokens_each_frame)
+    total = min(num_frames or 0, args.max_frames or num_frames or 0)
+    bar = Progress(math.ceil(total / clip_frames) if total else 0, "gazing", enabled=not args.quiet)
+    clips = gaze_video(model, args.video, processor, tiles=args.tiles, max_tiles=args.max_tiles,
+                       tile_batch_size=args.tile_batch_size, clip_frames=clip_frames, max_frames=args.max_frames,
+                       gazing_ratio=args.gazing_ratio, task_loss_requirement=args.task_loss_requirement)
+    view = InterframeView(args.keyframe_every) if args.view == "interframe" else None
+    counts: list[int] = []
+    scores: list[float] = []
+    keyframes: list[bool] = []
+    seconds = 0.0
+    table = None
+    with contextlib.ExitStack() as stack:
+        sink = stack.enter_context(open_frame_sink(args.out)) if args.out else None
+        if view is not None and args.out:
+            table = InterframeCsv(csv_path(args.out))
+            stack.callback(lambda: table.abort() if not table_done else None)
+        table_done = False
+        for clip in clips:
+            t = clip.end - clip.start
+            local = clip.cells.frame.numpy() - clip.start
+            counts += np.bincount(local, minlength=t).tolist()
+            seconds += clip.seconds
+            if view is not None:
+                shown = view.update(clip.frames, local, clip.cells.box.numpy(), clip.start)
+                scores += shown["psnr"].tolist()
+                keyframes += shown["keyframe"].tolist()
+                last_ema = float(shown["psnr_ema"][-1])
+                if table is not None:
+                    table.write(shown["psnr"], shown["psnr_ema"], shown["gazed_fraction"], shown["keyframe"])
+                pictures = shown["pictures"]
+            elif sink is None:
+                pictures = None
+            elif args.tiles is None:
+                pictures = gaze_overlay(clip.frames, [m[0] for m in clip.tile_gazing_info["gazing_mask"]], model.scales,
+                                        first_frame=clip.start)
+            else:
+                pictures = cells_overlay(clip.frames, local, clip.cells.scale, clip.cells.box, model.scales,
+                                         first_frame=clip.start)
+            if sink is not None:
+                sink.write(pictures)
+            del clip, pictures
+            bar.update()
+        if table is not None:
+            table.close()
+            table_done = True
+    report(counts, None, tokens_per_frame, seconds, len(counts), model.impl)
+    if view is not None:
+        later = np.array(scores)[~np.array(keyframes)]
         finite = later[np.isfinite(later)]
         mean = f"{finite.mean():.2f} dB" if finite.size else "n/a"
         print(f"interframe (keyframe every {args.keyframe_every}): mean PSNR of non-keyframes {mean}, "
-              f"final EMA ({PSNR_EMA_FACTOR:g}) {view['psnr_ema'][-1]:.2f} dB")
-        if args.out:
-            save_frames(args.out, view["pictures"])
-            table = write_interframe_csv(csv_path(args.out), view["psnr"], view["psnr_ema"],
-                                         view["gazed_fraction"], view["keyframe"])
-            print(f"wrote {args.out} and {table}")
-        return 0
+              f"final EMA ({PSNR_EMA_FACTOR:g}) {last_ema:.2f} dB")
     if args.out:
-        save_frames(args.out, cells_overlay(frames, cells.frame, cells.scale, cells.box, cells.scales))
-        print(f"wrote {args.out}")
+        print(f"wrote {args.out}" + (f" and {csv_path(args.out)}" if view is not None else ""))
     return 0
 
 

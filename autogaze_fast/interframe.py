@@ -35,19 +35,24 @@ def _check_keyframe_every(keyframe_every: int) -> int:
     return int(keyframe_every)
 
 
-def is_keyframe(num_frames: int, keyframe_every: int) -> np.ndarray:
-    """``(T,)`` bool: True at frames ``0, K, 2K, …`` (frame 0 is always a keyframe)."""
+def is_keyframe(num_frames: int, keyframe_every: int, first_frame: int = 0) -> np.ndarray:
+    """``(T,)`` bool: True at frames ``0, K, 2K, …`` of the video (frame 0 is always a keyframe),
+    for ``T`` frames numbered from ``first_frame``."""
     k = _check_keyframe_every(keyframe_every)
-    return np.arange(num_frames) % k == 0
+    return (first_frame + np.arange(num_frames)) % k == 0
 
 
-def interframe_stream(frames: np.ndarray, masks_in_source_pixels: np.ndarray, keyframe_every: int) -> np.ndarray:
+def interframe_stream(frames: np.ndarray, masks_in_source_pixels: np.ndarray, keyframe_every: int,
+                      first_frame: int = 0, previous: np.ndarray | None = None) -> np.ndarray:
     """The interframe stream of ``frames`` under a gaze.
 
     Args:
         frames: ``(T, H, W, C)`` input frames (any dtype, e.g. uint8 RGB).
         masks_in_source_pixels: ``(T, H, W)`` bool, True where a gazed cell covers the pixel.
         keyframe_every: K >= 1; frames ``0, K, 2K, …`` are refreshed whole (K = 1: every frame).
+        first_frame, previous: to continue a stream piece by piece: the video frame number of
+            ``frames[0]`` and the stream's output frame just before it (needed unless
+            ``first_frame`` is a keyframe). Pieces joined equal the stream of the whole video.
     Returns:
         ``(T, H, W, C)`` of ``frames``' dtype: ``out[t] = frames[t]`` at a keyframe, else
         ``frames[t]`` where ``masks[t]`` and ``out[t - 1]`` elsewhere.
@@ -62,13 +67,16 @@ def interframe_stream(frames: np.ndarray, masks_in_source_pixels: np.ndarray, ke
         raise ValueError(f"masks must be (T, H, W) = {frames.shape[:3]} to match the frames, got {masks.shape}")
     if masks.dtype != np.bool_:
         raise ValueError(f"masks must be boolean (True = gazed pixel), got dtype {masks.dtype}")
-    key = is_keyframe(frames.shape[0], keyframe_every)
+    key = is_keyframe(frames.shape[0], keyframe_every, first_frame)
+    if frames.shape[0] and not key[0] and (previous is None or np.shape(previous) != frames.shape[1:]):
+        raise ValueError(f"frame {first_frame} is not a keyframe: give the stream's previous output frame "
+                         f"{frames.shape[1:]} as previous")
     out = np.empty_like(frames)
     for t in range(frames.shape[0]):
         if key[t]:
             out[t] = frames[t]
         else:
-            out[t] = np.where(masks[t][..., None], frames[t], out[t - 1])
+            out[t] = np.where(masks[t][..., None], frames[t], out[t - 1] if t else previous)
     return out
 
 
@@ -93,7 +101,7 @@ def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
     return 10.0 * math.log10(peak * peak / mse)
 
 
-def psnr_ema(values: Sequence[float], factor: float = PSNR_EMA_FACTOR) -> np.ndarray:
+def psnr_ema(values: Sequence[float], factor: float = PSNR_EMA_FACTOR, start: float = math.inf) -> np.ndarray:
     """Exponential moving average of per-frame PSNR values.
 
     ``ema_t = factor · ema_{t-1} + (1 - factor) · psnr_t``, starting at the first finite value.
@@ -103,13 +111,15 @@ def psnr_ema(values: Sequence[float], factor: float = PSNR_EMA_FACTOR) -> np.nda
     Args:
         values: ``(T,)`` PSNR values in dB.
         factor: weight of the past, in [0, 1).
+        start: the EMA before the first value (to continue an EMA piece by piece: the last value
+            of the previous piece).
     Returns:
         ``(T,)`` float64.
     """
     if not 0.0 <= factor < 1.0:
         raise ValueError(f"the EMA factor must be in [0, 1), got {factor}")
     out = np.empty(len(values), dtype=np.float64)
-    ema = math.inf
+    ema = float(start)
     for t, v in enumerate(values):
         v = float(v)
         if math.isnan(v):
@@ -126,6 +136,42 @@ def gazed_fraction(masks_in_source_pixels: np.ndarray) -> np.ndarray:
     if masks.ndim != 3:
         raise ValueError(f"masks must be (T, H, W), got shape {masks.shape}")
     return masks.reshape(masks.shape[0], -1).mean(axis=1, dtype=np.float64)
+
+
+class InterframeCsv:
+    """The CSV of :func:`write_interframe_csv`, written row by row as a stream goes (to a temporary
+    file renamed onto ``path`` by :meth:`close`; :meth:`abort` deletes it)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        import tempfile
+
+        self.path = Path(os.fspath(path)).expanduser()
+        if not self.path.parent.is_dir():
+            raise FileNotFoundError(f"cannot write {self.path}: directory {self.path.parent} does not exist")
+        fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        self._tmp = Path(name)
+        self._file = os.fdopen(fd, "w", newline="")
+        self._writer = csv.writer(self._file)
+        self._writer.writerow(CSV_COLUMNS)
+        self._rows = 0
+
+    def write(self, psnr_values: Sequence[float], ema: Sequence[float], fraction: Sequence[float],
+              keyframes: Sequence[bool]) -> None:
+        for p, e, g, k in zip(psnr_values, ema, fraction, keyframes, strict=True):
+            self._writer.writerow([self._rows, f"{p:.4f}", f"{e:.4f}", f"{g:.6f}", int(bool(k))])
+            self._rows += 1
+
+    def close(self) -> Path:
+        self._file.close()
+        from .video import _current_umask
+
+        os.chmod(self._tmp, 0o666 & ~_current_umask())
+        os.replace(self._tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        self._file.close()
+        self._tmp.unlink(missing_ok=True)
 
 
 def write_interframe_csv(path: str | os.PathLike, psnr_values: Sequence[float], ema: Sequence[float],

@@ -11,6 +11,11 @@ model, so non-square frames are squashed to a square, unless tiling is asked for
 
     >>> out = model({"video": v}, tiles="anyres", max_tiles=64, tile_batch_size=8)  # any H x W, any T
     >>> out["gazing_mask"], out["tile_gazing_info"], out["cells"].box               # see autogaze_fast.tiling
+
+Long videos are streamed clip by clip from a file or a frame iterator (memory flat in the length):
+
+    >>> for clip in model.gaze_video("video.mp4", processor, tiles="anyres"):     # see autogaze_fast.streaming
+    ...     clip.cells.box
 """
 
 from __future__ import annotations
@@ -146,8 +151,8 @@ class AutoGaze(AutoGazeReference):
             generator: optional RNG for sampling.
             tiles: gaze frames of any size as square tiles (:mod:`autogaze_fast.tiling`): a policy
                 (``"anyres"``, ``"pad"``, ``"resize"``) plans the grid from the video's own H × W, which is
-                then normalised frames at the source size (e.g. ``processor(frames, do_resize=False)``) and
-                put onto the canvas here; or a :class:`~autogaze_fast.tiling.TileGrid`, whose
+                then normalised frames at the source size (e.g. ``processor(frames, do_resize=False)``) whose
+                tiles are placed on the canvas batch by batch (the whole canvas is never built); or a :class:`~autogaze_fast.tiling.TileGrid`, whose
                 ``grid.prepare(uint8_frames, processor)`` canvas is the video (boxes then in the grid's source
                 pixels). Tiles are ``target_scales[-1]`` px when a target layout is given, else the model's
                 largest scale. Generation only (no ``log_action_probs``); no streaming, no ``gazing_info``.
@@ -194,6 +199,20 @@ class AutoGaze(AutoGazeReference):
             generate_only, use_cache, past_key_values, past_inputs_embeds, past_attention_mask, past_conv_values, generator,
         )
 
+    def gaze_video(self, source: Any, processor=None, **options: Any):
+        """Gaze a video of any size and length clip by clip, streamed from a file, a ``(T, H, W, 3)``
+        uint8 array or an iterable of frames; yields one :class:`~autogaze_fast.streaming.ClipGaze`
+        per clip, with memory flat in the video's length. Options (``tiles="anyres"``,
+        ``max_tiles``, ``tile_batch_size=8``, ``clip_frames``, ``max_frames``, ``gazing_ratio``,
+        ``task_loss_requirement``, ...): see :func:`autogaze_fast.streaming.gaze_video`.
+
+            >>> for clip in model.gaze_video("long_4k.mp4", processor, tiles="anyres"):
+            ...     clip.start, clip.end, clip.cells.box
+        """
+        from .streaming import gaze_video
+
+        return gaze_video(self, source, processor, **options)
+
     def _forward_tiles(self, video, tiles, max_tiles, tile_batch_size, gazing_ratio, task_loss_requirement,
                        target_scales, target_patch_size, temperature, generator) -> dict:
         """Tiled gaze (see ``forward``'s ``tiles``): plan or check the grid, gaze tile batches, stitch."""
@@ -212,14 +231,14 @@ class AutoGaze(AutoGazeReference):
                     + (f"target_scales {list(target_scales)}" if target_scales is not None else f"the model's scales {self.scales}")
                     + "); plan the grid with tile_size=%d, patch_size=%d" % (tile, patch)
                 )
-            grid = tiles
+            grid, on_canvas = tiles, True
         elif isinstance(tiles, str):
             max_tiles = DEFAULT_MAX_TILES if max_tiles is None else max_tiles
             grid = TileGrid.plan(video.shape[-2], video.shape[-1], tile, tiles, max_tiles, patch)
-            video = grid.place(video)
+            on_canvas = (grid.canvas_h, grid.canvas_w) == (grid.source_h, grid.source_w)
         else:
             raise ValueError(f"tiles must be 'anyres', 'pad', 'resize' or a TileGrid, got {tiles!r}")
-        if tuple(video.shape[-2:]) != (grid.canvas_h, grid.canvas_w):
+        if on_canvas and tuple(video.shape[-2:]) != (grid.canvas_h, grid.canvas_w):
             raise ValueError(
                 f"video frames are {video.shape[-2]}x{video.shape[-1]} (H x W) but the TileGrid's canvas is "
                 f"{grid.canvas_h}x{grid.canvas_w}: make the video with grid.prepare(uint8_frames, processor), or pass "
@@ -234,7 +253,7 @@ class AutoGaze(AutoGazeReference):
 
         out = gaze_tiles(gaze, video, grid, clip_frames=self.config.max_num_frames,
                          frame_sampling_rate=self.frame_sampling_rate, tile_batch_size=tile_batch_size,
-                         gazing_ratio=gazing_ratio)
+                         gazing_ratio=gazing_ratio, on_canvas=on_canvas)
         out["scales"] = list(target_scales) if target_scales is not None else self.scales
         return out
 

@@ -90,6 +90,40 @@ def flag_padding_cells(info: dict, grid: TileGrid, grid_sides: Sequence[int]) ->
     return info
 
 
+def gaze_clip_tiles(
+    gaze: Callable[[torch.Tensor, object], dict],
+    cut: Callable[[int, int], torch.Tensor],
+    total: int,
+    grid: TileGrid,
+    *,
+    tile_batch_size: int,
+    ratio=None,
+) -> tuple[list[torch.Tensor], dict]:
+    """Gaze the ``total`` tiles of one clip, ``tile_batch_size`` at a time.
+
+    Args:
+        gaze: ``gaze(tiles, ratio) -> outputs`` on a tile batch (n, t, 3, tile, tile).
+        cut: ``cut(start, stop)`` builds tiles ``start … stop-1`` of the clip (rows in (b, tile)
+            order); only one batch of tiles exists at a time.
+    Returns:
+        the per-scale tile masks ``(total, t', g²)`` and the merged per-tile gaze (see
+        :func:`merge_tile_batches`; ``"pad"`` cells flagged as pads).
+    """
+    outs = []
+    for i in range(0, total, tile_batch_size):
+        tiles = cut(i, min(i + tile_batch_size, total))
+        with torch.no_grad():
+            out = gaze(tiles, ratio)
+        del tiles
+        outs.append({k: out[k] for k in ("gazing_mask", "gazing_pos", "if_padded_gazing", "num_gazing_each_frame",
+                                         "num_vision_tokens_each_frame")})
+    masks = [torch.cat([o["gazing_mask"][s] for o in outs]) for s in range(len(outs[0]["gazing_mask"]))]
+    info = merge_tile_batches(outs)
+    if grid.policy == "pad":
+        info = flag_padding_cells(info, grid, [math.isqrt(m.shape[-1]) for m in masks])
+    return masks, info
+
+
 def gaze_tiles(
     gaze: Callable[[torch.Tensor, object], dict],
     video: torch.Tensor,
@@ -99,12 +133,16 @@ def gaze_tiles(
     frame_sampling_rate: int,
     tile_batch_size: int,
     gazing_ratio=None,
+    on_canvas: bool = True,
 ) -> dict:
-    """Gaze the canvas ``video`` (B, T, 3, canvas_h, canvas_w) tile by tile.
+    """Gaze ``video`` tile by tile.
 
     Args:
         gaze: ``gaze(tiles, gazing_ratio) -> outputs`` gazes a tile batch (n, T_clip, 3, tile, tile)
             (the model's own forward, generation only).
+        video: the canvas (B, T, 3, canvas_h, canvas_w), or with ``on_canvas=False`` the normalised
+            frames at the source size (B, T, 3, source_h, source_w), whose tiles are then placed
+            batch by batch (:meth:`TileGrid.place_tiles`: the whole canvas is never built).
         clip_frames: frames per clip (``max_num_frames``); clips are gazed independently.
         tile_batch_size: tiles per ``gaze`` call.
         gazing_ratio: a number, or one per gazed frame of the whole video (sliced per clip).
@@ -126,17 +164,18 @@ def gaze_tiles(
         ratio = gazing_ratio
         if isinstance(gazing_ratio, (list, tuple)):
             ratio = list(gazing_ratio[start // frame_sampling_rate:end // frame_sampling_rate])
-        outs = []
-        for i in range(0, total, tile_batch_size):
-            with torch.no_grad():
-                outs.append(gaze(grid.cut(clip, i, min(i + tile_batch_size, total)), ratio))
-        masks = [torch.cat([o["gazing_mask"][s] for o in outs]) for s in range(len(outs[0]["gazing_mask"]))]
-        info = merge_tile_batches(outs)
-        if grid.policy == "pad":
-            info = flag_padding_cells(info, grid, [math.isqrt(m.shape[-1]) for m in masks])
+        cut = (lambda i, j, clip=clip: grid.cut(clip, i, j)) if on_canvas else \
+            (lambda i, j, clip=clip: grid.place_tiles(clip, i, j))
+        masks, info = gaze_clip_tiles(gaze, cut, total, grid, tile_batch_size=tile_batch_size, ratio=ratio)
         info["frames"] = (start, end)
         infos.append(info)
         clip_masks.append(masks)
+    return tiled_outputs(grid, clip_masks, infos, tile_batch_size)
+
+
+def tiled_outputs(grid: TileGrid, clip_masks: Sequence[Sequence[torch.Tensor]], infos: list[dict],
+                  tile_batch_size: int) -> dict:
+    """The tiled call's outputs (see :func:`gaze_tiles`) from each clip's per-scale tile masks and gaze."""
     tile_masks = [torch.cat([m[s] for m in clip_masks], dim=1) for s in range(len(clip_masks[0]))]
     stitched = grid.stitch(tile_masks)
     return {

@@ -31,7 +31,11 @@ Getting the canvas video for the model: :meth:`TileGrid.prepare` takes the uint8
 and an :class:`~autogaze_fast.processor.AutoGazeImageProcessor` and returns the normalised
 ``(B, T, 3, canvas_h, canvas_w)`` canvas (Pillow resize straight from the source, as the
 processor resizes). :meth:`TileGrid.place` does the same from an already normalised video at the
-source size (a torch resize; used by ``AutoGaze(..., tiles="anyres")``).
+source size (used by ``AutoGaze(..., tiles="anyres")``), and :meth:`TileGrid.place_tiles` builds only
+some tiles of that canvas (the same values bit for bit), so a tile batch costs its own memory, not
+the whole canvas's. The resize is Pillow's bilinear filter with antialiasing (support scaled by the
+shrink factor), done separably in float32 as fixed-order sums over each output pixel's taps, so a
+pixel's value does not depend on which region of the canvas is computed.
 
 Tile order everywhere is ``(b, row, col)`` row-major: tile ``k = row · cols + col`` of video
 ``b`` is row ``b · n_tiles + k`` of a tile batch.
@@ -39,6 +43,7 @@ Tile order everywhere is ``(b, row, col)`` row-major: tile ``k = row · cols + c
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from fractions import Fraction
@@ -76,6 +81,68 @@ def _anyres_grid(height: int, width: int, tile: int, max_tiles: int) -> tuple[in
 
     candidates = [(r, c) for r in range(1, rows + 1) for c in range(1, cols + 1) if r * c <= max_tiles]
     return max(candidates, key=score)
+
+
+@functools.lru_cache(maxsize=32)
+def _axis_taps(in_size: int, out_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pillow's antialiased bilinear resampling of one axis ``in_size → out_size`` as taps.
+
+    Output pixel ``i`` has centre ``c = (i + 0.5) · s`` in input pixels (``s = in / out``); the
+    triangle filter is widened to ``max(s, 1)`` input pixels so a shrink averages every pixel it
+    covers; the weights of the input pixels within the support are normalised to sum to 1.
+    Returns ``index`` (out, K) int64 and ``weight`` (out, K) float32 (unused taps: weight 0, index of
+    the first tap).
+    """
+    scale = in_size / out_size
+    support = max(scale, 1.0)
+    inv = 1.0 / support
+    rows = []
+    for i in range(out_size):
+        centre = (i + 0.5) * scale
+        lo = max(int(centre - support + 0.5), 0)
+        hi = min(int(centre + support + 0.5), in_size)
+        w = [max(0.0, 1.0 - abs((j + 0.5 - centre) * inv)) for j in range(lo, hi)]
+        total = sum(w)
+        rows.append((lo, [x / total for x in w] if total else w))
+    k = max(len(w) for _, w in rows)
+    index = torch.tensor([[lo + min(j, len(w) - 1) for j in range(k)] for lo, w in rows], dtype=torch.long)
+    weight = torch.tensor([w + [0.0] * (k - len(w)) for _, w in rows], dtype=torch.float64).float()
+    return index, weight
+
+
+def _resample_axis(x: torch.Tensor, dim: int, index: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``out[..., i, ...] = Σ_k weight[i, k] · x[..., index[i, k], ...]`` along ``dim``, summed in tap order
+    (elementwise ops only, so each output value is the same whatever else is computed with it)."""
+    shape = [1] * x.dim()
+    shape[dim] = index.shape[0]
+    out = None
+    for k in range(index.shape[1]):
+        term = x.index_select(dim, index[:, k].to(x.device)) * weight[:, k].to(x.device, x.dtype).view(shape)
+        out = term if out is None else out.add_(term)
+    return out
+
+
+def resize_region(video: torch.Tensor, out_h: int, out_w: int, rows: slice, cols: slice) -> torch.Tensor:
+    """Rows ``rows`` and columns ``cols`` of ``video`` (…, H, W) resized to ``out_h × out_w`` (see
+    :func:`_axis_taps`): width first, then height, over only the input pixels the region reads.
+    An axis whose size does not change is copied as is."""
+    h, w = video.shape[-2:]
+    x = video
+    if h != out_h:  # only the input rows the region's taps read
+        row_index, row_weight = _axis_taps(h, out_h)
+        row_index, row_weight = row_index[rows], row_weight[rows]
+        lo, hi = int(row_index.min()), int(row_index.max()) + 1
+        x, row_index = x[..., lo:hi, :], row_index - lo
+    else:
+        x = x[..., rows, :]
+    if w != out_w:
+        index, weight = _axis_taps(w, out_w)
+        x = _resample_axis(x, -1, index[cols], weight[cols])
+    else:
+        x = x[..., cols]
+    if h != out_h:
+        x = _resample_axis(x, -2, row_index, row_weight)
+    return x
 
 
 @dataclass(frozen=True)
@@ -218,8 +285,9 @@ class TileGrid:
         """Put a normalised video at the source size onto the canvas.
 
         ``(B, T, C, source_h, source_w)`` → ``(B, T, C, canvas_h, canvas_w)``: ``"anyres"`` and
-        ``"resize"`` resize it (bilinear with antialiasing, like Pillow's bilinear resize;
+        ``"resize"`` resize it (Pillow's bilinear filter with antialiasing, see :func:`resize_region`;
         unchanged when the sizes already match), ``"pad"`` pads the bottom/right with 0.
+        :meth:`place_tiles` gives tiles of this canvas without building all of it.
         """
         if not isinstance(video, torch.Tensor) or video.dim() != 5:
             raise ValueError(f"video must be a (B, T, C, H, W) tensor, got {getattr(video, 'shape', type(video))}")
@@ -230,10 +298,44 @@ class TileGrid:
             return F.pad(video, (0, self.canvas_w - self.source_w, 0, self.canvas_h - self.source_h))
         if (self.source_h, self.source_w) == (self.canvas_h, self.canvas_w):
             return video
-        b, t = video.shape[:2]
-        out = F.interpolate(video.flatten(0, 1), size=(self.canvas_h, self.canvas_w), mode="bilinear",
-                            align_corners=False, antialias=True)
-        return out.unflatten(0, (b, t))
+        return resize_region(video, self.canvas_h, self.canvas_w, slice(None), slice(None))
+
+    def place_tiles(self, video: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """``cut(place(video), start, stop)`` without the whole canvas: each tile is resized (or
+        padded) from the source pixels it reads, so memory is that of the tiles asked for.
+
+        Args:
+            video: ``(B, T, C, source_h, source_w)`` normalised frames at the source size.
+        Returns:
+            ``(stop - start, T, C, tile, tile)``, equal bit for bit to ``cut(place(video), start, stop)``.
+        """
+        if not isinstance(video, torch.Tensor) or video.dim() != 5:
+            raise ValueError(f"video must be a (B, T, C, H, W) tensor, got {getattr(video, 'shape', type(video))}")
+        if tuple(video.shape[-2:]) != (self.source_h, self.source_w):
+            raise ValueError(f"video frames are {video.shape[-2]}x{video.shape[-1]} but the grid was planned for "
+                             f"{self.source_h}x{self.source_w} (H x W) frames")
+        total = video.shape[0] * self.n_tiles
+        stop = total if stop is None else stop
+        if not 0 <= start <= stop <= total:
+            raise ValueError(f"tile range [{start}, {stop}) is outside the {total} tiles of this batch")
+        t = self.tile_size
+        tiles = []
+        i = start
+        while i < stop:  # one band per run of tiles in the same (video, tile row)
+            b, k = divmod(i, self.n_tiles)
+            r, c0 = divmod(k, self.cols)
+            c1 = min(self.cols, c0 + stop - i)
+            rows, cols = slice(r * t, (r + 1) * t), slice(c0 * t, c1 * t)
+            if self.policy == "pad":
+                part = video[b, :, :, rows, cols]
+                band = F.pad(part, (0, (c1 - c0) * t - part.shape[-1], 0, t - part.shape[-2]))
+            else:
+                band = resize_region(video[b], self.canvas_h, self.canvas_w, rows, cols)
+            tiles.extend(band.split(t, dim=-1))
+            i += c1 - c0
+        if not tiles:
+            return video.new_empty(0, *video.shape[1:3], t, t)
+        return torch.stack(tiles)
 
     def prepare(self, frames: Any, processor: Any) -> torch.Tensor:
         """uint8 source frames → the normalised canvas video the model takes with ``tiles=grid``.

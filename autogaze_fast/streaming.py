@@ -1,0 +1,254 @@
+"""Long videos of any size, streamed: decode → clips → tiles → gaze, one clip at a time.
+
+    >>> for clip in model.gaze_video("talk_1080p.mp4", processor, tiles="anyres", tile_batch_size=8):
+    ...     clip.start, clip.end, clip.cells.box        # frames [start, end) and their gazed cells in source pixels
+
+:func:`gaze_video` takes a video file (decoded clip by clip with PyAV), a ``(T, H, W, 3)`` uint8
+array, or any iterable of ``(H, W, 3)`` uint8 frames (a generator reading a camera, say), and yields
+one :class:`ClipGaze` per clip of ``max_num_frames`` frames. At any time it holds one clip of source
+frames, that clip's canvas as uint8 (the source resized onto the tile grid with the processor's
+Pillow filter, exactly as :meth:`~autogaze_fast.tiling.TileGrid.prepare` resizes), and one batch
+of ``tile_batch_size`` normalised tiles with the gaze model's state for them; nothing grows with
+the video's length unless the caller keeps the yielded clips.
+
+The gaze of each tile equals the model's on ``grid.cut(grid.prepare(clip, processor))`` (rows of a
+generation batch are independent), so it equals ``model({"video": canvas}, tiles=grid)`` clip by clip.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .processor import AutoGazeImageProcessor, rescale_and_normalize
+from .tiling import DEFAULT_MAX_TILES, GazedCells, TileGrid, _positive_int
+
+
+@dataclass
+class ClipGaze:
+    """The gaze of one clip of a streamed video.
+
+    Attributes:
+        start, end: the clip's frames ``[start, end)`` in the whole video.
+        frames: ``(t, H, W, 3)`` uint8 source frames of the clip (None with ``keep_frames=False``).
+        cells: every gazed cell, ``frame`` counted from the video's start, boxes in source pixels.
+        gazing_mask: per scale ``(1, t', rows·g, cols·g)``, stitched over the tile grid.
+        tile_gazing_info: the per-tile gaze (rows = tiles in row-major order; see
+            ``AutoGaze(..., tiles=...)``), or the untiled gaze's own output with ``tiles=None``.
+        grid: the tile plan (the one-tile ``"resize"`` plan for ``tiles=None``).
+        seconds: time spent in the gaze model for this clip.
+    """
+
+    start: int
+    end: int
+    frames: np.ndarray | None
+    cells: GazedCells
+    gazing_mask: list[torch.Tensor]
+    tile_gazing_info: dict
+    grid: TileGrid
+    seconds: float
+
+
+# ------------------------------------------------------------------ clips of frames
+def _check_frame(frame: Any, index: int, shape: tuple[int, ...] | None) -> np.ndarray:
+    if hasattr(frame, "detach"):
+        frame = frame.detach().cpu().numpy()
+    frame = np.asarray(frame)
+    if frame.ndim != 3 or frame.shape[-1] != 3 or frame.dtype != np.uint8:
+        raise ValueError(f"frame {index} must be an (H, W, 3) uint8 RGB array, got shape {frame.shape} and dtype "
+                         f"{frame.dtype}")
+    if shape is not None and frame.shape != shape:
+        raise ValueError(f"frame {index} is {frame.shape[0]}x{frame.shape[1]} but the video's first frame is "
+                         f"{shape[0]}x{shape[1]} (H x W); a stream must keep one frame size")
+    return frame
+
+
+def iter_clips(source: Any, clip_frames: int, max_frames: int | None = None) -> Iterator[np.ndarray]:
+    """Yield ``(t, H, W, 3)`` uint8 clips of ``clip_frames`` frames (the last may be shorter).
+
+    Args:
+        source: a video file path (decoded clip by clip, never whole), a ``(T, H, W, 3)`` uint8
+            numpy array or torch tensor (clips are views), or an iterable of ``(H, W, 3)`` uint8
+            frames (consumed lazily: a clip is gathered, yielded, then dropped).
+        clip_frames: frames per clip (>= 1).
+        max_frames: stop after this many frames (None: the whole source).
+    Raises:
+        ValueError: frames of the wrong shape or dtype, a size change mid-stream, an empty source.
+    """
+    clip_frames = _positive_int(clip_frames, "clip_frames")
+    limit = None if max_frames is None else _positive_int(max_frames, "max_frames")
+    emitted = 0
+    if isinstance(source, (str, os.PathLike)):
+        from .extract.decode import sample_clips
+
+        clips: Iterable[np.ndarray] = (frames for _, frames in sample_clips(source, None, clip_frames))
+    elif isinstance(source, (np.ndarray, torch.Tensor)) and source.ndim == 4:
+        array = source.detach().cpu().numpy() if isinstance(source, torch.Tensor) else source
+        _check_frame(array[0] if len(array) else np.zeros((0,)), 0, None)
+        clips = (array[s:s + clip_frames] for s in range(0, len(array), clip_frames))
+    elif isinstance(source, (np.ndarray, torch.Tensor)):
+        raise ValueError(f"a video array must be (T, H, W, 3) uint8, got shape {tuple(source.shape)}")
+    else:
+        clips = _group_frames(source, clip_frames)
+    for clip in clips:
+        if limit is not None and emitted + len(clip) > limit:
+            clip = clip[:limit - emitted]
+        if len(clip):
+            yield clip
+            emitted += len(clip)
+        if limit is not None and emitted >= limit:
+            return
+    if emitted == 0:
+        raise ValueError("the video holds no frames")
+
+
+def _group_frames(frames: Iterable[Any], clip_frames: int) -> Iterator[np.ndarray]:
+    shape = None
+    buffer: list[np.ndarray] = []
+    for i, frame in enumerate(frames):
+        frame = _check_frame(frame, i, shape)
+        shape = frame.shape
+        buffer.append(frame)
+        if len(buffer) == clip_frames:
+            clip = np.stack(buffer)
+            buffer.clear()  # drop the frames before the clip is gazed
+            yield clip
+    if buffer:
+        clip = np.stack(buffer)
+        buffer.clear()
+        yield clip
+
+
+# ------------------------------------------------------------------ tiles of a uint8 clip
+class ClipCanvas:
+    """One clip's frames on a tile grid's canvas, kept as uint8; tiles are normalised on demand.
+
+    ``tiles(i, j)`` equals ``grid.cut(grid.prepare(frames, processor), i, j)`` bit for bit: the
+    canvas is resized with the processor's Pillow filter (``"anyres"``/``"resize"``) or is the
+    source itself (``"pad"``: the normalised tile is padded with 0), and the processor's
+    rescale/normalisation is per pixel, so normalising a tile equals cutting the normalised canvas.
+    Works with :class:`AutoGazeImageProcessor` and :class:`~autogaze_fast.siglip_processor.SiglipImageProcessor`
+    (both resize uint8 frames with Pillow, then rescale and normalise).
+    """
+
+    def __init__(self, frames: np.ndarray, grid: TileGrid, processor: Any) -> None:
+        if frames.shape[1:3] != (grid.source_h, grid.source_w):
+            raise ValueError(f"clip frames are {frames.shape[1]}x{frames.shape[2]} but the grid was planned for "
+                             f"{grid.source_h}x{grid.source_w} (H x W)")
+        self.grid, self.processor = grid, processor
+        if grid.policy == "pad" or (grid.canvas_h, grid.canvas_w) == (grid.source_h, grid.source_w):
+            self.canvas = frames
+        else:
+            from PIL import Image
+
+            self.canvas = np.empty((frames.shape[0], grid.canvas_h, grid.canvas_w, 3), dtype=np.uint8)
+            for i, frame in enumerate(frames):
+                image = Image.fromarray(np.ascontiguousarray(frame))
+                self.canvas[i] = np.asarray(image.resize((grid.canvas_w, grid.canvas_h), resample=processor.resample))
+
+    def __len__(self) -> int:
+        return self.grid.n_tiles
+
+    def tiles(self, start: int, stop: int) -> torch.Tensor:
+        """Tiles ``start … stop-1`` (row-major) → ``(n, t, 3, tile, tile)`` float32."""
+        p, g, s = self.processor, self.grid, self.grid.tile_size
+        norm = (p.image_mean, p.image_std) if p.do_normalize else None
+        rescale = p.rescale_factor if p.do_rescale else None
+        out = []
+        for k in range(start, stop):
+            r, c = divmod(k, g.cols)
+            part = self.canvas[:, r * s:(r + 1) * s, c * s:(c + 1) * s]
+            tile = torch.from_numpy(rescale_and_normalize(part, rescale, getattr(p, "offset", False), norm))
+            if tile.shape[-2:] != (s, s):
+                tile = F.pad(tile, (0, s - tile.shape[-1], 0, s - tile.shape[-2]))
+            out.append(tile)
+        return torch.stack(out)
+
+
+# ------------------------------------------------------------------ the stream
+def gaze_video(
+    model,
+    source: Any,
+    processor: AutoGazeImageProcessor | None = None,
+    *,
+    tiles: str | None = "anyres",
+    max_tiles: int | None = None,
+    tile_batch_size: int = 8,
+    clip_frames: int | None = None,
+    max_frames: int | None = None,
+    keep_frames: bool = True,
+    **gaze_kwargs: Any,
+) -> Iterator[ClipGaze]:
+    """Gaze a video of any size and length clip by clip (see the module docstring).
+
+    Args:
+        model: an :class:`~autogaze_fast.AutoGaze`.
+        source: a video path, a ``(T, H, W, 3)`` uint8 array/tensor, or an iterable of ``(H, W, 3)``
+            uint8 frames (see :func:`iter_clips`).
+        processor: the model's :class:`AutoGazeImageProcessor` (default: NVIDIA's preprocessing).
+        tiles: a :mod:`~autogaze_fast.tiling` policy (``"anyres"``, ``"pad"``, ``"resize"``), or
+            None for the untiled model call (every frame squashed by the processor, as upstream).
+        max_tiles: most tiles per frame (default 64).
+        tile_batch_size: tiles per generation batch.
+        clip_frames: frames per clip (default and most: ``config.max_num_frames``).
+        max_frames: only the first frames of the source.
+        keep_frames: keep each clip's source frames in the yielded :class:`ClipGaze` (for drawing).
+        **gaze_kwargs: ``gazing_ratio`` (a number), ``task_loss_requirement``, ``temperature``, ``generator``.
+    Yields:
+        one :class:`ClipGaze` per clip, in order.
+    """
+    from .tiled_gaze import gaze_clip_tiles, tile_layout
+
+    if isinstance(gaze_kwargs.get("gazing_ratio"), (list, tuple)):
+        raise ValueError("a streamed video takes one gazing_ratio for every frame (its length is not known ahead)")
+    unknown = set(gaze_kwargs) - {"gazing_ratio", "task_loss_requirement", "temperature", "generator"}
+    if unknown:
+        raise ValueError(f"unknown gaze options {sorted(unknown)}; use gazing_ratio, task_loss_requirement, "
+                         "temperature or generator")
+    if tiles is None and max_tiles is not None:
+        raise ValueError("max_tiles needs tiles='anyres' (or 'pad'/'resize')")
+    tile_batch_size = _positive_int(tile_batch_size, "tile_batch_size")
+    limit = model.config.max_num_frames
+    clip_frames = limit if clip_frames is None else _positive_int(clip_frames, "clip_frames")
+    if clip_frames > limit or clip_frames % model.frame_sampling_rate:
+        raise ValueError(f"clip_frames={clip_frames} must be at most the model's max_num_frames={limit} and a "
+                         f"multiple of its temporal patch size {model.frame_sampling_rate}")
+    if processor is None:
+        from .presets import NVIDIA_PREPROCESSING
+
+        processor = AutoGazeImageProcessor.from_dict(NVIDIA_PREPROCESSING)
+    device = next(model.parameters()).device
+    tile, patch = tile_layout(model.config, None, None)
+    grid = None
+
+    def gaze(batch: torch.Tensor, ratio) -> dict:
+        return model({"video": batch.to(device)}, generate_only=True, **gaze_kwargs)
+
+    for clip in iter_clips(source, clip_frames, max_frames):
+        start_frame = 0 if grid is None else end
+        end = start_frame + len(clip)
+        if grid is None:
+            h, w = clip.shape[1:3]
+            grid = TileGrid.plan(h, w, tile, tiles or "resize", DEFAULT_MAX_TILES if max_tiles is None else max_tiles, patch)
+        begin = time.perf_counter()
+        if tiles is None:
+            with torch.inference_mode():
+                out = gaze(processor(clip).pixel_values[None], None)
+            masks = [m.reshape(m.shape[0], m.shape[1], -1) for m in out["gazing_mask"]]
+            info = out
+        else:
+            canvas = ClipCanvas(clip, grid, processor)
+            with torch.inference_mode():
+                masks, info = gaze_clip_tiles(gaze, canvas.tiles, grid.n_tiles, grid, tile_batch_size=tile_batch_size)
+            del canvas
+        seconds = time.perf_counter() - begin
+        stitched = grid.stitch([m.cpu() for m in masks])
+        yield ClipGaze(start_frame, end, clip if keep_frames else None, grid.cells(stitched, frame_offset=start_frame),
+                       stitched, info, grid, seconds)
+        del clip
