@@ -3,8 +3,9 @@
 * killed with SIGKILL after a checkpoint and resumed, it ends with exactly (``torch.equal``) the
   parameters and metrics of an uninterrupted run — model, Adam moments, cosine LR with warm-up,
   temperature schedule, random clip starts, rollout sampling and frame choices all restored;
-* ``torchrun --nproc-per-node=2`` (gloo) with micro-batches of 1 gives the parameters of one process
-  accumulating two micro-batches of 1 (the same global batch of 2).
+* ``torchrun --nproc-per-node=2`` (gloo), each rank accumulating 2 micro-batches of 1 under DDP's
+  ``no_sync``, gives the parameters of one process accumulating 4 micro-batches of 1 (the same
+  global batch of 4).
 
 Every process runs one thread on the fast path's CPU torch twins, so results are comparable bit for bit.
 """
@@ -91,17 +92,17 @@ def test_sigkill_after_a_checkpoint_then_resume_gives_the_uninterrupted_paramete
 
 def test_torchrun_two_gloo_ranks_match_one_process_with_the_same_global_batch(data, tmp_path):
     single = tmp_path / "single"
-    _run(grpo_args(data, single, steps=2, micro_batch=1))  # 1 rank: 2 accumulated micro-batches of 1
+    _run(grpo_args(data, single, steps=2, global_batch=4))  # 1 rank: 4 accumulated micro-batches of 1
     ranks = tmp_path / "ranks"
-    done = _run(grpo_args(data, ranks, steps=2, micro_batch=1),
+    done = _run(grpo_args(data, ranks, steps=2, global_batch=4),
                 launcher=["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"])
-    assert "on cpu x 2 (1 micro-batch(es) of 1 per rank per step)" in done.stderr
+    assert "on cpu x 2 (2 micro-batch(es) of 1 per rank per step)" in done.stderr
     assert done.stdout.count("trained to step 2") == 1  # printed by rank 0 only
     expected, got = _final(single), _final(ranks)
     initial = load_file(str(Path(__file__).parent / "fixtures" / "upstream" / "tiny_k10" / "model.safetensors"))
     assert sorted(initial) == sorted(expected) and any(not torch.equal(expected[k], initial[k]) for k in expected)
     for name in expected:  # float32 sums in another order at most
-        torch.testing.assert_close(got[name], expected[name], rtol=1e-6, atol=1e-7, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-6, atol=2e-7, msg=lambda m: f"{name}: {m}")
     single_lines, rank_lines = _train_lines(single), _train_lines(ranks)
     for a, b in zip(single_lines, rank_lines):
         for key in ("loss", "grpo_loss", "reconstruction_loss", "reward", "grad_norm"):

@@ -35,7 +35,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -252,10 +252,12 @@ def _validate(cfg: TrainConfig, model: nn.Module, task, val_set: ClipDataset, ct
                                   target_scales=list(cfg_mae.scales), target_patch_size=int(cfg_mae.patch_size))
             gen = torch.Generator().manual_seed(micro_batch_seed(cfg.run.seed, step, k * ctx.world + ctx.rank, stream=1))
             frames = sample_frames_to_reconstruct(batch.video.shape[1], cfg.task.recon_sample_rate, gen, device)
-            out = task(batch.video_for_task.to(device), gaze.gazing_info(), frame_idx=frames)
+            bf16 = device.type == "cuda" and cfg.run.dtype == "bf16"
+            with torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else nullcontext():
+                out = task(batch.video_for_task.to(device), gaze.gazing_info(), frame_idx=frames)
             n_tokens = task.mae.config.tokens_per_frame * gaze.num_gazing_each_frame.numel()
             ratio = (~gaze.if_padded_gazing).sum(-1).float() / n_tokens
-            sums["reconstruction_loss"] = sums.get("reconstruction_loss", 0.0) + float(out.loss.sum())
+            sums["reconstruction_loss"] = sums.get("reconstruction_loss", 0.0) + float(out.loss.float().sum())
             sums["gazing_ratio"] = sums.get("gazing_ratio", 0.0) + float(ratio.sum())
         if batch.gt_gazing_info is not None:
             res = ntp_step(model, batch, optimize_task_loss_prediction=cfg.algorithm.optimize_task_loss_prediction,
@@ -306,10 +308,6 @@ def _gather_rng(ctx: _Dist) -> list[dict]:
     return out
 
 
-def _micro_batches(loader) -> Iterator[dict[str, Any]]:
-    yield from loader
-
-
 def train(cfg: TrainConfig) -> TrainSummary:
     """Run (or resume) the training described by ``cfg`` (already validated); see the module docstring."""
     cfg.validate()
@@ -331,7 +329,8 @@ def _run(cfg: TrainConfig, ctx: _Dist, device: torch.device) -> TrainSummary:
     side = max(parse_scales(cfg.task.scales))
     gaze_proc = _gaze_processor(cfg, side)
     is_ntp = cfg.algorithm.name == "ntp"
-    train_set = _dataset(cfg, "train", cfg.data.labels if is_ntp else None, model, gaze_proc, task_proc)
+    train_set = _dataset(cfg, "train", cfg.data.labels if is_ntp else None, model, gaze_proc,
+                         None if is_ntp else task_proc)  # NTP trains on labels alone: no MAE copy of the clips
     val_set = None
     if cfg.run.val_every and (task is not None or cfg.data.val_labels):
         val_set = _dataset(cfg, "val", cfg.data.val_labels, model, gaze_proc, task_proc)
