@@ -250,15 +250,17 @@ def _block_d(head_dim: int) -> int:
 
 # (BLOCK_M, BLOCK_N, num_warps) of the decode tile, the prefill tile (power-of-two head dim,
 # Lq·G > 16) and the masked tile (any other head dim), per (fp32?, BLOCK_D). Chosen so that no
-# configuration spills registers on sm_75…sm_120: fp32 (exact FMA products, no TF32) and sm_75
-# (Triton lowers tl.dot to FMAs there) need small tiles, and BLOCK_D = 128 needs 8 warps.
+# configuration spills registers on sm_75…sm_120 under Triton 3.6 and 3.9: fp32 (exact FMA products,
+# no TF32) and sm_75 (Triton lowers tl.dot to FMAs there) need small tiles, BLOCK_D = 128 needs 8
+# warps, and fp32's masked tiles (head-dim mask, BLOCK_D 64/128) take 16 keys a block (32 spilled
+# 16 B on sm_86/89/90 under Triton 3.6).
 _TILES: dict[tuple[bool, int], tuple[tuple[int, int, int], ...]] = {
     (False, 32): ((16, 64, 4), (64, 32, 4), (16, 32, 4)),
     (False, 64): ((16, 32, 4), (32, 32, 4), (16, 32, 4)),
     (False, 128): ((16, 32, 4), (32, 32, 8), (16, 32, 8)),
     (True, 32): ((16, 32, 4), (32, 32, 4), (16, 32, 4)),
-    (True, 64): ((16, 32, 4), (32, 32, 4), (16, 32, 4)),
-    (True, 128): ((16, 32, 8), (16, 32, 8), (16, 32, 8)),
+    (True, 64): ((16, 32, 4), (32, 32, 4), (16, 16, 4)),
+    (True, 128): ((16, 32, 8), (16, 32, 8), (16, 16, 8)),
 }
 
 

@@ -219,12 +219,16 @@ def test_every_launch_configuration_is_in_aot_specs():
                 for s in da.AOT_SPECS if s.fn is da._decode_attn_split_kernel}
     combine = {(s.constexprs["BLOCK_D"], s.signature["OUT"]) for s in da.AOT_SPECS
                if s.fn is da._decode_attn_combine_kernel}
+    direct = {(tuple(sorted(s.constexprs.items())), s.signature["O_PART"]) for s in da.AOT_SPECS
+              if s.fn is da._decode_attn_split_kernel}
     for dtype, tname in da._DTYPES.items():
         for head_dim in range(1, da.MAX_HEAD_DIM + 1):
             for rows in (1, 10, 16, 17, 20, 64, 200, 1000):
                 cfg = da._pick_split_config(dtype, head_dim, rows)
                 key = tuple(sorted((k, cfg[k]) for k in ("BLOCK_M", "BLOCK_N", "BLOCK_D", "EVEN_D", "DOT_IEEE")))
                 assert (da._decode_attn_split_kernel, key, cfg["num_warps"], cfg["num_stages"], f"*{tname}") in compiled
+                # one split: the split kernel writes the output (O_PART in q's dtype) itself
+                assert (key, f"*{tname}") in direct
                 assert cfg["BLOCK_D"] >= head_dim and cfg["EVEN_D"] == (cfg["BLOCK_D"] == head_dim)
                 assert (cfg["BLOCK_D"], f"*{tname}") in combine
     for spec in da.AOT_SPECS:  # power-of-two tiles, tl.dot edges >= 16
@@ -260,6 +264,13 @@ def _good():
         (lambda a: {**a, "q_start": 3.0}, "q_start must be an int"),
         (lambda a: {**a, "num_splits": 0}, "num_splits"),
         (lambda a: {**a, "backend": "cuda"}, "backend must be"),
+        (lambda a: {**a, "cache_len": torch.tensor(a["cache_len"], device=DEVICE)}, "both be ints or both"),
+        (lambda a: {**a, "cache_len": torch.tensor(a["cache_len"], device=DEVICE),
+                    "q_start": torch.tensor(a["q_start"], device=DEVICE)}, "need kv_bucket"),
+        (lambda a: {**a, "cache_len": torch.tensor(float(a["cache_len"]), device=DEVICE),
+                    "q_start": torch.tensor(a["q_start"], device=DEVICE), "kv_bucket": 48}, "hold one integer"),
+        (lambda a: {**a, "kv_bucket": a["cache_len"] - 1}, "past kv_bucket"),
+        (lambda a: {**a, "kv_bucket": 1000}, "kv_bucket must lie in"),
     ],
 )
 def test_bad_input_raises_clear_value_error(mutate, message):
@@ -338,3 +349,66 @@ def test_prefill_twin_rejects_bad_input():
         da.prefill_attention_torch(q, k[:, :, :-1], v[:, :, :-1], kv)
     with pytest.raises(ValueError, match="key_valid must be"):
         da.prefill_attention_torch(q, k, v, kv[:, :-1])
+
+
+# ---------------------------------------------------------------- graph-ready launches (device lengths, buckets)
+@pytest.mark.parametrize("kv_len, block_n, forced", [(37, 32, None), (256, 32, None), (1000, 64, None),
+                                                     (1000, 32, 7), (5, 32, 4), (4096, 32, None)])
+def test_split_plan_covers_the_keys_without_an_empty_split(kv_len, block_n, forced):
+    n_splits, split_len = da.split_plan(1, kv_len, block_n, torch.device("cpu"), forced)
+    assert split_len % block_n == 0 and n_splits >= 1
+    assert (n_splits - 1) * split_len < kv_len <= n_splits * split_len  # no split starts at or past kv_len
+    assert n_splits <= (4 if forced is None else forced)  # the interpreter's target: 4 splits
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("Lq, ctx, D, bucket", [(10, 37, 32, 256), (10, 100, 72, 128), (2, 251, 32, 251), (1, 40, 32, 40)])
+def test_device_lengths_and_bucket_plan(triton_interpreter, dtype, Lq, ctx, D, bucket):
+    """Lengths as device tensors give bit for bit the launch with the same ints and bucket (one
+    capture serves every length); the bucket's plan (splits past cache_len, or one split written
+    directly with no combine) matches the naive oracle, and so does the live plan."""
+    q, k, v, kv, cache_len, q_start = make_case(Lq, ctx, D, 4, 2, dtype, seed=3, slack=max(0, bucket - ctx) + 5)
+    dev = torch.device(DEVICE)
+    as_tensors = decode_attention(q, k, v, kv, torch.tensor([cache_len], device=dev),
+                                  torch.tensor(q_start, device=dev), kv_bucket=bucket)
+    as_ints = decode_attention(q, k, v, kv, cache_len, q_start, kv_bucket=bucket)
+    assert torch.equal(as_tensors, as_ints)
+    want = naive_attention(q, k, v, kv, cache_len, q_start)
+    torch.testing.assert_close(as_ints.double(), want, atol=ATOL[dtype], rtol=0)
+    torch.testing.assert_close(decode_attention(q, k, v, kv, cache_len, q_start).double(), want, atol=ATOL[dtype], rtol=0)
+    twin = decode_attention_torch(q, k, v, kv, torch.tensor(cache_len), torch.tensor(q_start))
+    torch.testing.assert_close(twin.double(), want, atol=TWIN_ATOL[dtype], rtol=0)
+
+
+def test_one_split_skips_the_combine_kernel(triton_interpreter, monkeypatch):
+    """num_splits=1: one launch (the split kernel writes the output); more splits: split + combine."""
+    launches = []
+    for name in ("_decode_attn_split_kernel", "_decode_attn_combine_kernel"):
+        kernel = getattr(da, name)
+
+        class Spy:
+            def __getitem__(self, grid, kernel=kernel, name=name):
+                launches.append(name)
+                return kernel[grid]
+        monkeypatch.setattr(da, name, Spy())
+    q, k, v, kv, cache_len, q_start = make_case(10, 100, 32, 4, 2, torch.float32, seed=1)
+    one = decode_attention(q, k, v, kv, cache_len, q_start, num_splits=1)
+    assert launches == ["_decode_attn_split_kernel"]
+    launches.clear()
+    three = decode_attention(q, k, v, kv, cache_len, q_start, num_splits=3)
+    assert launches == ["_decode_attn_split_kernel", "_decode_attn_combine_kernel"]
+    want = naive_attention(q, k, v, kv, cache_len, q_start)
+    for out in (one, three):
+        torch.testing.assert_close(out.double(), want, atol=2e-5, rtol=0)
+
+
+def test_lengths_and_split_sized_arguments_never_specialise():
+    """Arguments that change during a generation (lengths, split length, the LSE strides, the
+    combine's split count) are do_not_specialize: no re-JIT mid-run."""
+    def unspecialised(kernel):  # a JITFunction, or the interpreter's wrapper (which keeps the decorator's kwargs)
+        names = kernel.arg_names
+        listed = kernel.kwargs["do_not_specialize"] if hasattr(kernel, "kwargs") else kernel.do_not_specialize
+        return {names[i] if isinstance(i, int) else i for i in listed}
+    assert {"lq", "split_len", "stride_lb", "stride_lh", "stride_lm"} <= unspecialised(da._decode_attn_split_kernel)
+    assert {"num_splits", "lq", "stride_lb", "stride_lh", "stride_lm"} <= unspecialised(da._decode_attn_combine_kernel)
+    assert "LENS" in da._decode_attn_split_kernel.arg_names and "cache_len" not in da._decode_attn_split_kernel.arg_names

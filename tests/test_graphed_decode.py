@@ -1,0 +1,180 @@
+"""The graph-ready decode path (autogaze_fast/fast/graphed.py) run eagerly on CPU: the very step
+that CUDA graphs capture (device-side lengths, bucketed split plan, index_copy_ cache writes,
+device-side greedy pick and stop flags, speculative steps trimmed at each frame's end) must give
+bit for bit the gaze of the eager loop, on upstream's fixtures and on random clips; plus the
+bucket logic and the cuda_graphs / static_decode switch."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from autogaze_fast import AutoGaze
+from autogaze_fast.fast.decoder import MIN_BUCKET, kv_bucket
+from autogaze_fast.fast.generation import choose_step_tokens
+from autogaze_fast.fast.graphed import GraphedDecode, generate_frames_graphed, greedy_pick
+
+from conftest import FIXTURES
+
+CASES = load_file(str(FIXTURES / "gaze_cases.safetensors"))
+META = json.loads((FIXTURES / "meta.json").read_text())
+GAZE_KEYS = ("gazing_pos", "if_padded_gazing", "num_gazing_each_frame")
+STOP = {"stop_k10": ("tiny_k10", 0.5), "stop_k1": ("tiny_k1", 0.3), "batch2_k10": ("tiny_k10", 0.5)}
+
+
+def load(name="tiny_k10", **flags):
+    model = AutoGaze.from_pretrained(FIXTURES / name, impl="fast")
+    for key, value in flags.items():
+        setattr(model.gazing_model, key, value)
+    return model
+
+
+def gaze(model, video, **kwargs):
+    with torch.inference_mode():
+        return model({"video": video}, generate_only=True, **kwargs)
+
+
+def assert_same_gaze(a, b):
+    for key in GAZE_KEYS:
+        assert torch.equal(a[key], b[key]), key
+
+
+# ---------------------------------------------------------------- buckets
+def test_kv_bucket_ladder():
+    assert kv_bucket(1, 10_000) == MIN_BUCKET == kv_bucket(MIN_BUCKET, 10_000)
+    assert kv_bucket(MIN_BUCKET + 1, 10_000) == 2 * MIN_BUCKET
+    assert kv_bucket(4096, 10_000) == 4096 and kv_bucket(4097, 10_000) == 8192
+    assert kv_bucket(9000, 9500) == 9500 and kv_bucket(100, 120) == 120  # capped at the capacity
+    lengths = range(1, 7500, 10)
+    assert {kv_bucket(n, 7500) for n in lengths} == {256, 512, 1024, 2048, 4096, 7500}  # few graphs per clip
+    assert all(n <= kv_bucket(n, 7500) <= 7500 for n in lengths)
+    for bad in ((0, 10), (11, 10)):
+        with pytest.raises(ValueError, match="length"):
+            kv_bucket(*bad)
+
+
+# ---------------------------------------------------------------- the pick
+def test_device_greedy_pick_equals_the_eager_pick():
+    g = torch.Generator().manual_seed(0)
+    for case in range(150):
+        scores = torch.randn(3, 10, 40, generator=g)
+        if case % 3 == 1:
+            scores = scores.round()  # ties: argmax takes the lowest index
+        if case % 4 == 2:
+            scores[:, :, torch.randperm(40, generator=g)[:28]] = float("-inf")
+        slots = 1 + case % 10
+        assert torch.equal(greedy_pick(scores, slots), choose_step_tokens(scores.clone(), slots, False, None))
+
+
+# ---------------------------------------------------------------- gaze: graph-ready path vs the eager loop
+@pytest.mark.parametrize("stop_lag", [None, 0, 2])
+@pytest.mark.parametrize("case", ["ratio_k10", "stop_k10", "stop_k1", "batch2_k10"])
+def test_graph_ready_path_equals_eager_loop_and_upstream(torch_twins, case, stop_lag):
+    name, ratio = STOP.get(case, ("tiny_k10", 0.75))
+    video = torch.cat([CASES["video"], CASES["video"].flip(-1)]) if case.startswith("batch2") else CASES["video"]
+    kwargs = dict(gazing_ratio=ratio)
+    if case in STOP:
+        kwargs["task_loss_requirement"] = META[f"{case}_task_loss_requirement"]
+    eager = gaze(load(name), video, **kwargs)
+    model = load(name, static_decode=True, stop_lag=stop_lag)
+    first, again = gaze(model, video, **kwargs), gaze(model, video, **kwargs)  # the second reuses the state
+    for out in (first, again):
+        assert_same_gaze(out, eager)
+        assert torch.equal(out["gazing_pos"], CASES[f"{case}.gazing_pos"])
+        assert torch.equal(out["if_padded_gazing"], CASES[f"{case}.if_padded_gazing"].bool())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_graph_ready_path_on_random_clips(torch_twins, seed):
+    """Random clips and budgets, random stop thresholds (frames stop at different steps per row)."""
+    g = torch.Generator().manual_seed(seed)
+    video = torch.randn(2, 4, 3, 224, 224, generator=g) * 0.5
+    ratio = [0.1, 0.4, 0.25, 0.6][seed:] + [0.1, 0.4, 0.25, 0.6][:seed]
+    eager_model, graph_model = load(), load(static_decode=True, stop_lag=1 + seed % 2)
+    for kwargs in (dict(gazing_ratio=ratio), dict(gazing_ratio=ratio, task_loss_requirement=0.3 + 0.2 * seed)):
+        assert_same_gaze(gaze(graph_model, video, **kwargs), gaze(eager_model, video, **kwargs))
+
+
+def test_graph_ready_streaming_equals_whole_clip(torch_twins):
+    """Frame-by-frame streaming through the graph-ready path continues its own state (and its
+    buffers) and equals upstream's streaming fixture."""
+    model = load(static_decode=True)
+    kwargs = dict(gazing_ratio=0.5, task_loss_requirement=META["stop_k10_task_loss_requirement"])
+    state, pos = {}, []
+    for t in range(CASES["video"].shape[1]):
+        out = gaze(model, CASES["video"][:, t:t + 1], use_cache=True, **kwargs, **state)
+        state = dict(past_key_values=out["past_key_values"], past_inputs_embeds=out["past_input_embeds"],
+                     past_attention_mask=out["past_attention_mask"], past_conv_values=out["past_conv_values"])
+        pos.append(out["gazing_pos"] + model.num_vision_tokens_each_frame * t)
+    assert out["past_key_values"].graphs is not None
+    assert torch.equal(torch.cat(pos, 1), CASES["stream_k10.gazing_pos"])
+
+
+def test_graph_ready_path_through_the_triton_interpreter(triton_interpreter):
+    """The captured kernels themselves (device lengths, bucket plan) on CPU: two frames of the stop case."""
+    video = CASES["video"][:, :2]
+    kwargs = dict(gazing_ratio=0.5, task_loss_requirement=META["stop_k10_task_loss_requirement"])
+    eager = gaze(load(), video, **kwargs)
+    graph_ready = gaze(load(static_decode=True), video, **kwargs)
+    assert_same_gaze(graph_ready, eager)
+    n = int(eager["num_gazing_each_frame"].sum())
+    assert torch.equal(graph_ready["gazing_pos"], CASES["stop_k10.gazing_pos"][:, :n])
+
+
+# ---------------------------------------------------------------- the switch
+def test_cuda_graphs_switch(torch_twins):
+    model = load()
+    assert model.gazing_model.cuda_graphs is False and model.gazing_model.static_decode is False
+    model.gazing_model.cuda_graphs = True
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="cuda_graphs=True captures CUDA graphs"):
+            gaze(model, CASES["video"][:, :1], gazing_ratio=0.1)
+    model.gazing_model.cuda_graphs = "yes"
+    with pytest.raises(ValueError, match="True or False"):
+        gaze(model, CASES["video"][:, :1], gazing_ratio=0.1)
+    cache = model.gazing_model  # capture on a CPU cache is refused at the runner too
+    from autogaze_fast.fast.cache import StaticKVCache
+
+    cpu_cache = StaticKVCache(1, 1, 1, 8, 16, torch.float32, "cpu")
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        GraphedDecode(cache.gaze_decoder, cpu_cache, False, capture=True)
+
+
+def test_sampling_runs_the_eager_loop(torch_twins):
+    """Sampling is never captured: with static_decode on, train-mode sampling gives the eager loop's
+    tokens for the same generator."""
+    outs = []
+    for flags in ({}, {"static_decode": True}):
+        model = load(**flags).train()
+        outs.append(gaze(model, CASES["video"][:, :2], gazing_ratio=0.3, generator=torch.Generator().manual_seed(3)))
+    assert_same_gaze(*outs)
+
+
+def test_state_reuse_and_weight_changes(torch_twins):
+    """Non-streaming calls of one shape reuse one state (cache and graphs); a weight update (in place,
+    as an optimiser does) makes a new runner, and the gaze follows the new weights."""
+    model = load(static_decode=True)
+    video, kwargs = CASES["video"][:, :2], dict(gazing_ratio=0.3)
+    gaze(model, video, **kwargs)
+    state = model.gazing_model._reusable_state[1]
+    runner = state.graphs
+    gaze(model, video, **kwargs)
+    assert model.gazing_model._reusable_state[1] is state and state.graphs is runner
+    with torch.no_grad():
+        model.gazing_model.gaze_decoder.lm_head.weight.mul_(-1.0)
+    changed = gaze(model, video, **kwargs)
+    assert state.graphs is not runner
+    eager = load()
+    with torch.no_grad():
+        eager.gazing_model.gaze_decoder.lm_head.weight.mul_(-1.0)
+    assert_same_gaze(changed, gaze(eager, video, **kwargs))
+
+
+def test_bad_stop_lag(torch_twins):
+    model = load(static_decode=True, stop_lag=-1)
+    with pytest.raises(ValueError, match="stop_lag"):
+        gaze(model, CASES["video"][:, :1], gazing_ratio=0.1, task_loss_requirement=0.5)
+    assert generate_frames_graphed.__doc__
