@@ -30,7 +30,7 @@ from train_runs import grpo_args, make_dataset
 from autogaze_fast.train.checkpoint import list_checkpoints
 from autogaze_fast.train.metrics import read_metrics
 
-STEPS = 16
+STEPS = 10
 
 
 def _env() -> dict[str, str]:
