@@ -69,60 +69,80 @@ def _check_frame(frame: Any, index: int, shape: tuple[int, ...] | None) -> np.nd
     return frame
 
 
-def iter_clips(source: Any, clip_frames: int, max_frames: int | None = None) -> Iterator[np.ndarray]:
-    """Yield ``(t, H, W, 3)`` uint8 clips of ``clip_frames`` frames (the last may be shorter).
+def _decode_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
+    """Every frame of a video file as ``(H, W, 3)`` uint8 RGB, decoded one at a time."""
+    from .video import _check_file, _import_av, _open_video
+
+    path = _check_file(path)
+    av = _import_av()
+    count = 0
+    with _open_video(path) as (container, stream):
+        stream.thread_type = "AUTO"
+        decoder = container.decode(stream)
+        while True:
+            try:
+                frame = next(decoder)
+            except StopIteration:
+                break
+            except av.error.FFmpegError as e:
+                raise ValueError(f"{path}: decoding failed after {count} frame(s) ({type(e).__name__}: {e})") from None
+            count += 1
+            yield frame.to_ndarray(format="rgb24")
+    if count == 0:
+        raise ValueError(f"{path} holds no decodable video frames")
+
+
+def iter_frames(source: Any, max_frames: int | None = None) -> Iterator[np.ndarray]:
+    """Yield the ``(H, W, 3)`` uint8 frames of ``source`` one at a time, checked (one size throughout).
 
     Args:
-        source: a video file path (decoded clip by clip, never whole), a ``(T, H, W, 3)`` uint8
-            numpy array or torch tensor (clips are views), or an iterable of ``(H, W, 3)`` uint8
-            frames (consumed lazily: a clip is gathered, yielded, then dropped).
-        clip_frames: frames per clip (>= 1).
+        source: a video file path (decoded frame by frame with PyAV, never whole), a ``(T, H, W, 3)``
+            uint8 numpy array or torch tensor, or an iterable of ``(H, W, 3)`` uint8 frames (consumed
+            lazily).
         max_frames: stop after this many frames (None: the whole source).
     Raises:
         ValueError: frames of the wrong shape or dtype, a size change mid-stream, an empty source.
     """
-    clip_frames = _positive_int(clip_frames, "clip_frames")
     limit = None if max_frames is None else _positive_int(max_frames, "max_frames")
-    emitted = 0
     if isinstance(source, (str, os.PathLike)):
-        from .extract.decode import sample_clips
-
-        clips: Iterable[np.ndarray] = (frames for _, frames in sample_clips(source, None, clip_frames))
-    elif isinstance(source, (np.ndarray, torch.Tensor)) and source.ndim == 4:
-        array = source.detach().cpu().numpy() if isinstance(source, torch.Tensor) else source
-        _check_frame(array[0] if len(array) else np.zeros((0,)), 0, None)
-        clips = (array[s:s + clip_frames] for s in range(0, len(array), clip_frames))
+        frames: Iterable[Any] = _decode_frames(source)
     elif isinstance(source, (np.ndarray, torch.Tensor)):
-        raise ValueError(f"a video array must be (T, H, W, 3) uint8, got shape {tuple(source.shape)}")
+        if source.ndim != 4:
+            raise ValueError(f"a video array must be (T, H, W, 3) uint8, got shape {tuple(source.shape)}")
+        frames = source.detach().cpu().numpy() if isinstance(source, torch.Tensor) else source
     else:
-        clips = _group_frames(source, clip_frames)
-    for clip in clips:
-        if limit is not None and emitted + len(clip) > limit:
-            clip = clip[:limit - emitted]
-        if len(clip):
-            yield clip
-            emitted += len(clip)
-        if limit is not None and emitted >= limit:
-            return
-    if emitted == 0:
+        frames = source
+    shape = None
+    count = 0
+    for frame in frames:
+        if limit is not None and count >= limit:
+            break
+        frame = _check_frame(frame, count, shape)
+        shape = frame.shape
+        count += 1
+        yield frame
+    if count == 0:
         raise ValueError("the video holds no frames")
 
 
-def _group_frames(frames: Iterable[Any], clip_frames: int) -> Iterator[np.ndarray]:
-    shape = None
-    buffer: list[np.ndarray] = []
-    for i, frame in enumerate(frames):
-        frame = _check_frame(frame, i, shape)
-        shape = frame.shape
-        buffer.append(frame)
-        if len(buffer) == clip_frames:
-            clip = np.stack(buffer)
-            buffer.clear()  # drop the frames before the clip is gazed
-            yield clip
-    if buffer:
-        clip = np.stack(buffer)
-        buffer.clear()
-        yield clip
+def iter_clips(source: Any, clip_frames: int, max_frames: int | None = None) -> Iterator[np.ndarray]:
+    """Yield ``(t, H, W, 3)`` uint8 clips of ``clip_frames`` frames (the last may be shorter) from
+    :func:`iter_frames`: each clip is filled frame by frame into one array, so a clip is the most
+    that is ever held (the generator keeps no reference to a clip it has yielded)."""
+    clip_frames = _positive_int(clip_frames, "clip_frames")
+    box: list[np.ndarray] = []
+    filled = 0
+    for frame in iter_frames(source, max_frames):
+        if not box:
+            box.append(np.empty((clip_frames,) + frame.shape, dtype=np.uint8))
+        box[0][filled] = frame
+        del frame
+        filled += 1
+        if filled == clip_frames:
+            filled = 0
+            yield box.pop()
+    if box:
+        yield box.pop()[:filled]
 
 
 # ------------------------------------------------------------------ tiles of a uint8 clip
@@ -135,22 +155,43 @@ class ClipCanvas:
     rescale/normalisation is per pixel, so normalising a tile equals cutting the normalised canvas.
     Works with :class:`AutoGazeImageProcessor` and :class:`~autogaze_fast.siglip_processor.SiglipImageProcessor`
     (both resize uint8 frames with Pillow, then rescale and normalise).
+
+    Build it from a whole clip (``ClipCanvas(frames, grid, processor)``) or frame by frame
+    (``ClipCanvas(None, grid, processor, capacity=16)`` then :meth:`add`): the source frames need
+    not be kept.
     """
 
-    def __init__(self, frames: np.ndarray, grid: TileGrid, processor: Any) -> None:
-        if frames.shape[1:3] != (grid.source_h, grid.source_w):
-            raise ValueError(f"clip frames are {frames.shape[1]}x{frames.shape[2]} but the grid was planned for "
-                             f"{grid.source_h}x{grid.source_w} (H x W)")
+    def __init__(self, frames: np.ndarray | None, grid: TileGrid, processor: Any, capacity: int | None = None) -> None:
         self.grid, self.processor = grid, processor
-        if grid.policy == "pad" or (grid.canvas_h, grid.canvas_w) == (grid.source_h, grid.source_w):
-            self.canvas = frames
-        else:
+        capacity = len(frames) if frames is not None else _positive_int(capacity, "capacity")
+        self._resize = not (grid.policy == "pad" or (grid.canvas_h, grid.canvas_w) == (grid.source_h, grid.source_w))
+        h, w = (grid.canvas_h, grid.canvas_w) if self._resize else (grid.source_h, grid.source_w)
+        self._canvas = np.empty((capacity, h, w, 3), dtype=np.uint8)
+        self.frames = 0
+        for frame in frames if frames is not None else ():
+            self.add(frame)
+
+    def add(self, frame: np.ndarray) -> None:
+        """Put one ``(source_h, source_w, 3)`` uint8 frame onto the canvas."""
+        g = self.grid
+        if frame.shape[:2] != (g.source_h, g.source_w):
+            raise ValueError(f"clip frames are {frame.shape[0]}x{frame.shape[1]} but the grid was planned for "
+                             f"{g.source_h}x{g.source_w} (H x W)")
+        if self.frames == len(self._canvas):
+            raise ValueError(f"the canvas holds {len(self._canvas)} frames; start a new clip")
+        if self._resize:
             from PIL import Image
 
-            self.canvas = np.empty((frames.shape[0], grid.canvas_h, grid.canvas_w, 3), dtype=np.uint8)
-            for i, frame in enumerate(frames):
-                image = Image.fromarray(np.ascontiguousarray(frame))
-                self.canvas[i] = np.asarray(image.resize((grid.canvas_w, grid.canvas_h), resample=processor.resample))
+            image = Image.fromarray(np.ascontiguousarray(frame))
+            self._canvas[self.frames] = np.asarray(image.resize((g.canvas_w, g.canvas_h), resample=self.processor.resample))
+        else:
+            self._canvas[self.frames] = frame
+        self.frames += 1
+
+    @property
+    def canvas(self) -> np.ndarray:
+        """``(t, H_c, W_c, 3)`` uint8 (the source size with ``"pad"``)."""
+        return self._canvas[:self.frames]
 
     def __len__(self) -> int:
         return self.grid.n_tiles
@@ -230,25 +271,42 @@ def gaze_video(
     def gaze(batch: torch.Tensor, ratio) -> dict:
         return model({"video": batch.to(device)}, generate_only=True, **gaze_kwargs)
 
-    for clip in iter_clips(source, clip_frames, max_frames):
-        start_frame = 0 if grid is None else end
-        end = start_frame + len(clip)
+    frames = iter_frames(source, max_frames)
+    end = 0
+    while True:
+        frame = next(frames, None)
+        if frame is None:
+            break
         if grid is None:
-            h, w = clip.shape[1:3]
+            h, w = frame.shape[:2]
             grid = TileGrid.plan(h, w, tile, tiles or "resize", DEFAULT_MAX_TILES if max_tiles is None else max_tiles, patch)
+        # gather one clip: its source frames only if asked for (or untiled), its canvas as uint8
+        kept = np.empty((clip_frames,) + frame.shape, dtype=np.uint8) if keep_frames or tiles is None else None
+        canvas = ClipCanvas(None, grid, processor, capacity=clip_frames) if tiles is not None else None
+        n = 0
+        while frame is not None:
+            if kept is not None:
+                kept[n] = frame
+            if canvas is not None:
+                canvas.add(frame)
+            n += 1
+            frame = next(frames, None) if n < clip_frames else None
+        start_frame, end = end, end + n
+        kept = None if kept is None else kept[:n]
         begin = time.perf_counter()
-        if tiles is None:
-            with torch.inference_mode():
-                out = gaze(processor(clip).pixel_values[None], None)
-            masks = [m.reshape(m.shape[0], m.shape[1], -1) for m in out["gazing_mask"]]
-            info = out
-        else:
-            canvas = ClipCanvas(clip, grid, processor)
-            with torch.inference_mode():
+        with torch.inference_mode():
+            if tiles is None:
+                info = gaze(processor(kept).pixel_values[None], None)
+                masks = list(info["gazing_mask"])
+            else:
                 masks, info = gaze_clip_tiles(gaze, canvas.tiles, grid.n_tiles, grid, tile_batch_size=tile_batch_size)
-            del canvas
+        canvas = None
         seconds = time.perf_counter() - begin
         stitched = grid.stitch([m.cpu() for m in masks])
-        yield ClipGaze(start_frame, end, clip if keep_frames else None, grid.cells(stitched, frame_offset=start_frame),
-                       stitched, info, grid, seconds)
+        masks = None
+        clip = ClipGaze(start_frame, end, kept if keep_frames else None, grid.cells(stitched, frame_offset=start_frame),
+                        stitched, info, grid, seconds)
+        kept = stitched = info = None
+        box = [clip]
         del clip
+        yield box.pop()  # nothing of this clip stays referenced here while the caller works
