@@ -6,8 +6,10 @@ recorded and the next section runs):
 
 1. ``environment``: GPU, driver, CUDA, torch, triton, python (on CPU: the CPU's brand);
 2. ``parity``: fast vs reference vs upstream's fixtures (exact in fp32, TF32 off on CUDA), and on an
-   NVIDIA-shaped clip in fp32 and bf16 (mask IoU vs the fp32 reference);
-3. ``end_to_end``: gaze and gazed SigLIP-B/16 timings with peak memory;
+   NVIDIA-shaped clip in fp32 and bf16, eager and graph-ready decode (mask IoU vs the fp32
+   reference, and for bf16 vs the bf16 reference);
+3. ``end_to_end``: gaze timings (reference, fast eager, fast + CUDA graphs; fp32 and bf16), a
+   1080p clip as 45 anyres tiles in one batch, and gazed SigLIP-B/16, with peak memory;
 4. ``kernels``: each Triton kernel vs the torch op it replaces;
 5. ``pytest``: ``pytest -m gpu`` in a subprocess, with a timeout (log in ``pytest-gpu.log``).
 
@@ -60,18 +62,24 @@ class CheckSizes:
     kernel_repeats: int
     budget_s: float  # the whole check; the pytest timeout is what is left of it
     caps: dict[str, float] = field(default_factory=dict)
+    tiles_frames: int = 0  # high-resolution anyres tiled gaze timing (0: none)
+    tiles_hw: tuple[int, int] = (1080, 1920)
+    tile_batch_size: int = 45
 
 
 PROFILES = {
     "cuda": CheckSizes("cuda", frames=16, siglip_frames=16, siglip_layers=None, decode_context=6000, decode_cache=6144,
                        sparse_frames=16, warmup=2, repeats=10, kernel_repeats=25, budget_s=345,
-                       caps={"environment": 30, "parity": 90, "end_to_end": 110, "kernels": 70, "pytest": 240}),
+                       caps={"environment": 30, "parity": 90, "end_to_end": 130, "kernels": 60, "pytest": 240},
+                       tiles_frames=16, tiles_hw=(1080, 1920), tile_batch_size=45),
     "cpu": CheckSizes("cpu", frames=2, siglip_frames=1, siglip_layers=4, decode_context=1500, decode_cache=1536,
                       sparse_frames=2, warmup=1, repeats=2, kernel_repeats=3, budget_s=110,
-                      caps={"environment": 30, "parity": 120, "end_to_end": 120, "kernels": 60, "pytest": 120}),
+                      caps={"environment": 30, "parity": 120, "end_to_end": 120, "kernels": 60, "pytest": 120},
+                      tiles_frames=1, tiles_hw=(224, 448), tile_batch_size=2),
     "quick": CheckSizes("quick", frames=1, siglip_frames=1, siglip_layers=1, decode_context=500, decode_cache=512,
                         sparse_frames=1, warmup=0, repeats=1, kernel_repeats=1, budget_s=60,
-                        caps={"environment": 30, "parity": 240, "end_to_end": 240, "kernels": 120, "pytest": 120}),
+                        caps={"environment": 30, "parity": 240, "end_to_end": 240, "kernels": 120, "pytest": 120},
+                        tiles_frames=1, tiles_hw=(224, 448), tile_batch_size=2),
 }
 
 

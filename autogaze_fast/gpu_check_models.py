@@ -38,7 +38,9 @@ SIGLIP_TARGETS = {"gazed": 1.2, "gazed~10%": 0.2}
 N_FRAME_TOKENS = 265  # 2² + 4² + 7² + 14² multi-scale tokens per frame
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 #: Fraction of the end-to-end section's cap the gaze timings may use before SigLIP's turn.
-GAZE_SHARE = 0.65
+GAZE_SHARE = 0.55
+#: Fraction of what is then left that the high-resolution tiled gaze may use.
+TILES_SHARE = 0.4
 
 
 def error_text(e: BaseException) -> str:
@@ -225,8 +227,22 @@ def mask_iou(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     return 1.0 if union == 0 else int((x & y).sum()) / union
 
 
+def graph_impl(device: torch.device) -> str:
+    """The graph-ready fast decode this device runs: CUDA graphs on CUDA, the same steps eagerly on CPU."""
+    return "fast+cuda_graphs" if device.type == "cuda" else "fast+static_steps"
+
+
+def set_decode_mode(model, impl: str) -> None:
+    """Switch a fast AutoGaze's decode: ``fast`` (eager loop), ``fast+cuda_graphs`` (captured steps)
+    or ``fast+static_steps`` (the graph-ready steps run eagerly)."""
+    gazing = model.gazing_model
+    gazing.cuda_graphs = impl == "fast+cuda_graphs"
+    gazing.static_decode = impl == "fast+static_steps"
+
+
 def clip_rows(ctx: "CheckContext", rows: list) -> None:
-    """Fast and reference gaze of the NVIDIA-shaped clip in fp32 and bf16 vs the fp32 reference."""
+    """Fast (eager loop and graph-ready decode) and reference gaze of the NVIDIA-shaped clip in fp32
+    and bf16, against the fp32 reference (and, for bf16, the bf16 reference where it runs)."""
     frames = ctx.sizes.frames
     video = nvidia_clip(frames, ctx.device)
     oracle: dict[str, dict] = {}
@@ -235,8 +251,9 @@ def clip_rows(ctx: "CheckContext", rows: list) -> None:
         ctx.check(f"clip oracle {case}")
         oracle[case] = _run_gaze(model, video, dict(kwargs, generate_only=True), stream=False)
     del model
+    half_reference: dict[str, dict] = {}
     for dtype_name in ("fp32", "bf16"):
-        for impl in ("reference", "fast"):
+        for impl in ("reference", "fast", graph_impl(ctx.device)):
             if dtype_name == "fp32" and impl == "reference":
                 for case, out in oracle.items():
                     rows.append(_clip_row("fp32", impl, case, frames, out, oracle[case], note="the oracle"))
@@ -248,7 +265,9 @@ def clip_rows(ctx: "CheckContext", rows: list) -> None:
                 ctx.save()
                 continue
             try:
-                model = gaze_model(impl, ctx.device, DTYPES[dtype_name])
+                model = gaze_model(impl.split("+")[0], ctx.device, DTYPES[dtype_name])
+                if impl.startswith("fast"):
+                    set_decode_mode(model, impl)
             except Exception as e:
                 rows.append({"dtype": dtype_name, "impl": impl, "case": "all", "frames": frames, "error": error_text(e)})
                 ctx.save()
@@ -259,6 +278,12 @@ def clip_rows(ctx: "CheckContext", rows: list) -> None:
                 try:
                     out = _run_gaze(model, video.to(DTYPES[dtype_name]), dict(kwargs, generate_only=True), stream=False)
                     rows.append(_clip_row(dtype_name, impl, case, frames, out, oracle[case]))
+                    if dtype_name != "fp32" and impl == "reference":
+                        half_reference[case] = out
+                    if case in half_reference and impl != "reference":
+                        rows[-1]["mask_iou_vs_same_dtype_reference"] = round(mask_iou(out, half_reference[case]), 6)
+                        rows[-1]["exact_vs_same_dtype_reference"] = not compare_gaze(
+                            out, {k: v for k, v in half_reference[case].items() if k not in SCORE_KEYS})[0]
                 except Exception as e:
                     rows.append({"dtype": dtype_name, "impl": impl, "case": case, "frames": frames, "error": error_text(e)})
                 rows[-1]["seconds"] = round(time.perf_counter() - start, 2)
@@ -288,9 +313,9 @@ def parity(ctx: "CheckContext", results: dict) -> None:
 
 # ----------------------------------------------------------------------------- end-to-end timings
 def _graph_call(model) -> dict | None:
-    """Switch on CUDA-graph decode if the fast model exposes a ``cuda_graphs`` option: the extra
-    call kwargs (``forward(..., cuda_graphs=True)``), or ``{}`` after setting a ``cuda_graphs``
-    attribute of the model or its gazing model; None when there is no such option (yet)."""
+    """Switch on CUDA-graph decode: the extra call kwargs (``forward(..., cuda_graphs=True)``), or
+    ``{}`` after setting a ``cuda_graphs`` attribute of the model or its gazing model (the fast
+    model's switch); None when there is no such option."""
     import inspect
 
     if "cuda_graphs" in inspect.signature(model.forward).parameters:
@@ -311,11 +336,16 @@ def _timed_row(ctx: "CheckContext", fn: Callable[[], Any], row: dict, repeats: i
 
 
 def gaze_timing_rows(ctx: "CheckContext", rows: list) -> None:
-    """Gaze the NVIDIA-shaped clip: reference, fast eager, fast + CUDA graphs (and fast bf16 on CUDA)."""
+    """Gaze the NVIDIA-shaped clip: reference, fast eager, fast + CUDA graphs (fp32; and bf16 on
+    CUDA). ``x_reference``: the reference's time over the row's; ``x_fast_eager``: the eager fast
+    loop's time (same dtype) over the row's (the CUDA graphs' gain)."""
     frames, cuda = ctx.sizes.frames, ctx.device.type == "cuda"
     video = nvidia_clip(frames, ctx.device)
-    plans = [("reference", "fp32"), ("fast", "fp32"), ("fast+cuda_graphs", "fp32")] + ([("fast", "bf16")] if cuda else [])
+    plans = [("reference", "fp32"), ("fast", "fp32"), ("fast+cuda_graphs", "fp32")]
+    if cuda:
+        plans += [("fast", "bf16"), ("fast+cuda_graphs", "bf16")]
     reference_ms: dict[str, float] = {}
+    eager_ms: dict[tuple[str, str], float] = {}
     for impl, dtype_name in plans:
         base_impl = impl.split("+")[0]
         if impl.endswith("+cuda_graphs") and not cuda:
@@ -359,8 +389,12 @@ def gaze_timing_rows(ctx: "CheckContext", rows: list) -> None:
             _timed_row(ctx, run, row)
             if impl == "reference" and "median_ms" in row:
                 reference_ms[case] = row["median_ms"]
+            if impl == "fast" and "median_ms" in row:
+                eager_ms[(case, dtype_name)] = row["median_ms"]
             if "median_ms" in row and case in reference_ms:
                 row["x_reference"] = round(reference_ms[case] / row["median_ms"], 2)
+            if "median_ms" in row and impl.endswith("+cuda_graphs") and (case, dtype_name) in eager_ms:
+                row["x_fast_eager"] = round(eager_ms[(case, dtype_name)] / row["median_ms"], 2)
             rows.append(row)
             ctx.save()
         del model
@@ -440,8 +474,57 @@ def siglip_timing_rows(ctx: "CheckContext", rows: list) -> None:
         free_memory(ctx.device)
 
 
+def random_tiled_video(frames: int, height: int, width: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A normalised (1, T, 3, H, W) clip at source size (what ``tiles='anyres'`` takes), seeded."""
+    g = torch.Generator().manual_seed(2)
+    return (torch.rand(1, frames, 3, height, width, generator=g) * 2 - 1).to(device=device, dtype=dtype)
+
+
+def tiled_timing_rows(ctx: "CheckContext", rows: list) -> None:
+    """Gaze a high-resolution clip as anyres tiles (1080p: 45 tiles on CUDA), one generation batch of
+    ``tile_batch_size`` tiles: fast eager vs the graph-ready decode, fp32 (and bf16 on CUDA)."""
+    sizes, cuda = ctx.sizes, ctx.device.type == "cuda"
+    if not sizes.tiles_frames:
+        return
+    h, w = sizes.tiles_hw
+    plans = [("fast", "fp32"), (graph_impl(ctx.device), "fp32")] + ([("fast", "bf16"), ("fast+cuda_graphs", "bf16")]
+                                                                     if cuda else [])
+    eager_ms: dict[str, float] = {}
+    for impl, dtype_name in plans:
+        ctx.check(f"tiled gaze {impl} {dtype_name}")
+        row: dict[str, Any] = {"workload": f"gaze {sizes.tiles_frames} frames {w}x{h} anyres tiles, ratio 0.75",
+                               "frames": sizes.tiles_frames, "impl": impl, "dtype": dtype_name,
+                               "tile_batch_size": sizes.tile_batch_size}
+        try:
+            model = gaze_model("fast", ctx.device, DTYPES[dtype_name])
+            set_decode_mode(model, impl)
+            video = random_tiled_video(sizes.tiles_frames, h, w, ctx.device, DTYPES[dtype_name])
+
+            def run(model=model, video=video):
+                return model({"video": video}, gazing_ratio=0.75, tiles="anyres", tile_batch_size=sizes.tile_batch_size)
+
+            with torch.inference_mode():
+                out = run()
+            synchronize(ctx.device)
+            row["tiles"] = int(out["num_tiles"])
+            del out
+            _timed_row(ctx, run, row, repeats=max(3, ctx.sizes.repeats // 3))
+            if impl == "fast" and "median_ms" in row:
+                eager_ms[dtype_name] = row["median_ms"]
+            elif "median_ms" in row and dtype_name in eager_ms:
+                row["x_fast_eager"] = round(eager_ms[dtype_name] / row["median_ms"], 2)
+            del model, run, video
+        except SectionTimeout:
+            raise
+        except Exception as e:
+            row["error"] = error_text(e)
+        rows.append(row)
+        ctx.save()
+        free_memory(ctx.device)
+
+
 def end_to_end(ctx: "CheckContext", results: dict) -> None:
-    """Section 3: gaze timings first (the headline), then gazed SigLIP-B/16."""
+    """Section 3: gaze timings first (the headline), then high-resolution tiles, then gazed SigLIP-B/16."""
     results["timer"] = "CUDA events, synchronised per run" if ctx.device.type == "cuda" else "time.perf_counter"
     results["memory"] = ("torch.cuda.max_memory_allocated over the timed runs (peak_mb), allocated before them (base_mb)"
                          if ctx.device.type == "cuda" else "process peak RSS so far (rss_peak_mb)")
@@ -450,8 +533,16 @@ def end_to_end(ctx: "CheckContext", results: dict) -> None:
     ctx.deadline = min(section_deadline, now + GAZE_SHARE * (section_deadline - now))
     try:
         gaze_timing_rows(ctx, results.setdefault("gaze", []))
-    except SectionTimeout as e:  # keep the rest of the cap for SigLIP
+    except SectionTimeout as e:  # keep the rest of the cap for tiles and SigLIP
         results["gaze_stopped"] = f"{e} (the gaze timings' share of the section's cap)"
+    finally:
+        ctx.deadline = section_deadline
+    now = time.perf_counter()
+    ctx.deadline = min(section_deadline, now + TILES_SHARE * (section_deadline - now))
+    try:
+        tiled_timing_rows(ctx, results.setdefault("tiles", []))
+    except SectionTimeout as e:
+        results["tiles_stopped"] = f"{e} (the tiled gaze's share of the section's cap)"
     finally:
         ctx.deadline = section_deadline
     siglip_timing_rows(ctx, results.setdefault("siglip", []))

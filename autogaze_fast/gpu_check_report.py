@@ -69,18 +69,27 @@ def _section_lines(name: str, entry: dict) -> list[str]:
                          r.get("fast_vs_reference"), r.get("fast_max_score_diff"), r.get("tolerance"), r.get("ok"),
                          r.get("error")] for r in res.get("fixtures", [])])
         lines += ["NVIDIA-shaped clip (seeded random weights, synthetic clip), against the fp32 reference:", ""]
-        lines += table(["frames", "case", "dtype", "impl", "gazed tokens", "exact vs fp32 ref", "mask IoU", "note / error"],
+        lines += table(["frames", "case", "dtype", "impl", "gazed tokens", "exact vs fp32 ref", "mask IoU vs fp32 ref",
+                        "mask IoU vs same-dtype ref", "note / error"],
                        [[r.get("frames"), r.get("case"), r.get("dtype"), r.get("impl"), r.get("gazed_tokens"),
                          r.get("exact_vs_fp32_reference"), r.get("mask_iou_vs_fp32_reference"),
-                         r.get("error", r.get("note"))] for r in res.get("clip", [])])
+                         r.get("mask_iou_vs_same_dtype_reference"), r.get("error", r.get("note"))]
+                        for r in res.get("clip", [])])
         return lines
     if name == "end_to_end":
         lines = [f"Timer: {res.get('timer', '')}. Memory (peak MB): {res.get('memory', '')}.", ""]
-        lines += table(["workload", "impl", "dtype", "median ms", "min ms", "n", "peak MB", "gazed tokens", "x reference"],
+        lines += table(["workload", "impl", "dtype", "median ms", "min ms", "n", "peak MB", "gazed tokens", "x reference",
+                        "x fast eager (graphs' gain)"],
                        [[r.get("workload"), r.get("impl"), r.get("dtype"), _time(r), r.get("min_ms"), r.get("n"),
-                         _memory(r), r.get("gazed_tokens"), r.get("x_reference")] for r in res.get("gaze", [])])
+                         _memory(r), r.get("gazed_tokens"), r.get("x_reference"), r.get("x_fast_eager")]
+                        for r in res.get("gaze", [])])
         if res.get("gaze_stopped"):
             lines += [f"Gaze timings stopped early: {res['gaze_stopped']}.", ""]
+        lines += table(["tiled gaze", "tiles", "tile batch", "impl", "dtype", "median ms", "n", "peak MB", "x fast eager"],
+                       [[r.get("workload"), r.get("tiles"), r.get("tile_batch_size"), r.get("impl"), r.get("dtype"),
+                         _time(r), r.get("n"), _memory(r), r.get("x_fast_eager")] for r in res.get("tiles", [])])
+        if res.get("tiles_stopped"):
+            lines += [f"Tiled gaze stopped early: {res['tiles_stopped']}.", ""]
         lines += table(["SigLIP-B/16", "tokens (dense)", "depth", "impl", "dtype", "median ms", "n", "peak MB",
                         "x dense", "target", "met"],
                        [[r.get("workload"), f"{r.get('tokens')} ({r.get('dense_tokens')})", r.get("depth"), r.get("impl"),

@@ -51,6 +51,10 @@ def test_clip_parity_fp32_exact_and_bf16_reported(quick):
     fp32_fast = [r for r in clip if r["dtype"] == "fp32" and r["impl"] == "fast"]
     assert {r["case"] for r in fp32_fast} == {"ratio0.75", "ratio0.75+stop"}
     assert all(r["exact_vs_fp32_reference"] and r["mask_iou_vs_fp32_reference"] == 1.0 for r in fp32_fast)
+    # the graph-ready decode (CUDA graphs on CUDA; its steps run eagerly on CPU) is exact in fp32 too
+    graph_ready = [r for r in clip if r["dtype"] == "fp32" and r["impl"] == "fast+static_steps"]
+    assert len(graph_ready) == 2 and all(r["exact_vs_fp32_reference"] for r in graph_ready), graph_ready
+    assert len([r for r in clip if r["dtype"] == "bf16" and r["impl"] == "fast+static_steps"]) == 2
     bf16_fast = [r for r in clip if r["dtype"] == "bf16" and r["impl"] == "fast"]
     assert len(bf16_fast) == 2
     for r in bf16_fast:  # an agreement figure, or the error text: never a crash
@@ -65,6 +69,10 @@ def test_timings_and_kernel_rows(quick):
     for case in ("ratio0.75", "ratio0.75+stop"):  # same gaze, so the same token count
         assert len({r["gazed_tokens"] for r in timed if r["case"] == case}) == 1
     assert all(r["note"] == "n/a on CPU" for r in e2e["gaze"] if r["impl"] == "fast+cuda_graphs")
+    tiles = e2e["tiles"]  # anyres tiles in one batch (1080p, 45 tiles on CUDA; 224 x 448, 2 tiles here)
+    assert [(r["impl"], r["dtype"]) for r in tiles] == [("fast", "fp32"), ("fast+static_steps", "fp32")]
+    assert all(r["tiles"] == 2 and r["median_ms"] > 0 for r in tiles), tiles
+    assert tiles[1]["x_fast_eager"] > 0
     siglip = e2e["siglip"]
     assert [(r["impl"], r["workload"]) for r in siglip] == [
         (i, w) for i in ("reference", "fast") for w in ("dense224", "gazed", "gazed~10%")]
@@ -89,6 +97,8 @@ def test_markdown_has_the_tables(quick):
         assert f"| dense224 | 196 (196) | 1 layers | {impl} | fp32 |" in md
     for op in ("decode_attention", "sparse_attention", "gathered_patch_embed"):
         assert f"| {op} |" in md
+    assert "| gaze 1 frames 448x224 anyres tiles, ratio 0.75 | 2 | 2 | fast+static_steps | fp32 |" in md
+    assert "x fast eager (graphs' gain)" in md and "mask IoU vs same-dtype ref" in md
     assert "skipped" in md
 
 
