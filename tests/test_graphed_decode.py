@@ -181,3 +181,15 @@ def test_bad_stop_lag(torch_twins):
     with pytest.raises(ValueError, match="stop_lag"):
         gaze(model, CASES["video"][:, :1], gazing_ratio=0.1, task_loss_requirement=0.5)
     assert generate_frames_graphed.__doc__
+
+
+def test_reuse_follows_inference_mode(torch_twins):
+    """A state made under inference_mode is not reused by a call under no_grad (in-place updates of
+    inference tensors are refused there), and the gaze stays the eager loop's."""
+    model = load(static_decode=True)
+    video, kwargs = CASES["video"][:, :1], dict(gazing_ratio=0.2)
+    first = gaze(model, video, **kwargs)
+    with torch.no_grad():
+        second = model({"video": video}, generate_only=True, **kwargs)
+    assert_same_gaze(first, second)
+    assert not model.gazing_model._reusable_state[1].cache.keys.is_inference()

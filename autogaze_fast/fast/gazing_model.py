@@ -82,7 +82,8 @@ class FastGazingModel(GazingModel):
             dec = cfg.decoder
             per_frame = tokens.shape[2] + max(budgets)
             capacity = (frames if not use_cache else max(frames, cfg.max_num_frames)) * per_frame + dec.num_multi_token_pred
-            key = (b, capacity, tokens.dtype, tokens.device)
+            # (inference tensors cannot be updated in place outside inference mode, nor the reverse)
+            key = (b, capacity, tokens.dtype, tokens.device, torch.is_inference_mode_enabled())
             if graph_ready and not use_cache and self._reusable_state is not None and self._reusable_state[0] == key:
                 state = self._reusable_state[1]  # its cache and graphs serve this call again
                 state.reset()

@@ -86,6 +86,7 @@ class GraphedDecode:
         self.requirement = torch.zeros(b, dtype=torch.float32, device=device) if with_requirement else None
         self.start = torch.zeros(1, dtype=torch.long, device=device)  # cache slot of the next step's first token
         self.keys_ptr = cache.keys.data_ptr()
+        self.inference = torch.is_inference_mode_enabled()
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.pool = None
 
@@ -93,7 +94,7 @@ class GraphedDecode:
         """Whether this object (its buffers, graphs) can serve a call with these arguments."""
         return (decoder is self.decoder and cache is self.cache and cache.keys.data_ptr() == self.keys_ptr
                 and (self.requirement is not None) == with_requirement and capture == self.capture
-                and weights_key(decoder) == self.key)
+                and weights_key(decoder) == self.key and torch.is_inference_mode_enabled() == self.inference)
 
     # ------------------------------------------------------------------ the step
     def begin_frame(self, prompt_tail: torch.Tensor, requirement: torch.Tensor | None) -> None:

@@ -25,6 +25,7 @@ SIGLIP_LOAD = "tests/test_siglip_loading.py"
 PROCESSOR = "tests/test_processor.py"
 STOP_RULE = "tests/test_stop_rule.py"
 ANYRES = "tests/test_anyres_stitching.py"
+GRAPHED = "tests/test_graphed_decode.py"
 
 GAZE_TESTS = [FIXTURE_PARITY, PERTURBED, SAMPLING, FAST_GAZE]
 
@@ -279,6 +280,18 @@ MUTANTS: list[Mutant] = [
     Mutant("fast-budget", "model: stop rule", "autogaze_fast/fast/generation.py",
            "slots = min(k, budgets[t] - generated)", "slots = min(k, budgets[t] - generated + 1)",
            "fast loop overshoots the frame's token budget by one per step", GAZE_TESTS),
+    Mutant("graphed-rewind", "model: graph-ready decode", "autogaze_fast/fast/graphed.py",
+           "cache.length = frame_start + k * last", "cache.length = frame_start + k * (last + 1)",
+           "graph-ready decode keeps one speculative step's keys past the stop", [GRAPHED]),
+    Mutant("graphed-stop-flag", "model: graph-ready decode", "autogaze_fast/fast/graphed.py",
+           "self.unfinished.logical_and_(~meets.any(dim=1))", "self.unfinished.logical_and_(~meets.all(dim=1))",
+           "graph-ready stop test finishes a row only when every slot meets the requirement", [GRAPHED]),
+    Mutant("graphed-pick-dup", "model: graph-ready decode", "autogaze_fast/fast/graphed.py",
+           "            taken.scatter_(1, token[:, None], True)", "            pass",
+           "graph-ready greedy pick lets a later slot take an earlier slot's token", [GRAPHED]),
+    Mutant("graphed-used", "model: graph-ready decode", "autogaze_fast/fast/graphed.py",
+           "self.used.scatter_(1, tokens, True)", "self.used.scatter_(1, tokens[:, :1], True)",
+           "graph-ready step forgets all but the first slot's tokens when masking used tokens", [GRAPHED]),
     Mutant("ref-stop-first-slot", "model: stop rule", "reference/generation.py",
            "if first and meets.shape[1]:", "if False and meets.shape[1]:",
            "reference stop rule lets slot 0 of a frame's first step meet the requirement",
