@@ -412,3 +412,33 @@ def test_lengths_and_split_sized_arguments_never_specialise():
     assert {"lq", "split_len", "stride_lb", "stride_lh", "stride_lm"} <= unspecialised(da._decode_attn_split_kernel)
     assert {"num_splits", "lq", "stride_lb", "stride_lh", "stride_lm"} <= unspecialised(da._decode_attn_combine_kernel)
     assert "LENS" in da._decode_attn_split_kernel.arg_names and "cache_len" not in da._decode_attn_split_kernel.arg_names
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_graph_replays_follow_device_lengths(dtype):
+    """One CUDA graph of a 10-token step (lengths on the device, a 2,048-key bucket plan) replayed
+    at several cache lengths gives bit for bit the eager launch with those lengths as ints."""
+    q, k, v, kv, _, _ = make_case(10, 2000, 64, 8, 2, dtype, seed=11, slack=48)
+    start = torch.zeros(1, dtype=torch.long, device="cuda")
+    end = start + 10
+
+    def step():
+        return decode_attention(q, k, v, kv, start + 10, start, kv_bucket=2048)
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        step()  # warm-up: JIT
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = step()
+    del end
+    for q_start in (0, 90, 700, 1500, 2038):
+        start.fill_(q_start)
+        graph.replay()
+        want = decode_attention(q, k, v, kv, q_start + 10, q_start, kv_bucket=2048)
+        assert torch.equal(out, want), q_start
+        torch.testing.assert_close(out.double(), naive_attention(q, k, v, kv, q_start + 10, q_start),
+                                   atol=ATOL[dtype], rtol=0)

@@ -193,3 +193,46 @@ def test_reuse_follows_inference_mode(torch_twins):
         second = model({"video": video}, generate_only=True, **kwargs)
     assert_same_gaze(first, second)
     assert not model.gazing_model._reusable_state[1].cache.keys.is_inference()
+
+
+# ---------------------------------------------------------------- on CUDA: the captured graphs themselves
+@pytest.fixture
+def exact_cuda():
+    """TF32 off (cuDNN convs, matmuls) for exact fp32 comparisons, restored afterwards."""
+    flags = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", ["ratio_k10", "stop_k10", "stop_k1", "batch2_k10"])
+def test_cuda_graphs_equal_eager_and_upstream(exact_cuda, case):
+    name, ratio = STOP.get(case, ("tiny_k10", 0.75))
+    video = torch.cat([CASES["video"], CASES["video"].flip(-1)]) if case.startswith("batch2") else CASES["video"]
+    kwargs = dict(gazing_ratio=ratio)
+    if case in STOP:
+        kwargs["task_loss_requirement"] = META[f"{case}_task_loss_requirement"]
+    eager = gaze(load(name).cuda(), video.cuda(), **kwargs)
+    model = load(name, cuda_graphs=True).cuda()
+    outs = [gaze(model, video.cuda(), **kwargs) for _ in range(2)]  # capture, then replays only
+    runner = model.gazing_model._reusable_state[1].graphs
+    assert runner.capture and runner.graphs, "no CUDA graph was captured"
+    for out in outs:
+        assert_same_gaze(out, eager)
+        assert torch.equal(out["gazing_pos"].cpu(), CASES[f"{case}.gazing_pos"])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_cuda_graphs_half_precision(dtype):
+    """Half-precision weights and KV cache (fp32 softmax statistics): graphs give the eager loop's
+    gaze in the same dtype (same kernels, same split plan), and agree with fp32."""
+    video = CASES["video"].cuda()
+    kwargs = dict(gazing_ratio=0.5, task_loss_requirement=META["stop_k10_task_loss_requirement"])
+    eager = gaze(load().to("cuda", dtype), video.to(dtype), **kwargs)
+    graphs = gaze(load(cuda_graphs=True).to("cuda", dtype), video.to(dtype), **kwargs)
+    fp32 = gaze(load().cuda(), video, **kwargs)
+    assert_same_gaze(graphs, eager)
+    union = torch.cat([m.flatten() for m in fp32["gazing_mask"]]) + torch.cat([m.flatten() for m in graphs["gazing_mask"]])
+    assert float((union == 2).sum() / (union > 0).sum()) >= 0.9
