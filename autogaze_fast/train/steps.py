@@ -61,6 +61,10 @@ autocast=None) -> StepResult``
     greedy). It may be wrapped in DDP: the rollout runs on the wrapped module, the teacher-forced pass
     through the wrapper so gradients are reduced.
 
+``sample_rollout(gaze_model, video, *, temperature=1.0, generator=None, gazing_ratio=None,
+task_loss_requirement=None, target_scales=None, target_patch_size=None) -> Rollout``
+    Step 1 of :func:`grpo_step` on its own (``video`` already holds the G copies).
+
 ``autocast``: bf16 autocast of the teacher-forced pass and the task on CUDA, as upstream; ``None``
 means on when the model is on CUDA. It does nothing on CPU.
 """
@@ -77,7 +81,7 @@ from torch import nn
 
 from .algorithms import grpo_loss, ntp_loss, repeat_for_group, task_loss_head_loss
 
-__all__ = ["TrainBatch", "Rollout", "StepResult", "ntp_step", "grpo_step"]
+__all__ = ["TrainBatch", "Rollout", "StepResult", "ntp_step", "grpo_step", "sample_rollout"]
 
 _GAZE_KEYS = ("gazing_pos", "if_padded_gazing", "num_gazing_each_frame")
 
