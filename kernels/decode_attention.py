@@ -25,6 +25,9 @@ split is empty), in the output dtype; with one split the split kernel writes the
 and the combine kernel is skipped. The number of splits targets
 two waves of programs over the GPU's SMs: a 10-token step over a 6,000-token context gets dozens
 of splits, a long prefill (many query tiles of 32–64 rows) gets one, i.e. plain flash attention.
+CUDA-graph decode: ``q_start`` / ``cache_len`` may be device tensors (the kernel reads them from
+``LENS``) and ``kv_bucket`` sizes the plan for a bucket of lengths (splits past ``cache_len`` are
+empty), so one captured launch serves every step whose keys end inside the bucket.
 The head dim is padded to a power of two ``BLOCK_D >= 32`` (32, 64, 128; D up to 128): loads are
 masked along it only when ``D < BLOCK_D`` (e.g. 72 → 128). Tiles are 16 query rows (decode) or
 32–64 (prefill) by 32–64 keys, chosen so that no configuration spills on sm_75…sm_120
