@@ -39,6 +39,10 @@ backward is deterministic. :func:`sparse_attention` is the autograd-aware launch
 query chunk attending only its key span (O(N·chunk) memory) through torch's fused
 ``scaled_dot_product_attention`` with the chunk's boolean mask when no gradient is needed, or in
 fp32 by hand (keeping the lse) when one is; its backward recomputes probabilities chunk by chunk.
+The twin is the kernels' oracle (``backend="torch"``). Training on plain CPU (``backend="auto"``
+with a gradient) runs :class:`CpuFlashSparseAttention` instead: the same spans through torch's
+fused CPU flash attention and its fused backward, per frame on the gazed layout (no mask where a
+span holds no pad), ~10x faster than the twin's hand-written fp32 chunks.
 """
 
 from __future__ import annotations
@@ -712,6 +716,87 @@ def _bwd_torch(q, k, v, out, lse, dout, frame_ids, pad, attn_type: int, scale: f
 
 
 # ----------------------------------------------------------------------------------------------
+# CPU training path: torch's fused CPU flash attention (forward with lse, and its backward) over
+# the twin's spans. Chosen by backend="auto" on plain CPU when a gradient is needed; the twin
+# (backend="torch") stays the oracle of the kernel tests.
+# ----------------------------------------------------------------------------------------------
+_CPU_FLASH_BACKWARD = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
+
+
+def _cpu_flash_usable(q: torch.Tensor) -> bool:
+    """True when torch's CPU flash attention (forward with lse and backward) can serve ``q``'s call."""
+    return q.device.type == "cpu" and _CPU_FLASH_WITH_LSE is not None and _CPU_FLASH_BACKWARD is not None
+
+
+def _flash_spans(frame_ids, pad, attn_type: int, chunk: int = _TWIN_CHUNK) -> list[tuple[int, int, int, int, bool]]:
+    """(q0, q1, k0, k1, masked) per query span: per frame on the gazed layout (:func:`_frame_spans`,
+    ``masked`` only where the key span holds a pad), else the twin's chunks (always ``masked``)."""
+    spans = _frame_spans(frame_ids, attn_type)
+    if spans is None:
+        return [(*s, True) for s in _twin_chunks(frame_ids, pad, attn_type, chunk)]
+    pads_before = torch.cat([pad.new_zeros(1, dtype=torch.long), pad.any(0).long().cumsum(0)]).tolist()
+    return [(q0, q1, k0, k1, pads_before[k1] > pads_before[k0]) for q0, q1, k0, k1 in spans]
+
+
+def _span_bias(q, frame_ids, pad, attn_type: int, span) -> torch.Tensor | None:
+    """Additive mask (B, 1, q1 - q0, k1 - k0) in q's dtype (0 allowed, -inf not) of one span, or None
+    when the span needs none (every pair allowed)."""
+    q0, q1, k0, k1, masked = span
+    if not masked:
+        return None
+    idx = torch.arange(q.shape[2], device=q.device)
+    ok = _allowed_torch(attn_type, idx[q0:q1], idx[k0:k1], frame_ids[:, q0:q1], frame_ids[:, k0:k1], pad[:, k0:k1])
+    if bool(ok.all()):
+        return None
+    return torch.zeros(ok.shape, dtype=q.dtype, device=q.device).masked_fill_(~ok, float("-inf"))[:, None]
+
+
+class CpuFlashSparseAttention(torch.autograd.Function):
+    """Sparse attention on CPU for training: one fused flash-attention call per span (queries
+    ``[q0, q1)`` against keys ``[k0, k1)``, masked only where the span needs it), keeping each span's
+    lse; the backward calls torch's fused flash backward per span and adds the key/value gradients
+    of overlapping key spans. Same math as the twin (only the summation order differs), several
+    times faster; every query's own key lies inside its span, so no row is fully masked."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, frame_ids, pad, attn_type: int, scale: float):
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+        spans = _flash_spans(frame_ids, pad, attn_type)
+        out = torch.empty_like(q)
+        lse = torch.empty(q.shape[:3], dtype=torch.float32, device=q.device)
+        for span in spans:
+            q0, q1, k0, k1, _ = span
+            o, l = _CPU_FLASH_WITH_LSE(q[:, :, q0:q1], k[:, :, k0:k1], v[:, :, k0:k1],
+                                       attn_mask=_span_bias(q, frame_ids, pad, attn_type, span), scale=scale)
+            out[:, :, q0:q1] = o
+            lse[:, :, q0:q1] = l
+        ctx.save_for_backward(q, k, v, out, lse, frame_ids, pad)
+        ctx.meta = (attn_type, scale, spans)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dout):
+        q, k, v, out, lse, frame_ids, pad = ctx.saved_tensors
+        attn_type, scale, spans = ctx.meta
+        dout = dout.to(q.dtype).contiguous()
+        dq = torch.empty_like(q)
+        acc = torch.float32 if q.dtype != torch.float32 else q.dtype
+        dk = torch.zeros(k.shape, dtype=acc, device=k.device)
+        dv = torch.zeros(v.shape, dtype=acc, device=v.device)
+        for span in spans:
+            q0, q1, k0, k1, _ = span
+            g_q, g_k, g_v = _CPU_FLASH_BACKWARD(
+                dout[:, :, q0:q1], q[:, :, q0:q1], k[:, :, k0:k1], v[:, :, k0:k1], out[:, :, q0:q1],
+                lse[:, :, q0:q1].contiguous(), 0.0, False,
+                attn_mask=_span_bias(q, frame_ids, pad, attn_type, span), scale=scale)
+            dq[:, :, q0:q1] = g_q
+            dk[:, :, k0:k1] += g_k
+            dv[:, :, k0:k1] += g_v
+        return dq, dk.to(k.dtype), dv.to(v.dtype), None, None, None, None
+
+
+# ----------------------------------------------------------------------------------------------
 # Public API
 # ----------------------------------------------------------------------------------------------
 
@@ -790,6 +875,9 @@ def sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, frame_id
     if q.shape[2] == 0:
         return torch.empty_like(q)
     triton_path = use_triton(q, backend=backend)
+    if (not triton_path and backend == "auto" and _cpu_flash_usable(q) and torch.is_grad_enabled()
+            and (q.requires_grad or k.requires_grad or v.requires_grad)):
+        return CpuFlashSparseAttention.apply(q, k, v, frame_ids, pad, t, scale)
     return SparseAttentionFunction.apply(q, k, v, frame_ids, pad, t, scale, triton_path)
 
 

@@ -67,6 +67,44 @@ def test_teacher_forced_batch2_every_position_and_gradient_match_reference(torch
         torch.testing.assert_close(p_fast.grad, p_ref.grad, atol=1e-5, rtol=1e-4, msg=lambda m: f"{name}: {m}")
 
 
+def test_teacher_forced_group_copies_share_the_vision_stem(torch_twins):
+    """GRPO's group copies (rows that are the same clip, gazed differently): the fast pass runs the
+    vision stem once per distinct clip and still equals the reference, scores and gradients."""
+    from autogaze_fast.fast.teacher_forced import distinct_clips
+
+    ref, fast = load("reference"), load("fast")
+    clips = torch.cat([CASES["video"], CASES["video"].flip(-1)])
+    video = torch.cat([clips, clips])  # copy-major, as repeat_for_group makes them
+    first, inverse = distinct_clips(video)
+    assert first.tolist() == [0, 1] and inverse.tolist() == [0, 1, 0, 1]
+    info = {k: CASES["batch2_k10." + k] for k in ("gazing_pos", "if_padded_gazing", "num_gazing_each_frame")}
+    info = {"gazing_pos": torch.cat([info["gazing_pos"], info["gazing_pos"].flip(0)]),
+            "if_padded_gazing": torch.cat([info["if_padded_gazing"], info["if_padded_gazing"].flip(0)]).bool(),
+            "num_gazing_each_frame": info["num_gazing_each_frame"]}
+    weights = torch.rand(info["gazing_pos"].shape, generator=torch.Generator().manual_seed(1))
+    outs = []
+    for model in (ref, fast):
+        out = model({"video": video}, gazing_info=info)
+        (-(out["log_action_probs"] * weights).sum() + (out["task_loss_prediction"] * weights).sum()).backward()
+        outs.append(out)
+    for key in ("log_action_probs", "task_loss_prediction"):
+        torch.testing.assert_close(outs[1][key], outs[0][key], atol=1e-5, rtol=1e-5, msg=lambda m: f"{key}: {m}")
+    for (name, p_ref), (_, p_fast) in zip(ref.named_parameters(), fast.named_parameters()):
+        torch.testing.assert_close(p_fast.grad, p_ref.grad, atol=1e-5, rtol=1e-4, msg=lambda m: f"{name}: {m}")
+
+
+def test_distinct_clips_compares_rows_exactly():
+    from autogaze_fast.fast.teacher_forced import distinct_clips
+
+    video = torch.randn(3, 2, 3, 64, 64)  # 24,576 values a row: the strided sample takes every 6th
+    assert distinct_clips(video) is None and distinct_clips(video[:1]) is None
+    near = video[0].clone()
+    near[-1, -1, -1, -1] += 1e-6  # differs in one value the strided sample skips
+    nan = torch.full_like(video[0], float("nan"))
+    first, inverse = distinct_clips(torch.stack([video[0], near, video[0], nan, nan]))
+    assert first.tolist() == [0, 1, 3, 4] and inverse.tolist() == [0, 1, 0, 2, 3]
+
+
 def test_fast_streaming_state_is_its_own(torch_twins):
     ref, fast = load("reference"), load("fast")
     first = ref({"video": CASES["video"][:, :1]}, gazing_ratio=0.1, generate_only=True, use_cache=True)

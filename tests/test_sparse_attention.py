@@ -304,3 +304,69 @@ def test_inference_frame_spans_with_cross_half_merge(dtype, n_frames):
         out, lse = _fwd_torch(q, k, v, frame, pad, ATTN_TYPES[attn_type], D ** -0.5, need_lse=False)
         assert lse is None and out.dtype == dtype
         torch.testing.assert_close(out.double(), ref, atol=TOL[dtype], rtol=TOL[dtype], msg=attn_type)
+
+
+def _cpu_flash_grads(q, k, v, frame, pad, attn_type, dout, scale=None):
+    """Output and (dq, dk, dv) of the CPU training path (backend="auto" on plain CPU, with grad)."""
+    leaves = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+    out = sparse_attention(*leaves, frame, pad, attn_type, scale)
+    assert out.grad_fn is not None and "CpuFlash" in type(out.grad_fn).__name__
+    out.backward(dout)
+    return out, [t.grad for t in leaves]
+
+
+@pytest.mark.parametrize("attn_type", TYPES)
+@pytest.mark.parametrize("layout", ["gazed", "gazed_with_pads", "per_row_frames"])
+def test_cpu_training_path_matches_dense_oracle_and_twin(torch_twins, attn_type, layout):
+    """backend="auto" on plain CPU under autograd runs torch's fused flash attention per span
+    (per frame on the gazed layout, masked only where a span holds pads; the twin's chunks
+    otherwise): output and gradients equal the float64 oracle and the twin (backend="torch")."""
+    B, H, D, n_frames = 2, 2, 16, 5
+    if layout == "per_row_frames":  # frames differ per batch row, pads, an all-pad row: the twin's chunks
+        q, k, v, frame, pad = make_inputs(B, H, 53, D, torch.float32, seed=41, n_frames=n_frames, all_pad_row=True)
+    else:
+        sizes = torch.tensor([1, 9, 12, 7, 11])  # a cls-like one-token frame first, unequal frames
+        N = int(sizes.sum())
+        q, k, v, _, _ = make_inputs(B, H, N, D, torch.float32, seed=42)
+        frame = torch.repeat_interleave(torch.arange(n_frames), sizes).to(torch.int32)[None].expand(B, N)
+        pad = torch.zeros(B, N, dtype=torch.bool)
+        if layout == "gazed_with_pads":
+            pad[0, 12:15] = True  # frame 2 of row 0 only
+            pad[1, 30:40] = True  # frame 3 and frame 4 of row 1
+    dout = torch.randn(q.shape, generator=torch.Generator().manual_seed(43))
+    out, grads = _cpu_flash_grads(q, k, v, frame, pad, attn_type, dout)
+    q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
+    ref = naive_attention(q64, k64, v64, frame, pad, attn_type)
+    ref.backward(dout.double())
+    torch.testing.assert_close(out.double(), ref.detach(), atol=2e-5, rtol=2e-5)
+    leaves = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+    twin = sparse_attention(*leaves, frame, pad, attn_type, backend="torch")
+    twin.backward(dout)
+    torch.testing.assert_close(out, twin, atol=2e-6, rtol=2e-5)
+    for name, got, want, twin_grad in zip(("dq", "dk", "dv"), grads, (q64.grad, k64.grad, v64.grad), leaves):
+        torch.testing.assert_close(got.double(), want, atol=5e-5, rtol=5e-5, msg=name)
+        torch.testing.assert_close(got, twin_grad.grad, atol=5e-6, rtol=5e-5, msg=f"{name} vs twin")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_cpu_training_path_half_precision(torch_twins, dtype):
+    """Half-precision inputs: outputs and gradients keep the dtype and stay close to the fp32 twin."""
+    B, H, N, D = 2, 2, 40, 32
+    q, k, v, frame, pad = make_inputs(B, H, N, D, torch.float32, seed=51)
+    dout = torch.randn(B, H, N, D, generator=torch.Generator().manual_seed(52))
+    out, grads = _cpu_flash_grads(*(t.to(dtype) for t in (q, k, v)), frame, pad, "block_causal", dout.to(dtype))
+    leaves = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+    sparse_attention(*leaves, frame, pad, "block_causal", backend="torch").backward(dout)
+    assert out.dtype == dtype and all(g.dtype == dtype for g in grads)
+    for got, want in zip(grads, leaves):
+        torch.testing.assert_close(got.float(), want.grad, atol=6e-2, rtol=6e-2)
+
+
+def test_cpu_training_path_only_with_grad_on_plain_cpu(torch_twins):
+    """Without grad the CPU call stays on the twin's inference path; backend="torch" always runs the twin."""
+    q, k, v, frame, pad = make_inputs(1, 2, 20, 16, torch.float32, seed=61)
+    with torch.no_grad():
+        assert sparse_attention(q, k, v, frame, pad).grad_fn is None
+    q.requires_grad_()
+    out = sparse_attention(q, k, v, frame, pad, backend="torch")
+    assert type(out.grad_fn).__name__ == "SparseAttentionFunctionBackward"

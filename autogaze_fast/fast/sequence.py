@@ -10,9 +10,10 @@ autograd, so the backward never redoes the forward. RoPE and attention form one 
 (:class:`RopeAttention`) so that the backward hands the stacked q/k/v projection its gradient in
 one buffer.
 
-Scoring needs the final hidden state of only about half of the positions (the last vision token and
-the gaze tokens of each frame), so the last layer runs its attention output projection, MLP and the
-final norm on those ``rows`` only (its keys and values are still computed for every position).
+Scoring needs the final hidden state of only a few positions (about one gaze token in ``K`` of each
+frame, and the last vision token), so the last layer runs its attention output projection, MLP and
+the final norm on those ``rows`` only (its keys and values are still computed for every position);
+on plain CPU its attention too runs for those rows' queries alone (:func:`rows_attention`).
 """
 
 from __future__ import annotations
@@ -106,6 +107,35 @@ class RopeAttention(torch.autograd.Function):
         return dqkv, None, None, None, None, None
 
 
+def rows_attention(qkv: torch.Tensor, rope: RopeTables, key_valid: torch.Tensor, rows: torch.Tensor, heads: int,
+                   kv_heads: int) -> torch.Tensor | None:
+    """The attention of the queries at ``rows`` only (plain autograd; the CPU path of the last layer).
+
+    Scoring reads about one position in ``K`` of the last layer (:mod:`.teacher_forced`), so its
+    queries are rotated and attend for those rows alone: torch's fused attention under a (B, 1, R, L)
+    boolean map (``j <= row`` and ``key_valid[b, j]``) instead of a causal pass over all L queries.
+
+    Args:
+        qkv: (B, L, H + 2·Hkv, D) the stacked projection; rope: the tables of all L positions;
+            key_valid: (B, L) bool; rows: (R,) long positions.
+    Returns:
+        (B, R, H, D), or None when a row has no key to attend (the caller then takes the full pass,
+        which gives such rows zeros).
+    """
+    n = qkv.shape[1]
+    allowed = (torch.arange(n, device=qkv.device)[None, :] <= rows[:, None])[None] & key_valid[:, None, :]
+    if not bool(allowed.any(-1).all()):
+        return None
+    x = qkv.transpose(1, 2)  # (B, H + 2·Hkv, L, D)
+    hk = heads + kv_heads
+    k = rope.rotate(x[:, heads:hk])
+    q = x[:, :heads, rows]
+    q = q * rope.cos[:, :, rows] + torch.roll(q, rope.half, dims=-1) * rope.sin_signed[:, :, rows]
+    out = F.scaled_dot_product_attention(q, k, x[:, hk:], attn_mask=allowed[:, None], scale=x.shape[-1] ** -0.5,
+                                         enable_gqa=heads != kv_heads)
+    return out.transpose(1, 2)
+
+
 def sequence_hidden_states(decoder: GazeDecoder, embeds: torch.Tensor, position_ids: torch.Tensor,
                            mask: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
     """Final-norm hidden states of a whole interleaved sequence, differentiable.
@@ -126,9 +156,13 @@ def sequence_hidden_states(decoder: GazeDecoder, embeds: torch.Tensor, position_
     x = embeds
     for i, w in enumerate(weights):
         qkv = (rms_norm(x, w.input_norm, eps) @ w.qkv).view(b, n, h + 2 * hkv, d)
-        attn = RopeAttention.apply(qkv, rope.cos, rope.sin_signed, key_valid, h, hkv)  # (B, L, H, D)
-        if rows is not None and i == len(weights) - 1:  # last layer: only the wanted positions go on
-            x, attn = x[:, rows], attn[:, rows]
+        last = rows is not None and i == len(weights) - 1  # last layer: only the wanted positions go on
+        attn = rows_attention(qkv, rope, key_valid, rows, h, hkv) if last and not use_triton(qkv) else None
+        if attn is None:
+            attn = RopeAttention.apply(qkv, rope.cos, rope.sin_signed, key_valid, h, hkv)  # (B, L, H, D)
+            attn = attn[:, rows] if last else attn
+        if last:
+            x = x[:, rows]
         x = x + attn.reshape(b, x.shape[1], h * d) @ w.o
         gate, up = (rms_norm(x, w.post_norm, eps) @ w.gate_up).chunk(2, dim=-1)
         x = x + (F.silu(gate) * up) @ w.down

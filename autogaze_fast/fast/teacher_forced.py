@@ -8,6 +8,8 @@
   the decoder returns only the positions that are read (:func:`~.sequence.sequence_hidden_states`
   with ``rows``) and each gaze token's logits come from its own head's (V, C) slice: positions
   grouped by head, one GEMM per head.
+- GRPO scores G copies of each clip: rows that hold the same frames (:func:`distinct_clips`) share
+  one run of the vision stem, whose tokens are then indexed out per row (their gradients summed).
 Only the order of floating-point sums differs from the reference (gradients agree to ~1e-6).
 """
 
@@ -18,6 +20,33 @@ import torch
 from ..reference.gazing_model import GazingModel, gaze_token_ids
 from ..reference.stem import frame_tokens
 from .sequence import sequence_hidden_states
+
+
+def distinct_clips(video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Rows of ``video`` (B, ...) that are exact copies of earlier ones (GRPO's group copies of a clip).
+
+    Returns:
+        ``(first, inverse)`` — (U,) the first row of each distinct clip and (B,) the distinct clip of
+        each row, so ``video[first][inverse]`` equals ``video`` — or None when all rows differ.
+    Rows are compared exactly (a strided sample first, then the whole row), so NaN rows never match.
+    """
+    b = video.shape[0]
+    if b < 2:
+        return None
+    flat = video.reshape(b, -1)
+    probe = flat[:, ::max(1, flat.shape[1] // 4096)]
+    first: list[int] = []
+    inverse: list[int] = []
+    for i in range(b):
+        match = next((u for u, r in enumerate(first) if torch.equal(probe[i], probe[r]) and torch.equal(flat[i], flat[r])),
+                     None)
+        if match is None:
+            match = len(first)
+            first.append(i)
+        inverse.append(match)
+    if len(first) == b:
+        return None
+    return (torch.tensor(first, device=video.device), torch.tensor(inverse, device=video.device))
 
 
 def per_slot_logits(hidden: torch.Tensor, weight: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
@@ -67,7 +96,12 @@ def teacher_forced(model: GazingModel, video: torch.Tensor, gazing_pos: torch.Te
     cfg = model.config
     decoder = model.gaze_decoder
     k, vocab, eos = cfg.decoder.num_multi_token_pred, cfg.decoder.vocab_size, cfg.decoder.eos_token_id
-    tokens, _ = frame_tokens(model.vision_model, model.connector, video, cfg)  # (B, T, N, C)
+    copies = distinct_clips(video)
+    if copies is None:
+        tokens, _ = frame_tokens(model.vision_model, model.connector, video, cfg)  # (B, T, N, C)
+    else:  # GRPO group copies share their frames: run the vision stem once per distinct clip
+        first, inverse = copies
+        tokens = frame_tokens(model.vision_model, model.connector, video[first], cfg)[0][inverse]
     b, frames, n_vision, c = tokens.shape
     ids_per_frame = gaze_token_ids(cfg, gazing_pos, if_padded_gazing, num_gazing_each_frame, frames)
     ids = torch.cat(ids_per_frame, dim=1)  # (B, M)
