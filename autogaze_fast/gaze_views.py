@@ -4,7 +4,8 @@
 
 Both work from gazed cells as boxes in source pixels: a tiled gaze reports them itself
 (``out["cells"]``); an untiled gaze's masks are turned into boxes through the one-tile
-``"resize"`` plan (the squash the model applies).
+``"resize"`` plan (the squash the model applies). :func:`stream_views` runs the command clip by
+clip (:func:`autogaze_fast.streaming.gaze_video`), writing each clip's pictures as it is done.
 """
 
 from __future__ import annotations
@@ -15,12 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .tiling import TileGrid
-
-PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg")
-
 
 @dataclass(frozen=True)
 class SourceCells:
@@ -46,17 +43,6 @@ class SourceCells:
         return np.bincount(self.frame, minlength=num_frames).tolist()
 
 
-def _concat(parts: list, frame_offsets: list[int], scales: list[int], tokens_per_frame: int) -> SourceCells:
-    frame = [p.frame.numpy() + off for p, off in zip(parts, frame_offsets)]
-    return SourceCells(
-        frame=np.concatenate(frame).astype(np.int64) if frame else np.zeros(0, np.int64),
-        scale=np.concatenate([p.scale.numpy() for p in parts]).astype(np.int64) if parts else np.zeros(0, np.int64),
-        box=np.concatenate([p.box.numpy() for p in parts]).astype(np.float32) if parts else np.zeros((0, 4), np.float32),
-        scales=list(scales),
-        tokens_per_frame=tokens_per_frame,
-    )
-
-
 def plan_tiles(model, height: int, width: int, policy: str, max_tiles: int | None) -> TileGrid:
     """The model's tile plan for ``height × width`` frames (tiles of its largest scale)."""
     from .tiled_gaze import tile_layout
@@ -64,28 +50,6 @@ def plan_tiles(model, height: int, width: int, policy: str, max_tiles: int | Non
 
     tile, patch = tile_layout(model.config, None, None)
     return TileGrid.plan(height, width, tile, policy, DEFAULT_MAX_TILES if max_tiles is None else max_tiles, patch)
-
-
-def untiled_cells(model, outputs: list[dict], height: int, width: int) -> SourceCells:
-    """Cells of an untiled gaze (chunks of ``AutoGaze`` outputs, batch 1) as source-pixel boxes:
-    the masks laid over the whole frame through the one-tile ``"resize"`` plan."""
-    grid = plan_tiles(model, height, width, "resize", 1)
-    parts, offsets, start = [], [], 0
-    for out in outputs:
-        parts.append(grid.cells(grid.stitch([m[:1] for m in out["gazing_mask"]])))
-        offsets.append(start)
-        start += out["gazing_mask"][0].shape[1]
-    return _concat(parts, offsets, model.scales, int(model.config.num_vision_tokens_each_frame))
-
-
-def save_frames(path: str, frames: np.ndarray) -> None:
-    """A PNG/JPEG grid of the frames, or a video / GIF, by the suffix of ``path``."""
-    from .visualize import save_gaze_grid, save_gaze_video
-
-    if Path(path).suffix.lower() in PICTURE_SUFFIXES:
-        save_gaze_grid(path, frames)
-    else:
-        save_gaze_video(path, frames)
 
 
 def csv_path(out: str) -> Path:

@@ -77,7 +77,7 @@ def _decode_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
     av = _import_av()
     count = 0
     with _open_video(path) as (container, stream):
-        stream.thread_type = "AUTO"
+        stream.thread_type = "SLICE"  # frame threading would hold several decoded frames in flight
         decoder = container.decode(stream)
         while True:
             try:
@@ -87,7 +87,9 @@ def _decode_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
             except av.error.FFmpegError as e:
                 raise ValueError(f"{path}: decoding failed after {count} frame(s) ({type(e).__name__}: {e})") from None
             count += 1
-            yield frame.to_ndarray(format="rgb24")
+            box = [frame.to_ndarray(format="rgb24")]
+            del frame
+            yield box.pop()  # no decoded frame stays referenced here while the caller works
     if count == 0:
         raise ValueError(f"{path} holds no decodable video frames")
 
@@ -117,10 +119,11 @@ def iter_frames(source: Any, max_frames: int | None = None) -> Iterator[np.ndarr
     for frame in frames:
         if limit is not None and count >= limit:
             break
-        frame = _check_frame(frame, count, shape)
-        shape = frame.shape
+        box = [_check_frame(frame, count, shape)]
+        del frame
+        shape = box[0].shape
         count += 1
-        yield frame
+        yield box.pop()  # nothing of the frame stays referenced here while the caller works
     if count == 0:
         raise ValueError("the video holds no frames")
 
@@ -147,7 +150,7 @@ def iter_clips(source: Any, clip_frames: int, max_frames: int | None = None) -> 
 
 # ------------------------------------------------------------------ tiles of a uint8 clip
 class ClipCanvas:
-    """One clip's frames on a tile grid's canvas, kept as uint8; tiles are normalised on demand.
+    """One clip's frames on a tile grid's canvas, kept as uint8 tile by tile; tiles are normalised on demand.
 
     ``tiles(i, j)`` equals ``grid.cut(grid.prepare(frames, processor), i, j)`` bit for bit: the
     canvas is resized with the processor's Pillow filter (``"anyres"``/``"resize"``) or is the
@@ -158,57 +161,61 @@ class ClipCanvas:
 
     Build it from a whole clip (``ClipCanvas(frames, grid, processor)``) or frame by frame
     (``ClipCanvas(None, grid, processor, capacity=16)`` then :meth:`add`): the source frames need
-    not be kept.
+    not be kept. With ``release=True`` each tile's pixels are dropped once its normalised tile has
+    been built (ask for each tile once), so the canvas shrinks as its tile batches are gazed.
     """
 
-    def __init__(self, frames: np.ndarray | None, grid: TileGrid, processor: Any, capacity: int | None = None) -> None:
-        self.grid, self.processor = grid, processor
-        capacity = len(frames) if frames is not None else _positive_int(capacity, "capacity")
+    def __init__(self, frames: np.ndarray | None, grid: TileGrid, processor: Any, capacity: int | None = None,
+                 release: bool = False) -> None:
+        self.grid, self.processor, self.release = grid, processor, release
+        self.capacity = len(frames) if frames is not None else _positive_int(capacity, "capacity")
         self._resize = not (grid.policy == "pad" or (grid.canvas_h, grid.canvas_w) == (grid.source_h, grid.source_w))
-        h, w = (grid.canvas_h, grid.canvas_w) if self._resize else (grid.source_h, grid.source_w)
-        self._canvas = np.empty((capacity, h, w, 3), dtype=np.uint8)
+        self._tiles: list[np.ndarray | None] = [None] * grid.n_tiles  # (capacity, th, tw, 3) uint8 each
         self.frames = 0
         for frame in frames if frames is not None else ():
             self.add(frame)
 
     def add(self, frame: np.ndarray) -> None:
         """Put one ``(source_h, source_w, 3)`` uint8 frame onto the canvas."""
-        g = self.grid
+        g, s = self.grid, self.grid.tile_size
         if frame.shape[:2] != (g.source_h, g.source_w):
             raise ValueError(f"clip frames are {frame.shape[0]}x{frame.shape[1]} but the grid was planned for "
                              f"{g.source_h}x{g.source_w} (H x W)")
-        if self.frames == len(self._canvas):
-            raise ValueError(f"the canvas holds {len(self._canvas)} frames; start a new clip")
+        if self.frames == self.capacity:
+            raise ValueError(f"the canvas holds {self.capacity} frames; start a new clip")
         if self._resize:
             from PIL import Image
 
             image = Image.fromarray(np.ascontiguousarray(frame))
-            self._canvas[self.frames] = np.asarray(image.resize((g.canvas_w, g.canvas_h), resample=self.processor.resample))
-        else:
-            self._canvas[self.frames] = frame
+            frame = np.asarray(image.resize((g.canvas_w, g.canvas_h), resample=self.processor.resample))
+        for k in range(g.n_tiles):
+            r, c = divmod(k, g.cols)
+            part = frame[r * s:(r + 1) * s, c * s:(c + 1) * s]  # partial at the edges with "pad"
+            if self._tiles[k] is None:
+                self._tiles[k] = np.empty((self.capacity,) + part.shape, dtype=np.uint8)
+            self._tiles[k][self.frames] = part
         self.frames += 1
-
-    @property
-    def canvas(self) -> np.ndarray:
-        """``(t, H_c, W_c, 3)`` uint8 (the source size with ``"pad"``)."""
-        return self._canvas[:self.frames]
 
     def __len__(self) -> int:
         return self.grid.n_tiles
 
     def tiles(self, start: int, stop: int) -> torch.Tensor:
         """Tiles ``start … stop-1`` (row-major) → ``(n, t, 3, tile, tile)`` float32."""
-        p, g, s = self.processor, self.grid, self.grid.tile_size
+        p, s = self.processor, self.grid.tile_size
         norm = (p.image_mean, p.image_std) if p.do_normalize else None
         rescale = p.rescale_factor if p.do_rescale else None
         out = []
         for k in range(start, stop):
-            r, c = divmod(k, g.cols)
-            part = self.canvas[:, r * s:(r + 1) * s, c * s:(c + 1) * s]
+            if self._tiles[k] is None:
+                raise ValueError(f"tile {k} was released after its normalised tile was built (release=True)"
+                                 if self.frames else "the canvas holds no frame yet")
+            part = self._tiles[k][:self.frames]
             tile = torch.from_numpy(rescale_and_normalize(part, rescale, getattr(p, "offset", False), norm))
             if tile.shape[-2:] != (s, s):
                 tile = F.pad(tile, (0, s - tile.shape[-1], 0, s - tile.shape[-2]))
             out.append(tile)
+            if self.release:
+                self._tiles[k] = None
         return torch.stack(out)
 
 
@@ -282,7 +289,7 @@ def gaze_video(
             grid = TileGrid.plan(h, w, tile, tiles or "resize", DEFAULT_MAX_TILES if max_tiles is None else max_tiles, patch)
         # gather one clip: its source frames only if asked for (or untiled), its canvas as uint8
         kept = np.empty((clip_frames,) + frame.shape, dtype=np.uint8) if keep_frames or tiles is None else None
-        canvas = ClipCanvas(None, grid, processor, capacity=clip_frames) if tiles is not None else None
+        canvas = ClipCanvas(None, grid, processor, capacity=clip_frames, release=True) if tiles is not None else None
         n = 0
         while frame is not None:
             if kept is not None:

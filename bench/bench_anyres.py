@@ -19,7 +19,8 @@ resident high-water mark: Python, torch, the model, the decoded frames and the g
    normalised per batch → gaze) at ``tile_batch_size=8`` against all 45 tiles at once; targets
    ``<= 1 GB`` and ``<= 0.4x``. Its gaze must equal the speed run's.
 3. **4K**: a 16-frame 3840 × 2160 MP4 the same way (AnyRes with the default ``max_tiles=64``: 6 × 10
-   tiles), ``tile_batch_size=8``.
+   tiles), ``tile_batch_size=8``; bounded: its peak within 1.25x of the 1080p run's (4x the pixels:
+   only the uint8 canvas and the decoder grow with the frame, not the gaze state).
 4. **Length**: 1,000 frames at 224 × 224 against 64 frames, streamed from MP4 files; target: peak
    RSS within 10%.
 
@@ -31,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import subprocess
 import sys
@@ -39,7 +39,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -302,8 +301,8 @@ def main() -> None:
     targets.append({"target": "... and <= 0.4x all tiles at once", "measured": f"{tb8 / everything:.2f}x ({everything:.0f} MB)",
                     "met": tb8 <= 0.4 * everything})
     uhd = memory["uhd_tb8"]["peak_rss_mb"]
-    targets.append({"target": "4K 16 frames in bounded memory (<= 1 GB at tile_batch_size=8)", "measured": f"{uhd:.0f} MB",
-                    "met": uhd <= 1024})
+    targets.append({"target": "4K 16 frames in bounded memory: peak <= 1.25x the 1080p one at tile_batch_size=8 "
+                              "(4x the pixels)", "measured": f"{uhd:.0f} MB = {uhd / tb8:.2f}x", "met": uhd <= 1.25 * tb8})
     growth = memory["long"]["peak_rss_mb"] / memory["short"]["peak_rss_mb"]
     targets.append({"target": f"{meta['long_frames']} frames within 10% of {meta['short_frames']} frames (peak RSS)",
                     "measured": f"{growth:.3f}x", "met": growth <= 1.10})

@@ -67,6 +67,8 @@ class FastGazingModel(GazingModel):
         cfg = self.config
         n_vision, eos = cfg.num_vision_tokens_each_frame, cfg.decoder.eos_token_id
         tokens, conv_values = frame_tokens(self.vision_model, self.connector, video, cfg, past_conv_values)
+        if not use_cache:
+            conv_values = None  # only streaming reads the stem's conv caches (they keep its last activations alive)
         b, frames = tokens.shape[:2]
         if len(max_tokens_each_frame) != frames:
             raise ValueError(f"need one token budget per frame: got {len(max_tokens_each_frame)} for {frames} frames")
