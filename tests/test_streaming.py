@@ -304,3 +304,25 @@ def test_cli_streams_clips_to_the_picture_and_csv(tmp_path, capsys, monkeypatch)
         assert float(r["psnr"]) == pytest.approx(p, abs=1e-4) and float(r["psnr_ema"]) == pytest.approx(e, abs=1e-4)
         assert float(r["gazed_fraction"]) == pytest.approx(g, abs=1e-6)
     assert np.isfinite([float(r["psnr"]) for r in rows][1:3]).all()
+
+
+def test_encoder_streams_a_file_clip_by_clip(tmp_path, monkeypatch):
+    """encoder.encode_stream(path) / encoder(path) decode clip by clip (never the whole video) and give
+    the features of the decoded frames encoded as an array; anyres tiles included."""
+    import autogaze_fast.video
+    from extract_videos import tiny_checkpoints
+
+    from autogaze_fast.encoder import ClipFeatures, GazedVideoEncoder
+
+    gaze_dir, vision_dir = tiny_checkpoints(tmp_path / "ckpt")
+    encoder = GazedVideoEncoder.from_pretrained(gaze_dir, vision_dir, impl="fast", device="cpu", num_frames=2,
+                                                gazing_ratio=0.2, tiles="anyres", tile_batch_size=1)
+    path = write_video(tmp_path / "clip.mp4", synthetic_clip(5, size=(120, 250), seed=6), fps=4)
+    want = encoder(read_video(path))
+    monkeypatch.setattr(autogaze_fast.video, "read_video", lambda *a, **k: pytest.fail("the whole video was decoded"))
+    clips = list(encoder.encode_stream(path))
+    assert [c.num_frames for c in clips] == [2, 2, 1]
+    for got in (ClipFeatures.concat(clips), encoder(path)):
+        torch.testing.assert_close(got.pooled, want.pooled, rtol=0, atol=0)
+        assert torch.equal(got.token_frame, want.token_frame) and torch.equal(got.token_box, want.token_box)
+    assert [c.num_frames for c in encoder.encode_stream(path, max_frames=3)] == [2, 1]
