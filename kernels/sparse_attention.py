@@ -760,7 +760,6 @@ class CpuFlashSparseAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, frame_ids, pad, attn_type: int, scale: float):
-        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
         spans = _flash_spans(frame_ids, pad, attn_type)
         out = torch.empty_like(q)
         lse = torch.empty(q.shape[:3], dtype=torch.float32, device=q.device)
