@@ -300,6 +300,15 @@ class TileGrid:
             return video
         return resize_region(video, self.canvas_h, self.canvas_w, slice(None), slice(None))
 
+    def _tile_range(self, batch: int, start: int, stop: int | None) -> int:
+        """Checks ``[start, stop)`` against the ``batch · n_tiles`` tiles of a batch; returns ``stop``
+        (all of them when None)."""
+        total = batch * self.n_tiles
+        stop = total if stop is None else stop
+        if not 0 <= start <= stop <= total:
+            raise ValueError(f"tile range [{start}, {stop}) is outside the {total} tiles of this batch")
+        return stop
+
     def place_tiles(self, video: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
         """``cut(place(video), start, stop)`` without the whole canvas: each tile is resized (or
         padded) from the source pixels it reads, so memory is that of the tiles asked for.
@@ -314,10 +323,7 @@ class TileGrid:
         if tuple(video.shape[-2:]) != (self.source_h, self.source_w):
             raise ValueError(f"video frames are {video.shape[-2]}x{video.shape[-1]} but the grid was planned for "
                              f"{self.source_h}x{self.source_w} (H x W) frames")
-        total = video.shape[0] * self.n_tiles
-        stop = total if stop is None else stop
-        if not 0 <= start <= stop <= total:
-            raise ValueError(f"tile range [{start}, {stop}) is outside the {total} tiles of this batch")
+        stop = self._tile_range(video.shape[0], start, stop)
         t = self.tile_size
         tiles = []
         i = start
@@ -374,10 +380,7 @@ class TileGrid:
         by default), copying only those: a tile batch costs its own memory, not the frame's.
         """
         self._check_canvas(video)
-        total = video.shape[0] * self.n_tiles
-        stop = total if stop is None else stop
-        if not 0 <= start <= stop <= total:
-            raise ValueError(f"tile range [{start}, {stop}) is outside the {total} tiles of this batch")
+        stop = self._tile_range(video.shape[0], start, stop)
         t = self.tile_size
         tiles = []
         for i in range(start, stop):
