@@ -54,7 +54,7 @@ from .aot import AotSpec
 from .dispatch import Backend, use_triton
 
 __all__ = ["decode_attention", "decode_attention_torch", "prefill_attention_torch", "twin_attention_bias",
-           "twin_attention_with_bias", "AOT_SPECS", "MAX_HEAD_DIM"]
+           "twin_attention_with_bias", "all_valid_attention_cpu", "AOT_SPECS", "MAX_HEAD_DIM"]
 
 MAX_HEAD_DIM = 128
 _DTYPES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
@@ -712,6 +712,42 @@ def twin_attention_with_bias(q: torch.Tensor, k_cache: torch.Tensor, v_cache: to
         enable_gqa=q.shape[1] != k_cache.shape[1],
     )
     return out if empty is None else out.masked_fill(empty, 0.0)
+
+
+def all_valid_attention_cpu(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, kv_end: int,
+                            scale: float) -> torch.Tensor:
+    """CPU attention of q (B, Hq, rows, D) at positions ``kv_end - rows ..`` over keys ``[0, kv_end)``
+    of k/v_cache (B, Hkv, >= kv_end, D) when **every** one of those keys is valid (the caller checks).
+
+    The same result as :func:`twin_attention_with_bias` with no pads, without any mask: the keys
+    before the queries (all attended by every row) go through torch's fused CPU flash attention
+    unmasked (heads sharing a kv head folded into its rows, so the cache is never repeated), the
+    last ``rows`` keys through it with ``is_causal`` (a square block, so top-left = bottom-right
+    alignment), and the two partial softmaxes are merged by their log-sum-exps:
+    ``out = o_prefix + sigmoid(lse_block - lse_prefix) · (o_block - o_prefix)``. Skipping the
+    (B, 1, rows, kv_end) additive mask (its build and its reads) is what makes it faster; the
+    rounding differs from the masked pass by a few ulps. fp32 only (the partial outputs of a
+    half-precision call would be rounded before the merge).
+    """
+    B, Hq, rows, D = q.shape
+    Hkv = k_cache.shape[1]
+    group = Hq // Hkv
+    if q.dtype != torch.float32 or q.device.type != "cpu":
+        raise ValueError(f"all_valid_attention_cpu runs fp32 CPU tensors, got {q.dtype} on {q.device}")
+    if not rows <= kv_end <= k_cache.shape[2]:
+        raise ValueError(f"need rows <= kv_end <= S_max, got rows={rows}, kv_end={kv_end}, S_max={k_cache.shape[2]}")
+    flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    split = kv_end - rows
+    k_blk, v_blk = k_cache[:, :, split:kv_end], v_cache[:, :, split:kv_end]
+    if group > 1:
+        k_blk, v_blk = k_blk.repeat_interleave(group, dim=1), v_blk.repeat_interleave(group, dim=1)
+    o_blk, lse_blk = flash(q, k_blk, v_blk, 0.0, True, scale=scale)
+    if split == 0:
+        return o_blk
+    q_fold = q.reshape(B, Hkv, group * rows, D)  # head kvh·G + g, query i → row g·rows + i of kv head kvh
+    o_pre, lse_pre = flash(q_fold, k_cache[:, :, :split], v_cache[:, :, :split], 0.0, False, scale=scale)
+    o_pre, lse_pre = o_pre.reshape(B, Hq, rows, D), lse_pre.reshape(B, Hq, rows)
+    return torch.lerp(o_pre, o_blk, torch.sigmoid(lse_blk - lse_pre).unsqueeze(-1))
 
 
 @functools.lru_cache(maxsize=64)

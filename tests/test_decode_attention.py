@@ -188,6 +188,34 @@ def test_twin_default_path_rows_without_any_key_are_zero():
     torch.testing.assert_close(out.double(), naive_attention(q, k, v, kv, cache_len, q_start), atol=2e-5, rtol=0)
 
 
+@pytest.mark.parametrize("rows,n,ctx,Hq,Hkv", [
+    (10, 10, 100, 4, 2),  # a multi-token step (GQA)
+    (2, 10, 100, 6, 6),  # the last layer's two rows of a step
+    (2, 40, 97, 4, 1),  # the last rows of a prefill chunk (one kv head)
+    (40, 40, 40, 2, 2),  # the first prefill: no key before the new ones
+    (1, 1, 251, 2, 2),  # one-token decode
+])
+def test_all_valid_cpu_path_matches_twin_and_naive(rows, n, ctx, Hq, Hkv):
+    """The fast model's CPU path while no cached key is a pad (unmasked flash + causal block, merged
+    by log-sum-exp) equals the twin's masked fused path and the float64 oracle; keys past the end,
+    even NaN, are never read."""
+    if DEVICE != "cpu":
+        pytest.skip("the all-valid path is CPU-only")
+    g = torch.Generator().manual_seed(7)
+    q = torch.randn(2, Hq, rows, 32, generator=g)
+    k, v = (torch.randn(2, Hkv, ctx + 5, 32, generator=g) for _ in range(2))
+    k[:, :, ctx:], v[:, :, ctx:] = float("nan"), float("nan")
+    kv = torch.ones(2, ctx + 5, dtype=torch.bool)
+    bias, empty = da.twin_attention_bias(kv, ctx - n, n, q.dtype)
+    twin = da.twin_attention_with_bias(q, k, v, bias[:, :, n - rows:], empty, 0.3)
+    out = da.all_valid_attention_cpu(q, k, v, ctx, 0.3)
+    torch.testing.assert_close(out, twin, atol=1e-6, rtol=0)
+    want = naive_attention(q, k.nan_to_num(0.0), v.nan_to_num(0.0), kv, ctx, ctx - rows, scale=0.3)
+    torch.testing.assert_close(out.double(), want, atol=2e-6, rtol=0)
+    with pytest.raises(ValueError, match="fp32"):
+        da.all_valid_attention_cpu(q.double(), k.double(), v.double(), ctx, 0.3)
+
+
 @pytest.mark.parametrize("backend", ["triton", "torch"])
 def test_strided_inputs_mask_dtypes_scale_and_short_cache_len(backend):
     """q as a transposed view, a cache sliced out of a bigger buffer, integer masks, a custom

@@ -3,8 +3,10 @@
 Uses the same parameters as :class:`autogaze_fast.reference.llama.GazeDecoder` (so checkpoints
 load unchanged); attention goes through the causal cached attention kernel
 (:func:`autogaze_fast.kernels.decode_attention.decode_attention`: Triton on CUDA or under the
-interpreter; on plain CPU its twin's fused-attention path, with the additive mask built once per
-call and shared by every layer).
+interpreter; on plain CPU torch's fused attention: unmasked, merged with the causal block of the
+new tokens, while every cached key is valid (:func:`~autogaze_fast.kernels.decode_attention.all_valid_attention_cpu`),
+else the twin's fused-attention path with the additive mask built once per call and shared by
+every layer).
 
 Generation needs only the last position's final hidden state, so the last layer runs its queries,
 attention output and MLP for the last two positions only (its keys/values are still written for
@@ -20,7 +22,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..kernels.decode_attention import decode_attention, twin_attention_bias, twin_attention_with_bias
+from ..kernels.decode_attention import (all_valid_attention_cpu, decode_attention, twin_attention_bias,
+                                        twin_attention_with_bias)
 from ..kernels.dispatch import use_triton
 from ..reference.llama import GazeDecoder, rope_cos_sin
 from .cache import StaticKVCache
@@ -112,7 +115,10 @@ class CachedAttention:
         else:
             start = int(start)
             self.end = start + n
-            self.bias, self.empty = twin_attention_bias(cache.key_valid, start, n, dtype)
+            # every key valid (no eos pad cached yet): the unmasked fused path, no mask to build
+            self.all_valid = dtype == torch.float32 and bool(cache.key_valid[:, :self.end].all())
+            if not self.all_valid:
+                self.bias, self.empty = twin_attention_bias(cache.key_valid, start, n, dtype)
 
     def __call__(self, layer: int, q: torch.Tensor) -> torch.Tensor:
         """q: (B, Hq, rows, D) queries of the last ``rows`` new positions → (B, Hq, rows, D)."""
@@ -121,6 +127,8 @@ class CachedAttention:
         if self.triton:
             q_start, end = self.lens[rows]
             return decode_attention(q, keys, values, self.cache.key_valid, end, q_start, kv_bucket=self.bucket)
+        if self.all_valid:
+            return all_valid_attention_cpu(q, keys, values, self.end, q.shape[-1] ** -0.5)
         bias = self.bias[:, :, self.n - rows:]
         empty = None if self.empty is None else self.empty[:, :, self.n - rows:]
         return twin_attention_with_bias(q, keys, values, bias, empty, q.shape[-1] ** -0.5)
