@@ -4,7 +4,7 @@ Uses the same parameters as :class:`autogaze_fast.reference.llama.GazeDecoder` (
 load unchanged); attention goes through the causal cached attention kernel
 (:func:`autogaze_fast.kernels.decode_attention.decode_attention`: Triton on CUDA or under the
 interpreter; on plain CPU torch's fused attention: unmasked, merged with the causal block of the
-new tokens, while every cached key is valid (:func:`~autogaze_fast.kernels.decode_attention.all_valid_attention_cpu`),
+new tokens, while every cached key is valid (:func:`~autogaze_fast.kernels.decode_attention_cpu.all_valid_attention_cpu`),
 else the twin's fused-attention path with the additive mask built once per call and shared by
 every layer).
 
@@ -22,8 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..kernels.decode_attention import (all_valid_attention_cpu, decode_attention, twin_attention_bias,
-                                        twin_attention_with_bias)
+from ..kernels.decode_attention_cpu import all_valid_attention_cpu, twin_attention_bias, twin_attention_with_bias
 from ..kernels.dispatch import use_triton
 from ..reference.llama import GazeDecoder, rope_cos_sin
 from .cache import StaticKVCache
@@ -125,6 +124,8 @@ class CachedAttention:
         rows = q.shape[2]
         keys, values = self.cache.keys[layer], self.cache.values[layer]
         if self.triton:
+            from ..kernels.decode_attention import decode_attention  # imports Triton: only when it runs
+
             q_start, end = self.lens[rows]
             return decode_attention(q, keys, values, self.cache.key_valid, end, q_start, kv_bucket=self.bucket)
         if self.all_valid:

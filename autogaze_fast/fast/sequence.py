@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..kernels.decode_attention import decode_attention, prefill_attention_torch
+from ..kernels.decode_attention_cpu import prefill_attention_torch
 from ..kernels.dispatch import use_triton
 from ..reference.llama import GazeDecoder
 from .decoder import RopeTables, gather_weights, rms_norm
@@ -32,6 +32,8 @@ class PrefillAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, key_valid):
+        from ..kernels.decode_attention import decode_attention  # imports Triton: only when it runs
+
         ctx.save_for_backward(q, k, v, key_valid)
         n = q.shape[2]
         return decode_attention(q.contiguous(), k.contiguous(), v.contiguous(), key_valid, n, 0)
