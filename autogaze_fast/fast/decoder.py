@@ -29,6 +29,9 @@ from .cache import StaticKVCache
 
 LAST_LAYER_ROWS = 2  # positions the last layer computes past its keys/values (see the module docstring)
 MIN_BUCKET = 256  # smallest cache-size bucket of the attention's split plan
+# CPU: use the unmasked fused path while every cached key is valid (False: always the masked twin
+# path; bench/bench_cpu_decode.py switches it to compare the two in one process)
+CPU_ALL_VALID_PATH = True
 
 
 def kv_bucket(length: int, capacity: int) -> int:
@@ -115,7 +118,8 @@ class CachedAttention:
             start = int(start)
             self.end = start + n
             # every key valid (no eos pad cached yet): the unmasked fused path, no mask to build
-            self.all_valid = dtype == torch.float32 and bool(cache.key_valid[:, :self.end].all())
+            self.all_valid = (CPU_ALL_VALID_PATH and dtype == torch.float32
+                              and bool(cache.key_valid[:, :self.end].all()))
             if not self.all_valid:
                 self.bias, self.empty = twin_attention_bias(cache.key_valid, start, n, dtype)
 
