@@ -104,16 +104,7 @@ def generate_frames(
     all_rows = torch.arange(b, device=device)
     out = []
     for t in range(frames):
-        # ---- prefill: pending tokens of the previous frame + this frame's vision tokens
-        parts, valid = [vision_tokens[:, t]], [torch.ones(b, n_tok, dtype=torch.bool, device=device)]
-        if state.pending_ids is not None:
-            parts.insert(0, decoder.embed(state.pending_ids))
-            valid.insert(0, state.pending_ids != eos)
-        valid = torch.cat(valid, dim=1)
-        positions = state.valid_count[:, None] + valid.long().cumsum(-1) - 1
-        state.valid_count = state.valid_count + valid.sum(-1)
-        prompt_tail = positions[:, -k:]
-        hidden = decode_step(decoder, weights, torch.cat(parts, dim=1), positions, valid, cache)
+        hidden, prompt_tail = prefill_frame(decoder, weights, vision_tokens[:, t], state)
         frame_start = cache.length
 
         # ---- K-token steps
@@ -155,6 +146,28 @@ def generate_frames(
         state.pending_ids = steps[-1]
         out.append(torch.cat(steps, dim=1))
     return out
+
+
+def prefill_frame(decoder: GazeDecoder, weights, frame_tokens: torch.Tensor,
+                  state: FastDecodeState) -> tuple[torch.Tensor, torch.Tensor]:
+    """One frame's prefill on the static cache: the previous frame's pending last-step tokens (valid
+    where ``id != eos``) followed by this frame's vision tokens ``frame_tokens`` (B, n_tok, C), at
+    cumulative-sum positions continuing from ``state.valid_count`` (which it advances).
+
+    Returns the last position's hidden state (B, C) and the last K prompt positions (B, K), where
+    the frame's K-token steps are placed.
+    """
+    b, n_tok, _ = frame_tokens.shape
+    eos, k = decoder.config.eos_token_id, decoder.config.num_multi_token_pred
+    parts, valid = [frame_tokens], [torch.ones(b, n_tok, dtype=torch.bool, device=frame_tokens.device)]
+    if state.pending_ids is not None:
+        parts.insert(0, decoder.embed(state.pending_ids))
+        valid.insert(0, state.pending_ids != eos)
+    valid = torch.cat(valid, dim=1)
+    positions = state.valid_count[:, None] + valid.long().cumsum(-1) - 1
+    state.valid_count = state.valid_count + valid.sum(-1)
+    hidden = decode_step(decoder, weights, torch.cat(parts, dim=1), positions, valid, state.cache)
+    return hidden, positions[:, -k:]
 
 
 def lm_logits(decoder: GazeDecoder, hidden: torch.Tensor) -> torch.Tensor:

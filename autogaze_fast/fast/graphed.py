@@ -31,6 +31,7 @@ from ..reference.generation import NEG_INF
 from ..reference.llama import GazeDecoder
 from .cache import FastDecodeState, StaticKVCache
 from .decoder import LayerWeights, decode_step, gather_weights, kv_bucket
+from .generation import prefill_frame
 
 DEFAULT_STOP_LAG = 2
 
@@ -226,18 +227,11 @@ def generate_frames_graphed(
     out = []
     for t in range(frames):
         # ---- prefill (eager): pending tokens of the previous frame + this frame's vision tokens
-        parts, valid = [vision_tokens[:, t]], [torch.ones(b, n_tok, dtype=torch.bool, device=device)]
-        if state.pending_ids is not None:
-            parts.insert(0, decoder.embed(state.pending_ids))
-            valid.insert(0, state.pending_ids != eos)
-        valid = torch.cat(valid, dim=1)
-        positions = state.valid_count[:, None] + valid.long().cumsum(-1) - 1
-        state.valid_count = state.valid_count + valid.sum(-1)
-        hidden = decode_step(decoder, weights, torch.cat(parts, dim=1), positions, valid, cache)
+        hidden, prompt_tail = prefill_frame(decoder, weights, vision_tokens[:, t], state)
         frame_start = cache.length
 
         # ---- first pick (eager), then one graph replay per K-token step
-        runner.begin_frame(positions[:, -k:], None if not with_req else task_loss_requirement[:, t].float())
+        runner.begin_frame(prompt_tail, None if not with_req else task_loss_requirement[:, t].float())
         slots = min(k, budgets[t])
         runner.pick(hidden, slots, first=True)
         steps = [runner.tokens[:, :slots].clone()]

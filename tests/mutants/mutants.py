@@ -246,7 +246,7 @@ MUTANTS: list[Mutant] = [
            "blended = (1 - smooth) * scaled + smooth * scaled",
            "llama3 RoPE scaling: the blended band forgets the division by factor", GAZE_TESTS),
     Mutant("fast-step-positions", "model: RoPE", "autogaze_fast/fast/generation.py",
-           "prompt_tail = positions[:, -k:]", "prompt_tail = positions[:, -1:].expand(-1, k)",
+           "return hidden, positions[:, -k:]", "return hidden, positions[:, -1:].expand(-1, k)",
            "fast steps feed their tokens at the prompt's last position instead of its last K (upstream quirk)",
            GAZE_TESTS),
     # ------------------------------------------------------------------ gaze decoder: cache writes
