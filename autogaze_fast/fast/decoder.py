@@ -3,10 +3,13 @@
 Uses the same parameters as :class:`autogaze_fast.reference.llama.GazeDecoder` (so checkpoints
 load unchanged); attention goes through the causal cached attention kernel
 (:func:`autogaze_fast.kernels.decode_attention.decode_attention`: Triton on CUDA or under the
-interpreter; on plain CPU torch's fused attention: unmasked, merged with the causal block of the
-new tokens, while every cached key is valid (:func:`~autogaze_fast.kernels.decode_attention_cpu.all_valid_attention_cpu`),
-else the twin's fused-attention path with the additive mask built once per call and shared by
-every layer).
+interpreter; on plain CPU the twin's fused-attention path with the additive mask built once per
+call and shared by every layer). An unmasked CPU variant
+(:func:`~autogaze_fast.kernels.decode_attention_cpu.all_valid_attention_cpu`, cache attended without
+a mask and merged with the causal block of the new tokens) is off by default
+(:data:`CPU_ALL_VALID_PATH`): it was at most 1.07x faster and its different rounding flips
+near-tie picks (1 of 45 tiles of the 1080p AnyRes bench no longer matched upstream, and a tile's
+gaze then depended on its batch).
 
 Generation needs only the last position's final hidden state, so the last layer runs its queries,
 attention output and MLP for the last two positions only (its keys/values are still written for
@@ -29,9 +32,9 @@ from .cache import StaticKVCache
 
 LAST_LAYER_ROWS = 2  # positions the last layer computes past its keys/values (see the module docstring)
 MIN_BUCKET = 256  # smallest cache-size bucket of the attention's split plan
-# CPU: use the unmasked fused path while every cached key is valid (False: always the masked twin
-# path; bench/bench_cpu_decode.py switches it to compare the two in one process)
-CPU_ALL_VALID_PATH = True
+# CPU: the unmasked fused path while every cached key is valid. Off: exact gaze comes first (see the
+# module docstring); bench/bench_cpu_decode.py switches it on to compare the two in one process.
+CPU_ALL_VALID_PATH = False
 
 
 def kv_bucket(length: int, capacity: int) -> int:
