@@ -14,14 +14,14 @@ and never reconstructed in the decoder).
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..kernels.sparse_attention import sparse_attention
 from ..reference.siglip import activation, attention_allowed
+# the encoder's position tables resize as SigLIP's do (bicubic, align_corners=False, identity at the same size)
+from ..reference.siglip import interpolate_position_table as interpolate_position_grid
 
 __all__ = [
     "MAELayer",
@@ -31,20 +31,6 @@ __all__ = [
     "multiscale_patches",
     "unpatchify",
 ]
-
-
-def interpolate_position_grid(table: torch.Tensor, grid: int) -> torch.Tensor:
-    """Resize a P × C table (a √P × √P grid, row-major) to grid² × C: bicubic, ``align_corners=False``.
-
-    The encoder's tables (upstream always interpolates, even to the same size, which is the identity).
-    """
-    positions, dim = table.shape
-    if grid * grid == positions:
-        return table
-    side = math.isqrt(positions)
-    square = table.reshape(1, side, side, dim).permute(0, 3, 1, 2)
-    resized = F.interpolate(square, size=(grid, grid), mode="bicubic", align_corners=False)
-    return resized.permute(0, 2, 3, 1).reshape(grid * grid, dim)
 
 
 def interpolate_position_sequence(table: torch.Tensor, length: int) -> torch.Tensor:
