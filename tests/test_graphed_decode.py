@@ -7,11 +7,15 @@ bucket logic and the cuda_graphs / static_decode switch."""
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 
 import pytest
 import torch
 from safetensors.torch import load_file
+from torch.utils._python_dispatch import TorchDispatchMode
 
+import autogaze_fast.fast.gazing_model as gazing_model_module
+import autogaze_fast.kernels.decode_attention as decode_attention_module
 from autogaze_fast import AutoGaze
 from autogaze_fast.fast.decoder import MIN_BUCKET, kv_bucket
 from autogaze_fast.fast.generation import choose_step_tokens
@@ -125,6 +129,128 @@ def test_graph_ready_path_through_the_triton_interpreter(triton_interpreter):
     assert_same_gaze(graph_ready, eager)
     n = int(eager["num_gazing_each_frame"].sum())
     assert torch.equal(graph_ready["gazing_pos"], CASES["stop_k10.gazing_pos"][:, :n])
+
+
+# ---------------------------------------------------------------- what a capture freezes
+#: Ops that make the host wait for the device or copy host memory to it: illegal in a CUDA-graph
+#: capture (or a sync per step where the graphs promise none).
+HOST_SYNC_OPS = {"aten._local_scalar_dense.default", "aten.item.default", "aten.nonzero.default", "aten.masked_select.default",
+                 "aten.is_nonzero.default", "aten.equal.default", "aten.lift_fresh.default",
+                 "aten.lift_fresh_copy.default", "aten._unique2.default", "aten.unique_consecutive.default",
+                 "aten.unique_dim.default", "aten.repeat_interleave.Tensor"}
+
+
+def _frozen(value):
+    """What a CUDA graph bakes in of an argument: a tensor's shape, strides and dtype (its values stay
+    live on the device), anything else as it is."""
+    if isinstance(value, torch.Tensor):
+        return ("tensor", tuple(value.shape), value.stride(), value.dtype)
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(v) for v in value)
+    return repr(value)
+
+
+class StepRecorder(TorchDispatchMode):
+    """Records what each graph-ready step body launches: every aten op and every Triton kernel, with
+    the arguments a capture would freeze, grouped by the step's cache-size bucket."""
+
+    def __init__(self):
+        super().__init__()
+        self.steps: dict[int, list[list]] = defaultdict(list)
+        self.current: list | None = None
+        self.in_kernel = False
+        self.generating = False
+        self.loop_syncs: list[str] = []  # host syncs anywhere in the frame loop (prefill, steps, frame ends)
+
+    def note_sync(self, name: str) -> None:
+        if self.generating and not self.in_kernel:
+            self.loop_syncs.append(name)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if str(func) in HOST_SYNC_OPS:
+            self.note_sync(str(func))
+        if self.current is not None and not self.in_kernel:  # the interpreter's own CPU copies are not the step's
+            self.current.append((str(func), _frozen(args), _frozen(kwargs)))
+            if func._overloadpacket is torch.ops.aten.index and any(
+                    isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1]):
+                self.current.append(("boolean-mask index (nonzero: a host sync)",))
+        return func(*args, **kwargs)
+
+    def kernel(self, name, kernel):
+        recorder = self
+
+        class Launch:
+            def __getitem__(self, grid):
+                def launch(*args, **kwargs):
+                    if recorder.current is not None:
+                        recorder.current.append((name, grid, _frozen(args), _frozen(kwargs)))
+                    recorder.in_kernel = True
+                    try:
+                        return kernel[grid](*args, **kwargs)
+                    finally:
+                        recorder.in_kernel = False
+                return launch
+        return Launch()
+
+
+def test_captured_step_freezes_nothing_that_changes(triton_interpreter, monkeypatch):
+    """The step that CUDA graphs capture, run with the Triton kernels (interpreter on CPU): no op in it
+    syncs the host or copies host memory (and the whole frame loop syncs once per frame, with
+    ``stop_lag=None``), and every step of one bucket launches exactly the same
+    ops and kernels with the same shapes, grids and scalar arguments (a graph replays them as
+    captured, so any of those following the live cache length would replay stale)."""
+    recorder = StepRecorder()
+    for name in ("_decode_attn_split_kernel", "_decode_attn_combine_kernel"):
+        monkeypatch.setattr(decode_attention_module, name, recorder.kernel(name, getattr(decode_attention_module, name)))
+    body = GraphedDecode._body
+
+    def recorded_body(self, bucket):
+        recorder.current = []
+        try:
+            return body(self, bucket)
+        finally:
+            recorder.steps[bucket].append(recorder.current)
+            recorder.current = None
+
+    monkeypatch.setattr(GraphedDecode, "_body", recorded_body)
+    tolist = torch.Tensor.tolist  # reads CPU memory without an aten op: recorded by hand
+
+    def recorded_tolist(self):
+        if recorder.current is not None and not recorder.in_kernel:
+            recorder.current.append(("Tensor.tolist",))
+        recorder.note_sync("Tensor.tolist")
+        return tolist(self)
+
+    monkeypatch.setattr(torch.Tensor, "tolist", recorded_tolist)
+
+    def recorded_loop(*args, **kwargs):
+        recorder.generating = True
+        try:
+            return generate_frames_graphed(*args, **kwargs)
+        finally:
+            recorder.generating = False
+
+    monkeypatch.setattr(gazing_model_module, "generate_frames_graphed", recorded_loop)
+    video = CASES["video"][:, :2]
+    kwargs = dict(gazing_ratio=0.75, task_loss_requirement=-1e9)  # the stop test runs, and never fires
+    with recorder:
+        got = gaze(load(static_decode=True, stop_lag=None), video, **kwargs)
+    assert_same_gaze(got, gaze(load(), video, **kwargs))
+    steps = [ops for bucket in recorder.steps.values() for ops in bucket]
+    assert len(recorder.steps) >= 2 and all(len(v) >= 2 for v in recorder.steps.values()), \
+        {b: len(v) for b, v in recorder.steps.items()}
+    syncs = {op[0] for ops in steps for op in ops
+             if op[0] in HOST_SYNC_OPS or op[0].startswith("boolean-mask") or op[0] == "Tensor.tolist"}
+    assert not syncs, f"host syncs in the captured step: {sorted(syncs)}"
+    # the whole frame loop: one sync per frame (reading how many steps the stop rule kept)
+    assert len(recorder.loop_syncs) == video.shape[1], recorder.loop_syncs
+    assert all(any(op[0] == "_decode_attn_split_kernel" for op in ops) for ops in steps)
+    for bucket, runs in recorder.steps.items():
+        for i, ops in enumerate(runs[1:], 1):
+            assert len(ops) == len(runs[0]), f"bucket {bucket}: step {i} launches {len(ops)} ops, step 0 {len(runs[0])}"
+            for a, b in zip(runs[0], ops):
+                assert a == b, f"bucket {bucket}: step {i} launches {b[:2]}, step 0 launched {a[:2]}"
 
 
 # ---------------------------------------------------------------- the switch

@@ -102,7 +102,7 @@ class GraphedDecode:
         """Reset the per-frame buffers (eager, a few small device ops, no sync)."""
         self.positions.copy_(prompt_tail)
         self.used.zero_()
-        self.used[:, self.eos] = True
+        self.used[:, self.eos].fill_(True)
         self.unfinished.fill_(True)
         if self.requirement is not None:
             self.requirement.copy_(requirement)
@@ -120,7 +120,7 @@ class GraphedDecode:
             task_loss = decoder.task_loss_prediction_head(hidden)[:, :slots].float()
             meets = task_loss <= self.requirement[:, None]
             if first:
-                meets[:, 0] = False
+                meets[:, 0].fill_(False)
             tokens = torch.where(meets, self.eos, tokens)
             self.unfinished.logical_and_(~meets.any(dim=1))
         self.used.scatter_(1, tokens, True)

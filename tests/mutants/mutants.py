@@ -306,6 +306,16 @@ MUTANTS: list[Mutant] = [
     Mutant("graphed-used", "model: graph-ready decode", "autogaze_fast/fast/graphed.py",
            "self.used.scatter_(1, tokens, True)", "self.used.scatter_(1, tokens[:, :1], True)",
            "graph-ready step forgets all but the first slot's tokens when masking used tokens", [GRAPHED]),
+    Mutant("graphed-live-start", "model: graph-ready decode", "autogaze_fast/fast/graphed.py",
+           "start=self.start, bucket=bucket)",
+           "start=torch.full((1,), self.cache.length, device=x.device), bucket=bucket)",
+           "graph-ready step builds its write position from the host's live length (a capture would replay "
+           "the first step's position forever)", [GRAPHED + "::test_captured_step_freezes_nothing_that_changes"]),
+    Mutant("graphed-host-slots", "model: graph-ready decode", "autogaze_fast/fast/decoder.py",
+           "        slots = start + torch.arange(n, device=device)",
+           "        slots = torch.arange(int(start), int(start) + n, device=device)",
+           "graph-ready cache write reads the device write position on the host (a sync per step, and "
+           "illegal in a capture)", [GRAPHED + "::test_captured_step_freezes_nothing_that_changes"]),
     Mutant("ref-stop-first-slot", "model: stop rule", "reference/generation.py",
            "if first and meets.shape[1]:", "if False and meets.shape[1]:",
            "reference stop rule lets slot 0 of a frame's first step meet the requirement",
