@@ -57,6 +57,11 @@ def _time(row: dict) -> Any:
     return row.get("median_ms", row.get("note"))
 
 
+def _impl_cell(row: dict) -> str:
+    """``impl``, with the graphs' stop lag where the row has one (None: one stop read per frame)."""
+    return f"{row.get('impl')} (stop_lag={row['stop_lag']})" if "stop_lag" in row else str(row.get("impl"))
+
+
 def _section_lines(name: str, entry: dict) -> list[str]:
     res = entry.get("results") or {}
     if name == "environment":
@@ -80,7 +85,7 @@ def _section_lines(name: str, entry: dict) -> list[str]:
         lines = [f"Timer: {res.get('timer', '')}. Memory (peak MB): {res.get('memory', '')}.", ""]
         lines += table(["workload", "impl", "dtype", "median ms", "min ms", "n", "peak MB", "gazed tokens", "x reference",
                         "x fast eager (graphs' gain)"],
-                       [[r.get("workload"), r.get("impl"), r.get("dtype"), _time(r), r.get("min_ms"), r.get("n"),
+                       [[r.get("workload"), _impl_cell(r), r.get("dtype"), _time(r), r.get("min_ms"), r.get("n"),
                          _memory(r), r.get("gazed_tokens"), r.get("x_reference"), r.get("x_fast_eager")]
                         for r in res.get("gaze", [])])
         if res.get("gaze_stopped"):

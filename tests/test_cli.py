@@ -1,6 +1,7 @@
 """The command line: demo with a local checkpoint and with the random fallback, gaze on a video file,
 chunking, and clear errors for unreadable input."""
 
+import importlib.util
 import re
 
 import numpy as np
@@ -13,6 +14,10 @@ from autogaze_fast.cli import main
 from autogaze_fast.video import write_video
 
 from conftest import FIXTURES, SHARED
+
+
+#: Video files need PyAV (an optional extra); without it these tests cannot make or read one.
+needs_av = pytest.mark.skipif(importlib.util.find_spec("av") is None, reason="needs PyAV: pip install av")
 
 
 @pytest.fixture(autouse=True)
@@ -53,6 +58,7 @@ def test_demo_random_fallback_warns(capsys, monkeypatch):
     assert "gazed tokens per frame (pads excluded): 13" in captured.out
 
 
+@needs_av
 def test_gaze_video_file(tmp_path, capsys):
     """The printed summary is the gaze of the decoded, preprocessed clip: per-frame counts (pads
     excluded) and the kept ratio equal a direct call of the model with the CLI's defaults
@@ -80,6 +86,7 @@ def test_gaze_video_file(tmp_path, capsys):
     assert overlay.stat().st_size > 0
 
 
+@needs_av
 def test_gaze_unreadable_video(tmp_path, capsys):
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"garbage")
@@ -87,6 +94,7 @@ def test_gaze_unreadable_video(tmp_path, capsys):
     assert "error" in capsys.readouterr().err
 
 
+@needs_av
 def test_gaze_missing_model_without_fallback(tmp_path, capsys):
     frames = np.zeros((1, 32, 32, 3), dtype=np.uint8)
     video = write_video(tmp_path / "clip.mp4", frames, fps=4)
@@ -102,6 +110,7 @@ def test_gaze_upstream_example_clip(capsys):
     assert "frames=2" in capsys.readouterr().out
 
 
+@needs_av
 def test_gaze_missing_model_says_how_to_get_it_or_allow_random(tmp_path, capsys):
     frames = np.zeros((1, 32, 32, 3), dtype=np.uint8)
     video = write_video(tmp_path / "clip.mp4", frames, fps=4)
@@ -111,6 +120,7 @@ def test_gaze_missing_model_says_how_to_get_it_or_allow_random(tmp_path, capsys)
     assert "--allow-random" in err
 
 
+@needs_av
 def test_gaze_allow_random_on_non_square_frames_notes_the_squash(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     frames = np.zeros((1, 36, 64, 3), dtype=np.uint8)
@@ -123,6 +133,7 @@ def test_gaze_allow_random_on_non_square_frames_notes_the_squash(tmp_path, capsy
     assert "pass --tiles anyres" in captured.out
 
 
+@needs_av
 def test_square_frames_get_no_squash_note(tmp_path, capsys):
     frames = np.zeros((1, 48, 48, 3), dtype=np.uint8)
     video = write_video(tmp_path / "clip.mp4", frames, fps=4)
@@ -130,6 +141,7 @@ def test_square_frames_get_no_squash_note(tmp_path, capsys):
     assert "squashed" not in capsys.readouterr().out
 
 
+@needs_av
 def test_gaze_refuses_a_too_thin_video_with_the_reason(tmp_path, capsys):
     frames = np.zeros((2, 64, 4, 3), dtype=np.uint8)
     video = write_video(tmp_path / "thin.mp4", frames, fps=4)
@@ -193,6 +205,7 @@ def wide_clip(tmp_path_factory):
     return write_video(tmp_path_factory.mktemp("wide") / "wide.mp4", synthetic_clip(3, size=(120, 250), seed=3), fps=4)
 
 
+@needs_av
 def test_gaze_tiles_anyres_draws_cells_where_they_are_on_the_source_frame(wide_clip, tmp_path, capsys):
     """The overlay PNG is drawn on the 120 x 250 source frames: pixel by pixel (outside the labels),
     outlines of the finest scale whose gazed box has the pixel on its 1-px border, the source where
@@ -240,6 +253,7 @@ def test_gaze_tiles_anyres_draws_cells_where_they_are_on_the_source_frame(wide_c
         assert all((colour_of[band] == s).sum() > 0 for s in (2, 3)), "the compared band holds fine outlines"
 
 
+@needs_av
 def test_gaze_interframe_view_writes_stream_and_csv(wide_clip, tmp_path, capsys):
     """--view interframe --keyframe-every 2 on the tiled gaze: the stream (gazed pixels from the
     current frame, the rest from the previous output, frame 2 a keyframe) in the PNG, and per frame
@@ -280,6 +294,7 @@ def test_gaze_interframe_view_writes_stream_and_csv(wide_clip, tmp_path, capsys)
         assert (shown[:60, :100] != stream[t][:60, :100]).any(), "PSNR and frame number are written on the picture"
 
 
+@needs_av
 @pytest.mark.parametrize("suffix", [".gif", ".mp4"])
 def test_gaze_interframe_without_tiles_writes_video_and_csv(tmp_path, capsys, suffix):
     from autogaze_fast.video import read_video
