@@ -11,7 +11,10 @@ recorded and the next section runs):
 3. ``end_to_end``: gaze timings (reference, fast eager, fast + CUDA graphs; fp32 and bf16), a
    1080p clip as 45 anyres tiles in one batch, and gazed SigLIP-B/16, with peak memory;
 4. ``kernels``: each Triton kernel vs the torch op it replaces;
-5. ``pytest``: ``pytest -m gpu`` in a subprocess, with a timeout (log in ``pytest-gpu.log``).
+5. ``pytest``: ``pytest -m gpu`` in a subprocess, with a timeout (log in ``pytest-gpu.log``);
+6. ``pytest_triton`` (CUDA only, in what is left of the budget): the other ``triton``-marked tests,
+   which run the kernels natively on CUDA tensors there (log in ``pytest-triton.log``); without
+   CUDA ``make test`` runs them through the interpreter.
 
 On CUDA the sizes are the models' own (16 frames, SigLIP-B/16 at 3,168 tokens, medians of >= 10)
 and the whole check is sized to finish within ~6 minutes on an H200. Without CUDA the same report
@@ -39,7 +42,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from .gpu_check_report import PYTEST_LOG, write_report
+from .gpu_check_report import PYTEST_LOG, PYTEST_TRITON_LOG, write_report
 from .gpu_check_timing import SectionTimeout
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -70,7 +73,8 @@ class CheckSizes:
 PROFILES = {
     "cuda": CheckSizes("cuda", frames=16, siglip_frames=16, siglip_layers=None, decode_context=6000, decode_cache=6144,
                        sparse_frames=16, warmup=2, repeats=10, kernel_repeats=25, budget_s=345,
-                       caps={"environment": 30, "parity": 90, "end_to_end": 130, "kernels": 60, "pytest": 240},
+                       caps={"environment": 30, "parity": 90, "end_to_end": 130, "kernels": 60, "pytest": 240,
+                             "pytest_triton": 240},
                        tiles_frames=16, tiles_hw=(1080, 1920), tile_batch_size=45),
     "cpu": CheckSizes("cpu", frames=2, siglip_frames=1, siglip_layers=4, decode_context=1500, decode_cache=1536,
                       sparse_frames=2, warmup=1, repeats=2, kernel_repeats=3, budget_s=110,
@@ -177,15 +181,40 @@ def parse_pytest_output(text: str) -> dict[str, Any]:
     return {"summary": summary, "counts": counts, "failures": failures[:50]}
 
 
+#: Section 6's run: every test that runs the Triton kernels, but the ``gpu`` ones section 5 ran.
+TRITON_PYTEST_ARGS = ["-m", "triton and not gpu and not slow", "-q", "-rfE", "-p", "no:cacheprovider", "tests"]
+#: Section 6 starts only with at least this much of the budget left.
+MIN_TRITON_PYTEST_S = 30.0
+
+
 def pytest_section(ctx: CheckContext, results: dict) -> None:
     """Section 5: ``pytest -m gpu`` (or ``--pytest-args``) in a subprocess, killed at the time cap."""
+    _run_pytest(ctx, results, ctx.pytest_args, PYTEST_LOG)
+
+
+def pytest_triton_section(ctx: CheckContext, results: dict) -> None:
+    """Section 6 (CUDA only): the ``triton``-marked tests that are not ``gpu`` ones, natively, in
+    what is left of the budget."""
+    if ctx.device.type != "cuda":
+        results["note"] = "CUDA only: without CUDA, `make test` runs these tests through the Triton interpreter"
+        ctx.save()
+        return
+    if ctx.deadline - time.perf_counter() < MIN_TRITON_PYTEST_S:
+        results["note"] = f"not run: less than {MIN_TRITON_PYTEST_S:.0f} s of the budget left"
+        ctx.save()
+        return
+    _run_pytest(ctx, results, TRITON_PYTEST_ARGS, PYTEST_TRITON_LOG)
+
+
+def _run_pytest(ctx: CheckContext, results: dict, args: list[str], log_name: str) -> None:
+    """``pytest args`` in a subprocess (log in ``out_dir/log_name``), killed at the section's deadline."""
     if not (REPO_ROOT / "tests").is_dir():
         raise FileNotFoundError(f"no tests/ folder beside the package ({REPO_ROOT}): install the project "
                                 "from its source tree (pip install --no-deps -e .) to run the gpu suite")
-    cmd = [sys.executable, "-m", "pytest", *ctx.pytest_args]
+    cmd = [sys.executable, "-m", "pytest", *args]
     timeout = max(1.0, ctx.deadline - time.perf_counter())
-    results.update(command=" ".join(cmd[1:]), timeout_s=round(timeout))
-    log_path = ctx.out_dir / PYTEST_LOG
+    results.update(command=" ".join(cmd[1:]), timeout_s=round(timeout), log=log_name)
+    log_path = ctx.out_dir / log_name
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
     if ctx.device.type == "cuda":  # kernels run natively there, never through the interpreter
         env.pop("TRITON_INTERPRET", None)
@@ -250,6 +279,7 @@ SECTIONS: dict[str, Callable[[CheckContext, dict], None]] = {
     "end_to_end": _end_to_end,
     "kernels": _kernels,
     "pytest": pytest_section,
+    "pytest_triton": pytest_triton_section,
 }
 
 
@@ -299,7 +329,7 @@ def run_section(ctx: CheckContext, name: str, cap_s: float) -> dict:
     start = time.perf_counter()
     ctx.deadline = start + cap_s
     try:
-        twins = _twin_path(ctx.device) if name != "pytest" else contextlib.nullcontext()
+        twins = _twin_path(ctx.device) if not name.startswith("pytest") else contextlib.nullcontext()
         with _hard_cap(cap_s * 1.5 + HARD_CAP_GRACE_S), twins:
             SECTIONS[name](ctx, entry["results"])
         entry["status"] = "ok"
@@ -351,8 +381,11 @@ def run_check(out_dir: str | os.PathLike, device: str | None = None, quick: bool
                        list(pytest_args or ["-m", "gpu", "-q", "-rfE", "-p", "no:cacheprovider", "tests"]))
     for name in [s for s in SECTIONS if sections is None or s in sections]:
         cap = sizes.caps.get(name, 60.0)
+        left = sizes.budget_s - (time.perf_counter() - ctx.started)
         if name == "pytest":  # what is left of the budget, at least a minute
-            cap = min(cap, max(60.0, sizes.budget_s - (time.perf_counter() - ctx.started)))
+            cap = min(cap, max(60.0, left))
+        elif name == "pytest_triton":  # what is left after that, if anything
+            cap = min(cap, max(0.0, left))
         run_section(ctx, name, cap)
     report["meta"]["finished"] = True
     ctx.save()

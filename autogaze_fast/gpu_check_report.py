@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 JSON_NAME, MARKDOWN_NAME, PYTEST_LOG = "gpu-check.json", "gpu-check.md", "pytest-gpu.log"
+PYTEST_TRITON_LOG = "pytest-triton.log"
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -109,9 +110,11 @@ def _section_lines(name: str, entry: dict) -> list[str]:
                        [[r.get("op"), r.get("shape"), r.get("dtype"), r.get("impl"), _time(r), r.get("n"), _work_memory(r),
                          r.get("max_abs_diff"), r.get("kernel_speedup"), r.get("note")] for r in res.get("rows", [])])
         return lines
-    if name == "pytest":
+    if name.startswith("pytest"):
+        if "command" not in res:
+            return [str(res.get("note", "not run")), ""]
         lines = [f"`{res.get('command', '')}`: **{res.get('summary', '')}** (exit {res.get('returncode')}, "
-                 f"{'TIMED OUT, ' if res.get('timed_out') else ''}log: {PYTEST_LOG})", ""]
+                 f"{'TIMED OUT, ' if res.get('timed_out') else ''}log: {res.get('log', PYTEST_LOG)})", ""]
         lines += [f"- {line}" for line in res.get("failures", [])]
         return lines + [""]
     return ["```", json.dumps(res, indent=1, default=str), "```", ""]

@@ -43,16 +43,28 @@ def torch_twins(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "0")
 
 
+#: Where tests that exercise the Triton kernels put their tensors: CUDA when it is there (the
+#: kernels run natively), else the CPU (the interpreter runs them; see the top of this file).
+KERNEL_DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 @pytest.fixture
-def triton_interpreter(monkeypatch):
-    """Run the fast path's Triton kernels on CPU through the interpreter (CUDA runs them natively)."""
-    if not torch.cuda.is_available():
+def triton_kernels(monkeypatch) -> torch.device:
+    """Run the fast path's Triton kernels and return the device the test must put its model and
+    inputs on: CUDA when it is there (natively; TF32 off, as exact fp32 parity needs), else the CPU
+    through the interpreter. Tests using it carry the ``triton`` marker (added at collection)."""
+    if KERNEL_DEVICE.type == "cuda":
+        monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+        monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    else:
         monkeypatch.setenv("TRITON_INTERPRET", "1")
+    return KERNEL_DEVICE
 
 
 def pytest_collection_modifyitems(config, items):
     skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
-    if not torch.cuda.is_available():
-        for item in items:
-            if "gpu" in item.keywords:
-                item.add_marker(skip_gpu)
+    for item in items:
+        if "triton_kernels" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.triton)
+        if "gpu" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(skip_gpu)

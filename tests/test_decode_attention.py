@@ -13,6 +13,7 @@ from autogaze_fast.kernels import decode_attention as da
 from autogaze_fast.kernels.decode_attention import decode_attention, decode_attention_torch
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+pytestmark = pytest.mark.triton  # kernel cases run natively with CUDA (make gpu-check), else interpreted
 ATOL = {torch.float32: 2e-5, torch.bfloat16: 3e-2, torch.float16: 4e-3}
 TWIN_ATOL = {torch.float32: 2e-5, torch.bfloat16: 3e-2, torch.float16: 4e-3}  # both round to dtype
 
@@ -391,7 +392,7 @@ def test_split_plan_covers_the_keys_without_an_empty_split(kv_len, block_n, forc
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("Lq, ctx, D, bucket", [(10, 37, 32, 256), (10, 100, 72, 128), (2, 251, 32, 251), (1, 40, 32, 40)])
-def test_device_lengths_and_bucket_plan(triton_interpreter, dtype, Lq, ctx, D, bucket):
+def test_device_lengths_and_bucket_plan(triton_kernels, dtype, Lq, ctx, D, bucket):
     """Lengths as device tensors give bit for bit the launch with the same ints and bucket (one
     capture serves every length); the bucket's plan (splits past cache_len, or one split written
     directly with no combine) matches the naive oracle, and so does the live plan."""
@@ -408,7 +409,7 @@ def test_device_lengths_and_bucket_plan(triton_interpreter, dtype, Lq, ctx, D, b
     torch.testing.assert_close(twin.double(), want, atol=TWIN_ATOL[dtype], rtol=0)
 
 
-def test_one_split_skips_the_combine_kernel(triton_interpreter, monkeypatch):
+def test_one_split_skips_the_combine_kernel(triton_kernels, monkeypatch):
     """num_splits=1: one launch (the split kernel writes the output); more splits: split + combine."""
     launches = []
     for name in ("_decode_attn_split_kernel", "_decode_attn_combine_kernel"):

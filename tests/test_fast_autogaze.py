@@ -25,24 +25,27 @@ def teacher_forced_loss(model, video, info):
     return -(out["log_action_probs"] * real).sum() / real.sum() + (out["task_loss_prediction"] ** 2 * real).mean()
 
 
-@pytest.mark.parametrize("kernels, frames", [("torch_twins", 3), ("triton_interpreter", 1)])
+@pytest.mark.parametrize("kernels, frames", [("torch_twins", 3),
+                                              pytest.param("triton_kernels", 1, marks=pytest.mark.triton)])
 def test_teacher_forced_gradients_match_reference(kernels, frames, request):
-    """On CPU: the differentiable torch twin; under the interpreter (slow: one frame): the Triton
-    prefill forward with its torch-recompute backward. Stop case: every frame has a pad inside it."""
-    request.getfixturevalue(kernels)
-    ref, fast = load("reference"), load("fast")
+    """On CPU: the differentiable torch twin; with the Triton kernels (interpreted without CUDA, so
+    one frame): the Triton prefill forward with its torch-recompute backward. Stop case: every frame
+    has a pad inside it. The reference runs on the CPU, the fast model where the kernels run."""
+    device = request.getfixturevalue(kernels) or torch.device("cpu")
+    ref, fast = load("reference"), load("fast").to(device)
     video = CASES["video"][:, :frames]
     info = {k: CASES["stop_k10." + k] for k in ("gazing_pos", "if_padded_gazing", "num_gazing_each_frame")}
     n = int(info["num_gazing_each_frame"][:frames].sum())
     info = {"gazing_pos": info["gazing_pos"][:, :n], "if_padded_gazing": info["if_padded_gazing"][:, :n].bool(),
             "num_gazing_each_frame": info["num_gazing_each_frame"][:frames]}
     assert info["if_padded_gazing"].any()
-    loss_ref, loss_fast = teacher_forced_loss(ref, video, info), teacher_forced_loss(fast, video, info)
-    torch.testing.assert_close(loss_fast, loss_ref, atol=1e-5, rtol=1e-5)
+    loss_ref = teacher_forced_loss(ref, video, info)
+    loss_fast = teacher_forced_loss(fast, video.to(device), {k: v.to(device) for k, v in info.items()})
+    torch.testing.assert_close(loss_fast.cpu(), loss_ref, atol=1e-5, rtol=1e-5)
     loss_ref.backward()
     loss_fast.backward()
     for (name, p_ref), (_, p_fast) in zip(ref.named_parameters(), fast.named_parameters()):
-        torch.testing.assert_close(p_fast.grad, p_ref.grad, atol=1e-5, rtol=1e-4, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(p_fast.grad.cpu(), p_ref.grad, atol=1e-5, rtol=1e-4, msg=lambda m: f"{name}: {m}")
 
 
 def test_teacher_forced_batch2_every_position_and_gradient_match_reference(torch_twins):
@@ -142,12 +145,13 @@ def test_extreme_budgets_match_reference(torch_twins, ratio):
 
 # ---------------------------------------------------------------- Triton kernels through the interpreter
 @pytest.mark.parametrize("name, ratio, case, frames", [("tiny_k10", 0.5, "stop_k10", 2), ("tiny_k1", 0.3, "stop_k1", 1)])
-def test_fast_through_triton_interpreter_matches_upstream(triton_interpreter, name, ratio, case, frames):
-    """TRITON_INTERPRET=1: the fast model runs its Triton kernels on CPU; gaze must equal upstream's
-    (the first frames of the upstream case: the interpreter is slow)."""
-    model = load("fast", name)
-    out = model({"video": CASES["video"][:, :frames]}, gazing_ratio=ratio,
+def test_fast_through_triton_kernels_matches_upstream(triton_kernels, name, ratio, case, frames):
+    """The fast model runs its Triton kernels (on CPU through the interpreter, natively on CUDA); gaze
+    must equal upstream's (the first frames of the upstream case: the interpreter is slow)."""
+    model = load("fast", name).to(triton_kernels)
+    out = model({"video": CASES["video"][:, :frames].to(triton_kernels)}, gazing_ratio=ratio,
                 task_loss_requirement=META[f"{case}_task_loss_requirement"], generate_only=True)
+    out = {k: out[k].cpu() for k in ("num_gazing_each_frame", "gazing_pos", "if_padded_gazing")}
     counts = CASES[f"{case}.num_gazing_each_frame"][:frames]
     n = int(counts.sum())
     assert out["num_gazing_each_frame"].tolist() == counts.tolist()
@@ -156,10 +160,10 @@ def test_fast_through_triton_interpreter_matches_upstream(triton_interpreter, na
 
 
 @pytest.mark.slow
-def test_fast_through_triton_interpreter_full_clip(triton_interpreter):
-    model = load("fast")
-    out = model({"video": CASES["video"]}, gazing_ratio=0.75, generate_only=True)
-    assert torch.equal(out["gazing_pos"], CASES["ratio_k10.gazing_pos"])
+def test_fast_through_triton_kernels_full_clip(triton_kernels):
+    model = load("fast").to(triton_kernels)
+    out = model({"video": CASES["video"].to(triton_kernels)}, gazing_ratio=0.75, generate_only=True)
+    assert torch.equal(out["gazing_pos"].cpu(), CASES["ratio_k10.gazing_pos"])
 
 
 def mask_iou(a: dict, b: dict) -> float:

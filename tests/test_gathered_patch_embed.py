@@ -3,7 +3,8 @@
 The oracle is upstream's algorithm: unfold every patch of every scale, embed all of them with the
 conv weight as a linear map, add the position tables, concatenate scales per frame and frames
 along the sequence, then keep the gazed tokens. Without CUDA the Triton kernel runs through the
-interpreter (tests/conftest.py).
+interpreter (tests/conftest.py); with CUDA the kernel cases run natively on CUDA tensors
+(``DEVICE``), and the whole file carries the ``triton`` marker (``make gpu-check`` runs it there).
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ from autogaze_fast.kernels.gathered_patch_embed import (
     patch_layout,
     scale_views,
 )
+
+from conftest import KERNEL_DEVICE as DEVICE
+
+pytestmark = pytest.mark.triton
 
 TOL = {torch.float32: 1e-5, torch.float16: 3e-3, torch.bfloat16: 4e-2}
 
@@ -37,10 +42,12 @@ def naive_embed(frames, token_index, weight, bias, pos_table):
     if bias is not None:
         emb = emb + bias.double()
     emb = emb.reshape(B, -1, C)  # frames along the sequence
-    return emb[torch.arange(B)[:, None], token_index]
+    return emb[torch.arange(B, device=emb.device)[:, None], token_index]
 
 
-def make_case(p, dtype, B=2, T=3, C=40, N=23, scales_mult=(1, 2, 3), seed=0, empty_frame=False, bias=True):
+def make_case(p, dtype, B=2, T=3, C=40, N=23, scales_mult=(1, 2, 3), seed=0, empty_frame=False, bias=True,
+              device=DEVICE):
+    """Frames per scale (B, T, 3, s, s), gazed ids (B, N) with trailing pads, conv weight, bias, positions; on ``device``."""
     g = torch.Generator().manual_seed(seed)
     scales = [m * p for m in scales_mult]
     frames = [torch.randn(B, T, 3, s, s, generator=g).to(dtype) for s in scales]
@@ -54,7 +61,8 @@ def make_case(p, dtype, B=2, T=3, C=40, N=23, scales_mult=(1, 2, 3), seed=0, emp
     weight = (torch.randn(C, 3, p, p, generator=g) * 0.05).to(dtype)
     b = torch.randn(C, generator=g).to(dtype) if bias else None
     pos = torch.randn(n_frame, C, generator=g).to(dtype)
-    return frames, idx, weight, b, pos
+    frames, idx, weight, pos = [f.to(device) for f in frames], idx.to(device), weight.to(device), pos.to(device)
+    return frames, idx, weight, None if b is None else b.to(device), pos
 
 
 @pytest.mark.parametrize("p", [14, 16])
@@ -92,7 +100,7 @@ def test_gradients_match_oracle_autograd(backend):
     leaves = [*frames, weight, bias, pos]
     for t in leaves:
         t.requires_grad_()
-    g = torch.randn(idx.shape[0], idx.shape[1], weight.shape[0], generator=torch.Generator().manual_seed(1))
+    g = torch.randn(idx.shape[0], idx.shape[1], weight.shape[0], generator=torch.Generator().manual_seed(1)).to(DEVICE)
     gathered_patch_embed(frames, idx, weight, bias, pos, backend=backend).backward(g)
     got = [t.grad for t in leaves]
     ref_leaves = [t.detach().double().requires_grad_() for t in leaves]
@@ -121,7 +129,7 @@ def test_layout_tables_and_views():
 
 
 def test_bad_inputs_raise_clear_errors():
-    frames, idx, weight, bias, pos = make_case(16, torch.float32)
+    frames, idx, weight, bias, pos = make_case(16, torch.float32, device="cpu")
     with pytest.raises(ValueError, match="patch size"):
         gathered_patch_embed(frames, idx, weight[:, :, :8, :8], bias, pos)
     with pytest.raises(ValueError, match=r"\(C, 3, p, p\)"):
@@ -155,7 +163,7 @@ def test_cuda_kernel_matches_unfold_oracle(p, dtype):
     """The compiled kernel (forward, and the torch backward it feeds) at SigLIP-B size against the
     float64 unfold oracle, at the CPU tolerances."""
     frames, idx, weight, bias, pos = make_case(p, dtype, B=2, T=16, C=768, N=16 * 150,
-                                               scales_mult=(2, 4, 7, 14) if p == 16 else (4, 8, 14, 28))
+                                               scales_mult=(2, 4, 7, 14) if p == 16 else (4, 8, 14, 28), device="cpu")
     ref = naive_embed(frames, idx, weight, bias, pos)
     out = gathered_patch_embed([f.cuda() for f in frames], idx.cuda(), weight.cuda(), bias.cuda(), pos.cuda())
     assert out.dtype == dtype

@@ -8,6 +8,7 @@ import json
 import time
 
 import pytest
+import torch
 
 from autogaze_fast import gpu_check
 from autogaze_fast.cli import main
@@ -120,7 +121,8 @@ def test_failing_and_overrunning_sections_keep_the_others(tmp_path, monkeypatch)
     written = json.loads((tmp_path / "gpu-check.json").read_text())
     sections = written["sections"]
     assert {n: e["status"] for n, e in sections.items()} == {
-        "environment": "ok", "parity": "error", "end_to_end": "timeout", "kernels": "ok", "pytest": "ok"}
+        "environment": "ok", "parity": "error", "end_to_end": "timeout", "kernels": "ok", "pytest": "ok",
+        "pytest_triton": "ok"}
     assert sections["parity"]["error"] == "RuntimeError: injected failure" and "boom" in sections["parity"]["traceback"]
     assert sections["parity"]["results"]["fixtures"] == [{"case": "before the failure"}]
     assert sections["end_to_end"]["results"]["gaze"] == [{"workload": "finished before the cap"}]
@@ -154,6 +156,24 @@ def test_pytest_run_past_its_cap_is_stopped(tmp_path):
     assert entry["status"] == "timeout" and entry["results"]["timed_out"]
     assert entry["results"]["summary"].startswith("timed out after")
     assert (tmp_path / "pytest-gpu.log").exists()
+
+
+def test_triton_suite_runs_on_cuda_in_what_is_left(tmp_path, monkeypatch):
+    """Section 6: without CUDA it only notes why; on CUDA (its device faked here, its pytest run
+    replaced by a one-test run) it runs in its own log, or notes that the budget is spent."""
+    report = run_check(tmp_path, device="cpu", quick=True, sections=["pytest_triton"])
+    assert "CUDA only" in report["sections"]["pytest_triton"]["results"]["note"]
+    monkeypatch.setattr(gpu_check, "TRITON_PYTEST_ARGS",
+                        ["-q", "-p", "no:cacheprovider", "tests/test_gpu_check.py::test_parse_pytest_output"])
+    ctx = gpu_check.CheckContext(torch.device("cuda"), gpu_check.PROFILES["quick"], gpu_check.DEFAULT_FIXTURES,
+                                 tmp_path, {"meta": {}, "sections": {}}, time.perf_counter(), [])
+    for left, ran in ((120.0, True), (5.0, False)):
+        results: dict = {}
+        ctx.deadline = time.perf_counter() + left
+        gpu_check.pytest_triton_section(ctx, results)
+        assert ("command" in results) == ran, results
+    assert (tmp_path / "pytest-triton.log").exists()
+    assert "not run" in results["note"]
 
 
 def test_parse_pytest_output():

@@ -120,15 +120,15 @@ def test_graph_ready_streaming_equals_whole_clip(torch_twins):
     assert torch.equal(torch.cat(pos, 1), CASES["stream_k10.gazing_pos"])
 
 
-def test_graph_ready_path_through_the_triton_interpreter(triton_interpreter):
+def test_graph_ready_path_through_the_triton_kernels(triton_kernels):
     """The captured kernels themselves (device lengths, bucket plan) on CPU: two frames of the stop case."""
-    video = CASES["video"][:, :2]
+    video = CASES["video"][:, :2].to(triton_kernels)
     kwargs = dict(gazing_ratio=0.5, task_loss_requirement=META["stop_k10_task_loss_requirement"])
-    eager = gaze(load(), video, **kwargs)
-    graph_ready = gaze(load(static_decode=True), video, **kwargs)
+    eager = gaze(load().to(triton_kernels), video, **kwargs)
+    graph_ready = gaze(load(static_decode=True).to(triton_kernels), video, **kwargs)
     assert_same_gaze(graph_ready, eager)
     n = int(eager["num_gazing_each_frame"].sum())
-    assert torch.equal(graph_ready["gazing_pos"], CASES["stop_k10.gazing_pos"][:, :n])
+    assert torch.equal(graph_ready["gazing_pos"].cpu(), CASES["stop_k10.gazing_pos"][:, :n])
 
 
 # ---------------------------------------------------------------- what a capture freezes
@@ -194,7 +194,7 @@ class StepRecorder(TorchDispatchMode):
         return Launch()
 
 
-def test_captured_step_freezes_nothing_that_changes(triton_interpreter, monkeypatch):
+def test_captured_step_freezes_nothing_that_changes(triton_kernels, monkeypatch):
     """The step that CUDA graphs capture, run with the Triton kernels (interpreter on CPU): no op in it
     syncs the host or copies host memory (and the whole frame loop syncs once per frame, with
     ``stop_lag=None``), and every step of one bucket launches exactly the same
@@ -232,11 +232,11 @@ def test_captured_step_freezes_nothing_that_changes(triton_interpreter, monkeypa
             recorder.generating = False
 
     monkeypatch.setattr(gazing_model_module, "generate_frames_graphed", recorded_loop)
-    video = CASES["video"][:, :2]
+    video = CASES["video"][:, :2].to(triton_kernels)
     kwargs = dict(gazing_ratio=0.75, task_loss_requirement=-1e9)  # the stop test runs, and never fires
     with recorder:
-        got = gaze(load(static_decode=True, stop_lag=None), video, **kwargs)
-    assert_same_gaze(got, gaze(load(), video, **kwargs))
+        got = gaze(load(static_decode=True, stop_lag=None).to(triton_kernels), video, **kwargs)
+    assert_same_gaze(got, gaze(load().to(triton_kernels), video, **kwargs))
     steps = [ops for bucket in recorder.steps.values() for ops in bucket]
     assert len(recorder.steps) >= 2 and all(len(v) >= 2 for v in recorder.steps.values()), \
         {b: len(v) for b, v in recorder.steps.items()}

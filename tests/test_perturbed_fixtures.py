@@ -28,6 +28,7 @@ SigLIP states within 1e-4 (the tolerance of the original SigLIP fixture tests).
 """
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -156,37 +157,44 @@ def test_stream_k10(torch_twins, impl):
 
 
 # ----------------------------------------------------------------------------- gaze: Triton interpreter
-def test_interpreter_stop_k10_first_two_frames(triton_interpreter):
+def test_interpreter_stop_k10_first_two_frames(triton_kernels):
     """Frame 2 decodes against frame 1's prompt and gaze in the cache (split-KV decode kernel)."""
     frames = 2
     with torch.no_grad():
-        out = load_gaze("fast")({"video": VIDEO[:, :frames]}, gazing_ratio=0.5, generate_only=True,
-                                task_loss_requirement=META["stop_k10_task_loss_requirement"])
+        out = load_gaze("fast").to(triton_kernels)({"video": VIDEO[:, :frames].to(triton_kernels)}, gazing_ratio=0.5,
+                                                   generate_only=True,
+                                                   task_loss_requirement=META["stop_k10_task_loss_requirement"])
+    out = {k: out[k].cpu() for k in ("num_gazing_each_frame", "if_padded_gazing", "gazing_pos")}
     expected = first_frames("stop_k10", frames)
     assert out["num_gazing_each_frame"].tolist() == expected["num_gazing_each_frame"].tolist()
     assert torch.equal(out["if_padded_gazing"], expected["if_padded_gazing"])
     assert torch.equal(out["gazing_pos"], expected["gazing_pos"])
 
 
-def test_interpreter_teacher_forced_scores_first_frame(triton_interpreter):
+def test_interpreter_teacher_forced_scores_first_frame(triton_kernels):
     """Upstream's log-probs of its own stop_k10 gaze (teacher-forced), first frame, via the kernels."""
     gaze = first_frames("stop_k10", 1)
     with torch.no_grad():
-        out = load_gaze("fast")({"video": VIDEO[:, :1]}, gazing_info=gaze)
+        out = load_gaze("fast").to(triton_kernels)({"video": VIDEO[:, :1].to(triton_kernels)},
+                                                   gazing_info={k: v.to(triton_kernels) for k, v in gaze.items()})
+    out = {k: out[k].cpu() for k in ("gazing_pos", "if_padded_gazing", "log_action_probs", "task_loss_prediction")}
     assert torch.equal(out["gazing_pos"], gaze["gazing_pos"])
     assert_scores_close(out, "stop_k10", n=gaze["gazing_pos"].shape[1])
 
 
 # ----------------------------------------------------------------------------- SigLIP
 @pytest.mark.parametrize("impl, backend", [("reference", "torch_twins"), ("fast", "torch_twins"),
-                                           ("fast", "triton_interpreter")])
+                                           pytest.param("fast", "triton_kernels", marks=pytest.mark.triton)])
 def test_siglip_on_stop_k10_gaze(request, impl, backend):
-    request.getfixturevalue(backend)
+    device = request.getfixturevalue(backend) or torch.device("cpu")  # the kernels natively on CUDA
     gaze = {k: SIGLIP[k] for k in GAZE_KEYS}
     for k in GAZE_KEYS:
         assert torch.equal(gaze[k], CASES[f"stop_k10.{k}"])
     with torch.no_grad():
-        out = load_siglip(impl)(VIDEO, gaze, output_hidden_states=True)
+        out = load_siglip(impl).to(device)(VIDEO.to(device), {k: v.to(device) for k, v in gaze.items()},
+                                          output_hidden_states=True)
+    out = SimpleNamespace(last_hidden_state=out.last_hidden_state.cpu(), pooler_output=out.pooler_output.cpu(),
+                          hidden_states=[h.cpu() for h in out.hidden_states])
     keep = ~gaze["if_padded_gazing"].bool()
     assert keep.sum() < keep.numel(), "the case must contain pads"
     assert out.last_hidden_state.shape == SIGLIP["last_hidden_state"].shape

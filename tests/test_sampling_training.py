@@ -140,9 +140,12 @@ def test_sampled_rollout_gives_finite_gradients_on_every_parameter(impl):
         assert p.grad.abs().sum() > 0, f"{name} has an all-zero gradient"
 
 
-def _scored_pair(video, gaze):
-    ref, fast = perturbed("reference"), perturbed("fast")
-    return (ref, ref({"video": video}, gazing_info=gaze)), (fast, fast({"video": video}, gazing_info=gaze))
+def _scored_pair(video, gaze, device=torch.device("cpu")):
+    """Reference (CPU) and fast (on ``device``) teacher-forced outputs; the fast one brought back to the CPU."""
+    ref, fast = perturbed("reference"), perturbed("fast").to(device)
+    out = fast({"video": video.to(device)}, gazing_info={k: v.to(device) for k, v in gaze.items()})
+    return (ref, ref({"video": video}, gazing_info=gaze)), (fast, {k: v.cpu() for k, v in out.items()
+                                                                    if isinstance(v, torch.Tensor)})
 
 
 def test_teacher_forced_scores_and_gradients_equal_reference_on_sampled_gaze_with_pads():
@@ -163,20 +166,20 @@ def test_teacher_forced_scores_and_gradients_equal_reference_on_sampled_gaze_wit
         torch.testing.assert_close(p_fast.grad, p_ref.grad, atol=1e-6, rtol=1e-4, msg=lambda m: f"{name}: {m}")
 
 
-def test_teacher_forced_through_triton_interpreter_equals_reference(triton_interpreter):
-    """The fast teacher-forced pass with its Triton prefill attention (interpreter on CPU): scores and
-    gradients equal the reference's (one frame: the interpreter is slow)."""
+def test_teacher_forced_through_triton_kernels_equals_reference(triton_kernels):
+    """The fast teacher-forced pass with its Triton prefill attention (interpreter on CPU, natively on
+    CUDA): scores and gradients equal the reference's (one frame: the interpreter is slow)."""
     video = CASES["video"][:, :1]
     gaze = {k: CASES["stop_k10." + k] for k in ("gazing_pos", "if_padded_gazing", "num_gazing_each_frame")}
     n = int(gaze["num_gazing_each_frame"][0])
     gaze = {"gazing_pos": gaze["gazing_pos"][:, :n], "if_padded_gazing": gaze["if_padded_gazing"][:, :n].bool(),
             "num_gazing_each_frame": gaze["num_gazing_each_frame"][:1]}
-    (ref, a), (fast, b) = _scored_pair(video, gaze)
+    (ref, a), (fast, b) = _scored_pair(video, gaze, triton_kernels)
     torch.testing.assert_close(b["log_action_probs"], a["log_action_probs"], atol=1e-5, rtol=0)
     teacher_forced_loss(a).backward()
     teacher_forced_loss(b).backward()
     for (name, p_ref), (_, p_fast) in zip(ref.named_parameters(), fast.named_parameters()):
-        torch.testing.assert_close(p_fast.grad, p_ref.grad, atol=1e-6, rtol=1e-4, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(p_fast.grad.cpu(), p_ref.grad, atol=1e-6, rtol=1e-4, msg=lambda m: f"{name}: {m}")
 
 
 def test_sampling_warpers_scale_by_temperature_then_keep_each_slots_top_k():

@@ -2,7 +2,9 @@
 
 The oracle builds the full N×N mask straight from the definition (what upstream's
 ``get_causal_mask`` builds) and runs softmax attention in float64. Without CUDA the Triton
-kernels run through the interpreter (tests/conftest.py), so shapes stay tiny.
+kernels run through the interpreter (tests/conftest.py), so shapes stay tiny; with CUDA the kernel
+cases run natively on CUDA tensors (``DEVICE``), and the whole file carries the ``triton`` marker
+(``make gpu-check`` runs it there).
 """
 
 from __future__ import annotations
@@ -22,6 +24,10 @@ from autogaze_fast.kernels.sparse_attention import (
     sparse_attention_forward,
 )
 
+from conftest import KERNEL_DEVICE as DEVICE
+
+pytestmark = pytest.mark.triton
+
 TYPES = sorted(ATTN_TYPES)
 TOL = {torch.float32: 2e-5, torch.float16: 4e-3, torch.bfloat16: 3e-2}
 
@@ -30,14 +36,14 @@ def dense_mask(frame: torch.Tensor, pad: torch.Tensor, attn_type: str) -> torch.
     """(B, N, N) bool: may query i attend key j."""
     B, N = frame.shape
     fq, fk = frame[:, :, None], frame[:, None, :]
-    idx = torch.arange(N)
+    idx = torch.arange(N, device=frame.device)
     rule = {
-        "bidirectional": torch.ones(B, N, N, dtype=torch.bool),
+        "bidirectional": torch.ones(B, N, N, dtype=torch.bool, device=frame.device),
         "block_causal": fk <= fq,
         "causal": (idx[None, :] <= idx[:, None]).expand(B, N, N),
         "frame_independent": fk == fq,
     }[attn_type]
-    return (rule & ~pad[:, None, :]) | torch.eye(N, dtype=torch.bool)[None]
+    return (rule & ~pad[:, None, :]) | torch.eye(N, dtype=torch.bool, device=frame.device)[None]
 
 
 def naive_attention(q, k, v, frame, pad, attn_type, scale=None):
@@ -48,8 +54,9 @@ def naive_attention(q, k, v, frame, pad, attn_type, scale=None):
     return s.softmax(-1) @ v.double()
 
 
-def make_inputs(B, H, N, D, dtype, seed=0, n_frames=4, pad_rate=0.3, empty_frame=True, all_pad_row=False):
-    """Random q, k, v and gazed-token metadata: tokens sorted by frame, some frames all pads."""
+def make_inputs(B, H, N, D, dtype, seed=0, n_frames=4, pad_rate=0.3, empty_frame=True, all_pad_row=False,
+                device=DEVICE):
+    """Random q, k, v and gazed-token metadata on ``device``: tokens sorted by frame, some frames all pads."""
     g = torch.Generator().manual_seed(seed)
     q, k, v = (torch.randn(B, H, N, D, generator=g).to(dtype) for _ in range(3))
     frame = torch.sort(torch.randint(0, n_frames, (B, N), generator=g), dim=1).values.to(torch.int32)
@@ -58,7 +65,7 @@ def make_inputs(B, H, N, D, dtype, seed=0, n_frames=4, pad_rate=0.3, empty_frame
         pad |= frame == 1
     if all_pad_row:
         pad[-1] = True
-    return q, k, v, frame, pad
+    return tuple(t.to(device) for t in (q, k, v, frame, pad))
 
 
 @pytest.mark.parametrize("attn_type", TYPES)
@@ -98,7 +105,7 @@ def test_non_contiguous_inputs_and_custom_scale(backend):
     """q/k/v as (B, N, H, D) projections viewed as (B, H, N, D), the layout the ViT produces."""
     B, H, N, D = 2, 3, 33, 16
     g = torch.Generator().manual_seed(5)
-    qkv = torch.randn(B, N, 3, H, D, generator=g)
+    qkv = torch.randn(B, N, 3, H, D, generator=g).to(DEVICE)
     q, k, v = (qkv[:, :, i].transpose(1, 2) for i in range(3))
     assert not q.is_contiguous()
     _, _, _, frame, pad = make_inputs(B, H, N, D, torch.float32, seed=5)
@@ -106,7 +113,7 @@ def test_non_contiguous_inputs_and_custom_scale(backend):
     ref = naive_attention(q, k, v, frame, pad, "frame_independent", scale=0.3)
     torch.testing.assert_close(out.double(), ref, atol=2e-5, rtol=2e-5)
     # Misaligned storage (offset of one element, odd row stride): copied to the kernels' layout.
-    wide = torch.randn(B, H, N, D + 1, generator=g)[..., 1:]
+    wide = torch.randn(B, H, N, D + 1, generator=g).to(DEVICE)[..., 1:]
     out = sparse_attention(wide, wide, wide, frame, pad, "causal", backend=backend)
     torch.testing.assert_close(out.double(), naive_attention(wide, wide, wide, frame, pad, "causal"),
                                atol=2e-5, rtol=2e-5)
@@ -118,7 +125,7 @@ def test_gradients_match_dense_autograd(attn_type, backend):
     B, H, N, D = 2, 2, 41, 24
     q, k, v, frame, pad = make_inputs(B, H, N, D, torch.float32, seed=11, all_pad_row=True)
     q, k, v = (t.requires_grad_() for t in (q, k, v))
-    dout = torch.randn(B, H, N, D, generator=torch.Generator().manual_seed(12))
+    dout = torch.randn(B, H, N, D, generator=torch.Generator().manual_seed(12)).to(DEVICE)
     sparse_attention(q, k, v, frame, pad, attn_type, backend=backend).backward(dout)
     q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
     naive_attention(q64, k64, v64, frame, pad, attn_type).backward(dout.double())
@@ -129,7 +136,7 @@ def test_gradients_match_dense_autograd(attn_type, backend):
 def test_bf16_gradients_close_to_fp32():
     B, H, N, D = 1, 2, 35, 72
     q, k, v, frame, pad = make_inputs(B, H, N, D, torch.float32, seed=21)
-    dout = torch.randn(B, H, N, D, generator=torch.Generator().manual_seed(22))
+    dout = torch.randn(B, H, N, D, generator=torch.Generator().manual_seed(22)).to(DEVICE)
     out, lse = sparse_attention_forward(q, k, v, frame, pad, backend="torch")
     want = sparse_attention_backward(q, k, v, out, lse, dout, frame, pad, backend="torch")
     qb, kb, vb = (t.bfloat16() for t in (q, k, v))
@@ -144,7 +151,7 @@ def test_bf16_gradients_close_to_fp32():
 def test_twin_walk_with_small_chunks(attn_type):
     """The twin's chunk walk (forward both ways, backward) with many 16-token chunks."""
     B, H, N, D = 2, 2, 67, 16
-    q, k, v, frame, pad = make_inputs(B, H, N, D, torch.float32, seed=31, n_frames=6, all_pad_row=True)
+    q, k, v, frame, pad = make_inputs(B, H, N, D, torch.float32, seed=31, n_frames=6, all_pad_row=True, device="cpu")
     t, scale = ATTN_TYPES[attn_type], D ** -0.5
     ref = naive_attention(q, k, v, frame, pad, attn_type)
     out, lse = _fwd_torch(q, k, v, frame, pad, t, scale, need_lse=True, chunk=16)
@@ -231,7 +238,7 @@ def test_block_causal_walk_skips_future_frames():
 
 
 def test_bad_inputs_raise_clear_errors():
-    q, k, v, frame, pad = make_inputs(1, 2, 10, 16, torch.float32)
+    q, k, v, frame, pad = make_inputs(1, 2, 10, 16, torch.float32, device="cpu")
     with pytest.raises(ValueError, match="same shape"):
         sparse_attention(q, k[:, :, :5], v, frame, pad)
     with pytest.raises(ValueError, match="one dtype"):
@@ -274,7 +281,7 @@ def test_cuda_kernel_matches_float64_oracle(attn_type, dtype, D):
     """The compiled kernels (forward and the gradient of each input) against the dense float64
     oracle at the CPU tolerances, on a 1000-token, 16-frame layout with pads and an empty frame."""
     B, H, N = 2, 4, 1000
-    q, k, v, frame, pad = make_inputs(B, H, N, D, dtype, seed=D, n_frames=16)
+    q, k, v, frame, pad = make_inputs(B, H, N, D, dtype, seed=D, n_frames=16, device="cpu")
     dout = torch.randn(B, H, N, D, generator=torch.Generator().manual_seed(D + 1)).to(dtype)
     q64, k64, v64 = (t.double().requires_grad_() for t in (q, k, v))
     ref = naive_attention(q64, k64, v64, frame, pad, attn_type)
@@ -294,7 +301,7 @@ def test_inference_frame_spans_with_cross_half_merge(dtype, n_frames):
     block-causal) the second half's queries meeting the first half's keys in one call merged by
     log-sum-exp. Every attention type against the dense oracle."""
     B, H, N, D = 2, 2, 9 * n_frames + 5, 32
-    q, k, v, _, _ = make_inputs(B, H, N, D, dtype, seed=n_frames)
+    q, k, v, _, _ = make_inputs(B, H, N, D, dtype, seed=n_frames, device="cpu")
     sizes = torch.full((n_frames,), N // n_frames)
     sizes[: N % n_frames] += 1  # unequal frames
     frame = torch.repeat_interleave(torch.arange(n_frames), sizes).to(torch.int32)[None].expand(B, N)
@@ -323,11 +330,12 @@ def test_cpu_training_path_matches_dense_oracle_and_twin(torch_twins, attn_type,
     otherwise): output and gradients equal the float64 oracle and the twin (backend="torch")."""
     B, H, D, n_frames = 2, 2, 16, 5
     if layout == "per_row_frames":  # frames differ per batch row, pads, an all-pad row: the twin's chunks
-        q, k, v, frame, pad = make_inputs(B, H, 53, D, torch.float32, seed=41, n_frames=n_frames, all_pad_row=True)
+        q, k, v, frame, pad = make_inputs(B, H, 53, D, torch.float32, seed=41, n_frames=n_frames, all_pad_row=True,
+                                          device="cpu")
     else:
         sizes = torch.tensor([1, 9, 12, 7, 11])  # a cls-like one-token frame first, unequal frames
         N = int(sizes.sum())
-        q, k, v, _, _ = make_inputs(B, H, N, D, torch.float32, seed=42)
+        q, k, v, _, _ = make_inputs(B, H, N, D, torch.float32, seed=42, device="cpu")
         frame = torch.repeat_interleave(torch.arange(n_frames), sizes).to(torch.int32)[None].expand(B, N)
         pad = torch.zeros(B, N, dtype=torch.bool)
         if layout == "gazed_with_pads":
@@ -352,7 +360,7 @@ def test_cpu_training_path_matches_dense_oracle_and_twin(torch_twins, attn_type,
 def test_cpu_training_path_half_precision(torch_twins, dtype):
     """Half-precision inputs: outputs and gradients keep the dtype and stay close to the fp32 twin."""
     B, H, N, D = 2, 2, 40, 32
-    q, k, v, frame, pad = make_inputs(B, H, N, D, torch.float32, seed=51)
+    q, k, v, frame, pad = make_inputs(B, H, N, D, torch.float32, seed=51, device="cpu")
     dout = torch.randn(B, H, N, D, generator=torch.Generator().manual_seed(52))
     out, grads = _cpu_flash_grads(*(t.to(dtype) for t in (q, k, v)), frame, pad, "block_causal", dout.to(dtype))
     leaves = [t.detach().clone().requires_grad_() for t in (q, k, v)]
@@ -364,7 +372,7 @@ def test_cpu_training_path_half_precision(torch_twins, dtype):
 
 def test_cpu_training_path_only_with_grad_on_plain_cpu(torch_twins):
     """Without grad the CPU call stays on the twin's inference path; backend="torch" always runs the twin."""
-    q, k, v, frame, pad = make_inputs(1, 2, 20, 16, torch.float32, seed=61)
+    q, k, v, frame, pad = make_inputs(1, 2, 20, 16, torch.float32, seed=61, device="cpu")
     with torch.no_grad():
         assert sparse_attention(q, k, v, frame, pad).grad_fn is None
     q.requires_grad_()

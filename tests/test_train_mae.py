@@ -92,7 +92,7 @@ def test_fast_twins_match_upstream(name, torch_twins):
     check_against_upstream(name, "fast", grads=name == "stop_k10")  # siglip2 gradients: reference test
 
 
-def test_fast_triton_kernels_match_reference(triton_interpreter):
+def test_fast_triton_kernels_match_reference(triton_kernels):
     """The fast encoder through the Triton kernels (interpreter on CPU: gathered embedding + sparse attention
     with the cls token and pads) equals the reference's; two frames keep the interpreter run short."""
     from autogaze_fast.reference.siglip import gaze_layout
@@ -103,12 +103,13 @@ def test_fast_triton_kernels_match_reference(triton_interpreter):
     short = {"gazing_pos": gaze["gazing_pos"][:, :kept], "if_padded_gazing": gaze["if_padded_gazing"][:, :kept],
              "num_gazing_each_frame": counts}
     assert short["if_padded_gazing"].any()
-    layout = gaze_layout(short, 1, 2, 265, torch.device("cpu"))
-    fast = load_mae(CKPT, impl="fast")
+    fast = load_mae(CKPT, impl="fast").to(triton_kernels)  # natively on CUDA when it is there
     ref = load_mae(CKPT, impl="reference")
     with torch.no_grad():
-        got = fast.encode(video[:, :2], layout)
-        want = ref.encode(video[:, :2], layout)
+        got = fast.encode(video[:, :2].to(triton_kernels),
+                          gaze_layout({k: v.to(triton_kernels) for k, v in short.items()}, 1, 2, 265, triton_kernels))
+        want = ref.encode(video[:, :2], gaze_layout(short, 1, 2, 265, torch.device("cpu")))
+    got = got.cpu()
     torch.testing.assert_close(got, want, rtol=0, atol=TOL)
 
 
