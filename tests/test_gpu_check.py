@@ -5,7 +5,12 @@ and a section that fails or runs past its cap leaves the other sections' results
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -174,6 +179,26 @@ def test_triton_suite_runs_on_cuda_in_what_is_left(tmp_path, monkeypatch):
         assert ("command" in results) == ran, results
     assert (tmp_path / "pytest-triton.log").exists()
     assert "not run" in results["note"]
+
+
+def test_device_script_runs_the_check_without_pip(tmp_path):
+    """bench/gpu_check_device.sh where pip cannot install the project (GPU_CHECK_LINK_ONLY=1): in a
+    copy of the tree it links autogaze_fast/kernels and /reference, imports them from that copy, and
+    writes the report and its logs under the folder it is given."""
+    root = Path(__file__).resolve().parents[1]
+    for name in ("autogaze_fast", "kernels", "reference"):
+        shutil.copytree(root / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "bench").mkdir()
+    shutil.copy(root / "bench" / "gpu_check_device.sh", tmp_path / "bench")
+    env = dict(os.environ, GPU_CHECK_LINK_ONLY="1", PYTHON=sys.executable)
+    done = subprocess.run(["bash", "bench/gpu_check_device.sh", "out", "--quick", "--sections", "environment"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    log = (tmp_path / "out" / "device.log").read_text()
+    assert f"imports {tmp_path / 'autogaze_fast' / 'kernels' / '__init__.py'}" in log, log
+    written = json.loads((tmp_path / "out" / "gpu-check.json").read_text())
+    assert written["sections"]["environment"]["status"] == "ok"
+    assert (tmp_path / "out" / "gpu-check.log").read_text().strip().endswith("gpu-check.json")
 
 
 def test_parse_pytest_output():
