@@ -412,6 +412,6 @@ def run(args) -> int:
     report = run_check(args.out, device=args.device, quick=args.quick, sections=sections, fixtures=args.fixtures,
                        pytest_args=args.pytest_args.split() if args.pytest_args else None)
     for name, entry in report["sections"].items():
-        print(f"{name:12s} {entry['status']:8s} {entry.get('seconds', 0):7.1f} s  {entry.get('error', '')}"[:200])
+        print(f"{name:13s} {entry['status']:8s} {entry.get('seconds', 0):7.1f} s  {entry.get('error', '')}"[:200])
     print(f"wrote {Path(args.out) / 'gpu-check.md'} and gpu-check.json")
     return 0 if all(e["status"] == "ok" for e in report["sections"].values()) else 1
