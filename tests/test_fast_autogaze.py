@@ -57,13 +57,10 @@ def test_teacher_forced_batch2_every_position_and_gradient_match_reference(torch
     info = {k: CASES["batch2_k10." + k] for k in ("gazing_pos", "if_padded_gazing", "num_gazing_each_frame")}
     info["if_padded_gazing"] = info["if_padded_gazing"].bool()
     weights = torch.rand(info["gazing_pos"].shape, generator=torch.Generator().manual_seed(0))
-    losses = []
-    for model in (ref, fast):
-        out = model({"video": video}, gazing_info=info)
-        losses.append(-(out["log_action_probs"] * weights).sum() + (out["task_loss_prediction"] * weights).sum())
-        out_ref = out if model is ref else out_ref
+    outs = [model({"video": video}, gazing_info=info) for model in (ref, fast)]
+    losses = [-(out["log_action_probs"] * weights).sum() + (out["task_loss_prediction"] * weights).sum() for out in outs]
     for key in ("log_action_probs", "task_loss_prediction"):
-        torch.testing.assert_close(out[key], out_ref[key], atol=1e-5, rtol=1e-5, msg=lambda m: f"{key}: {m}")
+        torch.testing.assert_close(outs[1][key], outs[0][key], atol=1e-5, rtol=1e-5, msg=lambda m: f"{key}: {m}")
     for loss in losses:
         loss.backward()
     for (name, p_ref), (_, p_fast) in zip(ref.named_parameters(), fast.named_parameters()):

@@ -5,7 +5,6 @@ here). Missing, unexpected and wrongly shaped keys must each be named in one cle
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
