@@ -34,8 +34,9 @@ mutants: $(STAMP)
 
 # On a CUDA machine where the project is installed beside a preinstalled torch + triton
 # (`pip install --no-deps --no-build-isolation -e .`): no .venv is made, $(PYTHON) runs it.
-# Parity, end-to-end and kernel timings, then `pytest -m gpu`, in ~6 minutes on one H200; without
-# CUDA the same report on the torch twins at small sizes. Writes $(OUT)/gpu-check.{json,md}.
+# Parity, end-to-end and kernel timings, then `pytest -m gpu` and, in what is left, the other
+# `triton` tests, in ~6 minutes on one H200; without CUDA the same report on the torch twins at
+# small sizes. Writes $(OUT)/gpu-check.{json,md}. On a lent machine: bash bench/gpu_check_device.sh.
 OUT ?= bench/results/gpu-$(shell date +%Y-%m-%d)
 gpu-check:
 	HF_HUB_OFFLINE=1 $(PYTHON) -m autogaze_fast gpu-check --out $(OUT)
