@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
+from .gpu_check_targets import target_rows
+
 JSON_NAME, MARKDOWN_NAME, PYTEST_LOG = "gpu-check.json", "gpu-check.md", "pytest-gpu.log"
 PYTEST_TRITON_LOG = "pytest-triton.log"
 
@@ -130,6 +132,12 @@ def render_markdown(report: dict) -> str:
     lines += ["## Sections", ""]
     lines += table(["section", "status", "seconds", "cap s", "error"],
                    [[n, e.get("status"), e.get("seconds"), e.get("cap_s"), e.get("error")] for n, e in sections.items()])
+    lines += ["## Targets", "", "The headline figures against the GPU path's targets (they hold on CUDA at the "
+              "models' own sizes; this table goes into the README as it is).", ""]
+    try:
+        lines += table(["figure", "measured", "target", "met"], target_rows(report))
+    except Exception as e:  # a malformed row must not cost the rest of the report
+        lines += [f"(could not render: {type(e).__name__}: {e})", ""]
     for name, entry in sections.items():
         lines += [f"## {name}", ""]
         try:

@@ -18,6 +18,7 @@ import torch
 from autogaze_fast import gpu_check
 from autogaze_fast.cli import main
 from autogaze_fast.gpu_check import SECTIONS, parse_pytest_output, run_check
+from autogaze_fast.gpu_check_targets import target_rows
 
 FIXTURE_CASES = ["ratio_k10", "stop_k10", "stream_k10", "stop_k1", "batch2_k10", "anyres", "siglip_stop_k10"]
 
@@ -199,6 +200,46 @@ def test_device_script_runs_the_check_without_pip(tmp_path):
     written = json.loads((tmp_path / "out" / "gpu-check.json").read_text())
     assert written["sections"]["environment"]["status"] == "ok"
     assert (tmp_path / "out" / "gpu-check.log").read_text().strip().endswith("gpu-check.json")
+
+
+def test_targets_table_judges_cuda_figures(quick):
+    """The headline table: on a CUDA-profile report each figure is judged against its target (a
+    missing one says so); in the CPU modes the same rows are filled and marked n/a."""
+    _, written, md = quick
+    assert "## Targets" in md and "n/a (CPU mode)" in md
+    cpu_rows = {r[0]: r for r in target_rows(written)}
+    assert cpu_rows["upstream fixtures: fast = reference = upstream (fp32)"][1:3] == [f"{len(FIXTURE_CASES)} of "
+                                                                                     f"{len(FIXTURE_CASES)}", "all"]
+    gaze = [{"impl": "reference", "dtype": "fp32", "case": "ratio0.75", "frames": 16, "median_ms": 900.0},
+            {"impl": "fast+cuda_graphs", "dtype": "fp32", "case": "ratio0.75", "frames": 16, "median_ms": 25.0,
+             "x_reference": 36.0, "x_fast_eager": 0.8}]
+    siglip = [{"impl": "fast", "dtype": "fp32", "workload": "gazed~10%", "tokens": 320, "dense_tokens": 3136,
+               "x_dense": 0.25},
+              {"impl": "fast", "dtype": "fp32", "workload": "gazed", "tokens": 3168, "dense_tokens": 3136, "x_dense": 1.1}]
+    kernels = [{"op": "sparse_attention", "shape": "a", "dtype": "bf16", "impl": "sdpa", "kernel_speedup": 1.4},
+               {"op": "sparse_attention", "shape": "b", "dtype": "fp32", "impl": "sdpa", "kernel_speedup": 0.7},
+               {"op": "decode_attention", "shape": "c", "dtype": "bf16", "impl": "sdpa", "kernel_speedup": 2.0}]
+    report = {"meta": {"profile": "cuda"}, "sections": {
+        "parity": {"results": {"fixtures": [{"ok": True}, {"ok": False}],
+                               "clip": [{"dtype": "bf16", "impl": "fast+cuda_graphs", "case": "ratio0.75",
+                                         "mask_iou_vs_fp32_reference": 0.99}]}},
+        "end_to_end": {"results": {"gaze": gaze, "siglip": siglip}},
+        "kernels": {"results": {"rows": kernels}},
+        "pytest": {"results": {"command": "pytest -m gpu", "summary": "59 passed in 80s", "returncode": 0}}}}
+    met = {r[0]: (r[1], r[3]) for r in target_rows(report)}
+    graphs = "gaze 16 frames at ratio 0.75, fast + CUDA graphs, fp32: "
+    assert met["upstream fixtures: fast = reference = upstream (fp32)"] == ("1 of 2", False)
+    assert met[graphs + "median ms"] == (25.0, True)
+    assert met[graphs + "x our reference"] == (36.0, True)
+    assert met[graphs + "x fast eager (the graphs' gain)"] == (0.8, False)
+    assert met["gazed SigLIP-B/16, 320 of 3,136 dense tokens, fast fp32: x dense 224"] == (0.25, False)
+    assert met["gazed SigLIP-B/16, 3,168 of 3,136 dense tokens, fast fp32: x dense 224"] == (1.1, True)
+    assert met["sparse_attention: torch op / kernel, worst shape (b, fp32, vs sdpa)"] == (0.7, False)
+    assert met["decode_attention: torch op / kernel, worst shape (c, bf16, vs sdpa)"] == (2.0, True)
+    assert met["bf16 gaze mask IoU vs the fp32 reference (fast+cuda_graphs, ratio 0.75, random weights)"] == (0.99, True)
+    assert met["pytest -m gpu"] == ("59 passed in 80s", True)
+    del report["sections"]["end_to_end"]
+    assert [r[1:] for r in target_rows(report) if r[0].startswith("gaze ")][0] == ["not measured", "<= 30 ms", "no figure"]
 
 
 def test_parse_pytest_output():
