@@ -40,18 +40,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from memory_probe import status_mb as _status_mb
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 GAZING_RATIO = 0.75
-
-
-def _status_mb(field: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def _load_model(work: Path):

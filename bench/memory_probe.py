@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 
-def _status_mb(field: str) -> float:
+def status_mb(field: str) -> float:
     """A memory line of /proc/self/status in MB (``VmRSS`` now, ``VmHWM`` = this process's peak).
 
     ``ru_maxrss`` is not used: on Linux a child inherits its parent's value, so under pytest every
@@ -47,9 +47,9 @@ def main() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    base = _status_mb("VmRSS")
+    base = status_mb("VmRSS")
     run()
-    peak = _status_mb("VmHWM")
+    peak = status_mb("VmHWM")
     out = {"peak_rss_mb": round(peak, 1), "rss_growth_mb": round(max(peak - base, 0.0), 1)}
     if torch.cuda.is_available():
         torch.cuda.synchronize()
