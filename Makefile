@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench compile-kernels mutants clean gpu-check
+.PHONY: demo test lint bench compile-kernels mutants clean gpu-check
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,18 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/autogaze-fast demo
 
-test: $(STAMP)
+test: lint
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+
+# ruff (lint + import order), then the import contracts of pyproject.toml (layers, no circles). The
+# contracts are checked on the package as it installs (kernels/ and reference/ inside autogaze_fast/,
+# as setuptools' package-dir lays them), assembled under build/layers.
+LAYERS := build/layers
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	rm -rf $(LAYERS) && mkdir -p $(LAYERS)
+	cp -r autogaze_fast $(LAYERS)/ && cp -r kernels $(LAYERS)/autogaze_fast/kernels && cp -r reference $(LAYERS)/autogaze_fast/reference
+	cd $(LAYERS) && PYTHONPATH=. $(abspath $(VENV))/bin/lint-imports $(abspath pyproject.toml)
 
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest bench -q -o python_files='bench_*.py' --benchmark-enable --benchmark-json=bench/results.json

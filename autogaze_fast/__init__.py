@@ -8,22 +8,26 @@ from __future__ import annotations
 
 import importlib
 
+from autogaze_fast import _moved
+
 __version__ = "0.1.0"
 
 _EXPORTS = {
     "AutoGaze": "autogaze_fast.model",
     "AutoGazeConfig": "autogaze_fast.config",
-    "AutoGazeImageProcessor": "autogaze_fast.processor",
-    "SiglipImageProcessor": "autogaze_fast.siglip_processor",
+    "AutoGazeImageProcessor": "autogaze_fast.processing.autogaze",
+    "SiglipImageProcessor": "autogaze_fast.processing.siglip",
     "SiglipVisionModel": "autogaze_fast.siglip",
-    "read_video": "autogaze_fast.video",
+    "read_video": "autogaze_fast.media.video",
     "GazedVideoEncoder": "autogaze_fast.encoder",
-    "TileGrid": "autogaze_fast.tiling",
+    "TileGrid": "autogaze_fast.tiling.grid",
     "CheckpointError": "autogaze_fast.loading",
     "ConfigError": "autogaze_fast.config",
 }
 
 __all__ = list(_EXPORTS)
+
+_moved.install()  # old flat-layout module paths still import, with a DeprecationWarning
 
 
 def __getattr__(name: str):

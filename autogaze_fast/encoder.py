@@ -24,7 +24,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from .processor import AutoGazeImageProcessor
+from autogaze_fast.processing.autogaze import AutoGazeImageProcessor
 
 LayerSpec = int | Sequence[int] | str
 
@@ -168,7 +168,7 @@ class GazedVideoEncoder:
         layer_aggregation: ``None`` keeps a layer axis when several layers are chosen (``(T, L, C)``);
             ``"mean"`` averages them (``(T, C)``).
         tiles: ``None`` (every frame squashed to the gaze model's square, as upstream) or a
-            :mod:`~autogaze_fast.tiling` policy (``"anyres"``, ``"pad"``, ``"resize"``): frames of any
+            :mod:`~autogaze_fast.tiling.grid` policy (``"anyres"``, ``"pad"``, ``"resize"``): frames of any
             size are cut into square tiles, each gazed and encoded on its own; the frame's pooled
             feature averages the gazed tokens of all its tiles.
         max_tiles: most tiles per frame with ``tiles``.
@@ -221,7 +221,7 @@ class GazedVideoEncoder:
         self.tiles, self.max_tiles, self.tile_batch_size = self._check_tiles(tiles, max_tiles, tile_batch_size)
 
     def _check_tiles(self, tiles, max_tiles, tile_batch_size) -> tuple[str | None, int, int]:
-        from .tiling import POLICIES
+        from autogaze_fast.tiling.grid import POLICIES
 
         if tiles is None:
             return None, int(max_tiles), int(tile_batch_size)
@@ -256,10 +256,10 @@ class GazedVideoEncoder:
         scales. ``device`` defaults to ``cuda:LOCAL_RANK`` when CUDA is there, else the CPU;
         ``options`` go to the constructor (``num_frames``, ``gazing_ratio``, ``layers``, ...).
         """
-        from .loading import CheckpointError
-        from .model import AutoGaze
-        from .siglip import SiglipVisionModel
-        from .siglip_processor import SiglipImageProcessor
+        from autogaze_fast.loading import CheckpointError
+        from autogaze_fast.model import AutoGaze
+        from autogaze_fast.siglip import SiglipVisionModel
+        from autogaze_fast.processing.siglip import SiglipImageProcessor
 
         device = torch.device(device) if device is not None else default_device()
         dtype = _torch_dtype(dtype)
@@ -323,7 +323,7 @@ class GazedVideoEncoder:
         """
         if isinstance(frames, (str, os.PathLike)):  # decoded clip by clip, never whole
             return ClipFeatures.concat(list(self.encode_stream(frames, progress=progress)))
-        from .processor import as_videos
+        from autogaze_fast.processing.autogaze import as_videos
 
         videos, is_batch = as_videos(frames)
         if is_batch:
@@ -342,10 +342,10 @@ class GazedVideoEncoder:
 
         Args:
             source: a video file (decoded clip by clip with PyAV), a ``(T, H, W, 3)`` uint8 array,
-                or an iterable of ``(H, W, 3)`` uint8 frames (see :func:`autogaze_fast.streaming.iter_clips`).
+                or an iterable of ``(H, W, 3)`` uint8 frames (see :func:`autogaze_fast.tiling.stream.iter_clips`).
             max_frames: only the first frames.
         """
-        from .streaming import iter_clips
+        from autogaze_fast.tiling.stream import iter_clips
 
         clips = iter_clips(source, self.num_frames, max_frames)
         if progress:
@@ -366,7 +366,7 @@ class GazedVideoEncoder:
     @torch.inference_mode()
     def encode_clip(self, frames: np.ndarray, first_frame: int = 0) -> ClipFeatures:
         """Gaze and encode one clip of ``(t, H, W, 3)`` uint8 frames, ``t <= num_frames``."""
-        from .tiling import TileGrid
+        from autogaze_fast.tiling.grid import TileGrid
 
         if frames.shape[0] > self.num_frames:
             raise ValueError(f"a clip holds at most num_frames={self.num_frames} frames, got {frames.shape[0]}")
@@ -405,10 +405,10 @@ class GazedVideoEncoder:
 
     def _gaze(self, frames: np.ndarray, grid) -> tuple[Any, dict, dict | None]:
         """The vision pixels per row (a ``(rows, t, 3, S, S)`` tensor, or with tiles a
-        :class:`~autogaze_fast.streaming.ClipCanvas` that normalises them batch by batch) and the gaze
+        :class:`~autogaze_fast.tiling.stream.ClipCanvas` that normalises them batch by batch) and the gaze
         of each row (one row, or one per tile), plus the gaze model's raw output (``None`` in dense mode).
         With tiles, only one batch of normalised tiles exists at a time (the clip's canvases stay uint8)."""
-        from .streaming import ClipCanvas
+        from autogaze_fast.tiling.stream import ClipCanvas
 
         device = self.device
         t, n = frames.shape[0], self.vision_model.config.tokens_per_frame
@@ -424,7 +424,7 @@ class GazedVideoEncoder:
         if self.tiles is None:
             raw = self.gaze_model({"video": self.gaze_processor(frames).pixel_values[None].to(device)}, **options)
             return pixels, raw, raw
-        from .tiled_gaze import gaze_clip_tiles, tiled_outputs
+        from autogaze_fast.tiling.gaze import gaze_clip_tiles, tiled_outputs
 
         canvas = ClipCanvas(frames, grid, self.gaze_processor)
         masks, info = gaze_clip_tiles(lambda tiles, _: self.gaze_model({"video": tiles.to(device)}, **options),
@@ -475,7 +475,7 @@ class GazedVideoEncoder:
 
 def token_boxes(grid, config, scale: torch.Tensor, index: torch.Tensor, tile: torch.Tensor) -> torch.Tensor:
     """``(N, 4)`` float32 source-pixel boxes of tokens given their scale, cell index (0..n-1 over the
-    concatenated scales) and tile, on ``grid`` (a :class:`~autogaze_fast.tiling.TileGrid`)."""
+    concatenated scales) and tile, on ``grid`` (a :class:`~autogaze_fast.tiling.grid.TileGrid`)."""
     box = torch.zeros(index.shape[0], 4)
     starts = np.cumsum([0] + config.tokens_per_scale[:-1])
     for s, (start, side) in enumerate(zip(starts, (sc // config.patch_size for sc in config.scales))):

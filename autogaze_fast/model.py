@@ -10,11 +10,11 @@ first"). Every frame is resized to ``input_img_size`` × ``input_img_size`` (224
 model, so non-square frames are squashed to a square, unless tiling is asked for:
 
     >>> out = model({"video": v}, tiles="anyres", max_tiles=64, tile_batch_size=8)  # any H x W, any T
-    >>> out["gazing_mask"], out["tile_gazing_info"], out["cells"].box               # see autogaze_fast.tiling
+    >>> out["gazing_mask"], out["tile_gazing_info"], out["cells"].box               # see autogaze_fast.tiling.grid
 
 Long videos are streamed clip by clip from a file or a frame iterator (memory flat in the length):
 
-    >>> for clip in model.gaze_video("video.mp4", processor, tiles="anyres"):     # see autogaze_fast.streaming
+    >>> for clip in model.gaze_video("video.mp4", processor, tiles="anyres"):     # see autogaze_fast.tiling.stream
     ...     clip.cells.box
 """
 
@@ -28,19 +28,19 @@ from typing import Any, Mapping
 
 import torch
 
-from .config import AutoGazeConfig
-from .impl import resolve_impl
-from .loading import load_state_dict_strict, read_safetensors, resolve_model_dir
-from .reference.autogaze import AutoGazeReference
-from .tiling import TileGrid
+from autogaze_fast.config import AutoGazeConfig
+from autogaze_fast.impl import resolve_impl
+from autogaze_fast.loading import load_state_dict_strict, read_safetensors, resolve_model_dir
+from autogaze_fast.reference.autogaze import AutoGazeReference
+from autogaze_fast.tiling.grid import TileGrid
 
 
 def _gazing_model_class(impl: str):
     if impl == "reference":
-        from .reference.gazing_model import GazingModel
+        from autogaze_fast.reference.gazing_model import GazingModel
 
         return GazingModel
-    from .fast.gazing_model import FastGazingModel
+    from autogaze_fast.fast.gazing_model import FastGazingModel
 
     return FastGazingModel
 
@@ -149,10 +149,10 @@ class AutoGaze(AutoGazeReference):
             generate_only: skip the teacher-forced pass (no ``log_action_probs``).
             use_cache, past_*: streaming, one call per frame, passing back the returned caches.
             generator: optional RNG for sampling.
-            tiles: gaze frames of any size as square tiles (:mod:`autogaze_fast.tiling`): a policy
+            tiles: gaze frames of any size as square tiles (:mod:`autogaze_fast.tiling.grid`): a policy
                 (``"anyres"``, ``"pad"``, ``"resize"``) plans the grid from the video's own H × W, which is
                 then normalised frames at the source size (e.g. ``processor(frames, do_resize=False)``) whose
-                tiles are placed on the canvas batch by batch (the whole canvas is never built); or a :class:`~autogaze_fast.tiling.TileGrid`, whose
+                tiles are placed on the canvas batch by batch (the whole canvas is never built); or a :class:`~autogaze_fast.tiling.grid.TileGrid`, whose
                 ``grid.prepare(uint8_frames, processor)`` canvas is the video (boxes then in the grid's source
                 pixels). Tiles are ``target_scales[-1]`` px when a target layout is given, else the model's
                 largest scale. Generation only (no ``log_action_probs``); no streaming, no ``gazing_info``.
@@ -201,23 +201,23 @@ class AutoGaze(AutoGazeReference):
 
     def gaze_video(self, source: Any, processor=None, **options: Any):
         """Gaze a video of any size and length clip by clip, streamed from a file, a ``(T, H, W, 3)``
-        uint8 array or an iterable of frames; yields one :class:`~autogaze_fast.streaming.ClipGaze`
+        uint8 array or an iterable of frames; yields one :class:`~autogaze_fast.tiling.stream.ClipGaze`
         per clip, with memory flat in the video's length. Options (``tiles="anyres"``,
         ``max_tiles``, ``tile_batch_size=8``, ``clip_frames``, ``max_frames``, ``gazing_ratio``,
-        ``task_loss_requirement``, ...): see :func:`autogaze_fast.streaming.gaze_video`.
+        ``task_loss_requirement``, ...): see :func:`autogaze_fast.tiling.stream.gaze_video`.
 
             >>> for clip in model.gaze_video("long_4k.mp4", processor, tiles="anyres"):
             ...     clip.start, clip.end, clip.cells.box
         """
-        from .streaming import gaze_video
+        from autogaze_fast.tiling.stream import gaze_video
 
         return gaze_video(self, source, processor, **options)
 
     def _forward_tiles(self, video, tiles, max_tiles, tile_batch_size, gazing_ratio, task_loss_requirement,
                        target_scales, target_patch_size, temperature, generator) -> dict:
         """Tiled gaze (see ``forward``'s ``tiles``): plan or check the grid, gaze tile batches, stitch."""
-        from .tiled_gaze import gaze_tiles, tile_layout
-        from .tiling import DEFAULT_MAX_TILES, _positive_int
+        from autogaze_fast.tiling.gaze import gaze_tiles, tile_layout
+        from autogaze_fast.tiling.grid import DEFAULT_MAX_TILES, _positive_int
 
         tile_batch_size = _positive_int(tile_batch_size, "tile_batch_size")
         tile, patch = tile_layout(self.config, target_scales, target_patch_size)

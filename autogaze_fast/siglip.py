@@ -16,11 +16,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .impl import resolve_impl
-from .loading import CheckpointError, load_state_dict_strict, read_safetensors, resolve_model_dir
-from .reference.siglip import SiglipVisionOutput
-from .reference.siglip import SiglipVisionTransformer as ReferenceSiglipVisionTransformer
-from .siglip_config import SiglipVisionConfig
+from autogaze_fast.impl import resolve_impl
+from autogaze_fast.loading import CheckpointError, load_state_dict_strict, read_safetensors, resolve_model_dir
+from autogaze_fast.reference.siglip import SiglipVisionOutput
+from autogaze_fast.reference.siglip import SiglipVisionTransformer as ReferenceSiglipVisionTransformer
+from autogaze_fast.siglip_config import SiglipVisionConfig
 
 __all__ = ["SiglipVisionModel", "SiglipVisionOutput", "SiglipVisionConfig", "siglip_vision_state_dict"]
 
@@ -91,7 +91,7 @@ class SiglipVisionModel(nn.Module):
         self.impl = resolve_impl(impl)
         self.config = config
         if self.impl == "fast":
-            from .fast.siglip import FastSiglipVisionTransformer
+            from autogaze_fast.fast.siglip import FastSiglipVisionTransformer
 
             self.vision_model = FastSiglipVisionTransformer(config)
         else:

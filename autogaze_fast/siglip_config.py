@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, parse_scales
+from autogaze_fast.config import ConfigError, parse_scales
 
 #: Attention patterns among the gazed tokens (see ``autogaze_fast.reference.siglip.attention_allowed``).
 ATTN_TYPES = ("block_causal", "causal", "bidirectional", "frame_independent")

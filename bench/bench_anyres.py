@@ -54,7 +54,7 @@ def _load_model(work: Path):
 
 
 def _processor():
-    from autogaze_fast.processor import AutoGazeImageProcessor
+    from autogaze_fast.processing.autogaze import AutoGazeImageProcessor
     from autogaze_fast.presets import NVIDIA_PREPROCESSING
 
     return AutoGazeImageProcessor.from_dict(NVIDIA_PREPROCESSING)
@@ -74,7 +74,7 @@ def worker_speed(work: Path, tile_batch_size: int, out: Path) -> dict:
     """Ours on the saved canvas with ``tiles=grid`` (the same input upstream gets)."""
     import torch
 
-    from autogaze_fast.tiling import TileGrid
+    from autogaze_fast.tiling.grid import TileGrid
 
     model = _load_model(work)
     canvas = torch.load(work / "canvas.pt")
@@ -133,9 +133,9 @@ def make_inputs(work: Path, quick: bool) -> dict:
     from safetensors.torch import save_file
 
     from autogaze_fast.presets import nvidia_autogaze_config_dict, random_autogaze
-    from autogaze_fast.synthetic import synthetic_clip
-    from autogaze_fast.tiling import TileGrid
-    from autogaze_fast.video import read_video, write_video
+    from autogaze_fast.media.synthetic import synthetic_clip
+    from autogaze_fast.tiling.grid import TileGrid
+    from autogaze_fast.media.video import read_video, write_video
 
     (work / "model").mkdir()
     model = random_autogaze(0, impl="fast")

@@ -38,8 +38,8 @@ CASES = {
 
 
 def make_video(path: Path, seconds: int, seed: int) -> Path:
-    from autogaze_fast.synthetic import synthetic_clip
-    from autogaze_fast.video import write_video
+    from autogaze_fast.media.synthetic import synthetic_clip
+    from autogaze_fast.media.video import write_video
 
     return write_video(path, synthetic_clip(seconds * FPS, size=224, seed=seed), fps=FPS)
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from autogaze_fast.synthetic import synthetic_clip
-from autogaze_fast.video import write_video
+from autogaze_fast.media.synthetic import synthetic_clip
+from autogaze_fast.media.video import write_video
 
 
 def main() -> None:

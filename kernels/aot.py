@@ -1,7 +1,7 @@
 """Ahead-of-time compile specs: what ``autogaze-fast compile-kernels`` builds for every arch.
 
 Each kernel file exposes ``AOT_SPECS: list[AotSpec]``, one entry per constexpr configuration its
-launcher can use. :mod:`autogaze_fast.compile_kernels` collects them from :data:`KERNEL_MODULES`.
+launcher can use. :mod:`autogaze_fast.cli.compile_kernels` collects them from :data:`KERNEL_MODULES`.
 """
 
 from __future__ import annotations

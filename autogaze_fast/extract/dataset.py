@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from .store import CONFIG, MANIFEST, SUFFIX, read_jsonl, read_metadata
+from autogaze_fast.extract.store import CONFIG, MANIFEST, SUFFIX, read_jsonl, read_metadata
 
 
 def extraction_folder(out: str | os.PathLike, config_hash: str | None = None) -> Path:

@@ -20,7 +20,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ..video import _check_file, _import_av, _open_video
+from autogaze_fast.media.video import _check_file, _import_av, _open_video
 
 
 @dataclass(frozen=True)

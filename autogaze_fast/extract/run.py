@@ -20,9 +20,9 @@ from typing import Any
 
 import torch
 
-from .decode import probe_video, sample_clips
-from .sources import VideoSource, list_videos
-from .store import ExtractionStore
+from autogaze_fast.extract.decode import probe_video, sample_clips
+from autogaze_fast.extract.sources import VideoSource, list_videos
+from autogaze_fast.extract.store import ExtractionStore
 
 DEFAULT_FREQUENCY = 2.0
 
@@ -129,7 +129,7 @@ def _plan(inputs, store: ExtractionStore) -> tuple[list[VideoSource], int]:
 
 def encode_video(encoder, source: VideoSource, frequency: float | None, save_tokens: bool) -> tuple[dict, dict]:
     """Decode ``source`` clip by clip and encode it → (tensors to store, facts for the metadata)."""
-    from ..encoder import ClipFeatures
+    from autogaze_fast.encoder import ClipFeatures
 
     probe = probe_video(source.path)
     times, clips = [], []
@@ -219,7 +219,7 @@ def extract_features(
     ctx = _init_distributed()
     try:
         if encoder is None:
-            from ..encoder import GazedVideoEncoder
+            from autogaze_fast.encoder import GazedVideoEncoder
 
             encoder = GazedVideoEncoder.from_pretrained(
                 gaze, vision, impl=impl, device=device, dtype=dtype, num_frames=num_frames, layers=layers,

@@ -25,10 +25,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..kernels.decode_attention_cpu import all_valid_attention_cpu, twin_attention_bias, twin_attention_with_bias
-from ..kernels.dispatch import use_triton
-from ..reference.llama import GazeDecoder, rope_cos_sin
-from .cache import StaticKVCache
+from autogaze_fast.kernels.decode_attention_cpu import all_valid_attention_cpu, twin_attention_bias, twin_attention_with_bias
+from autogaze_fast.kernels.dispatch import use_triton
+from autogaze_fast.reference.llama import GazeDecoder, rope_cos_sin
+from autogaze_fast.fast.cache import StaticKVCache
 
 LAST_LAYER_ROWS = 2  # positions the last layer computes past its keys/values (see the module docstring)
 MIN_BUCKET = 256  # smallest cache-size bucket of the attention's split plan
@@ -131,7 +131,7 @@ class CachedAttention:
         rows = q.shape[2]
         keys, values = self.cache.keys[layer], self.cache.values[layer]
         if self.triton:
-            from ..kernels.decode_attention import decode_attention  # imports Triton: only when it runs
+            from autogaze_fast.kernels.decode_attention import decode_attention  # imports Triton: only when it runs
 
             q_start, end = self.lens[rows]
             return decode_attention(q, keys, values, self.cache.key_valid, end, q_start, kv_bucket=self.bucket)

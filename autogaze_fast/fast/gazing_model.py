@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from ..reference.gazing_model import GazingModel, check_streaming_caches
-from ..reference.stem import frame_tokens
-from .cache import FastDecodeState, StaticKVCache
-from .generation import generate_frames
-from .graphed import DEFAULT_STOP_LAG, generate_frames_graphed
-from .sequence import sequence_hidden_states
-from .teacher_forced import teacher_forced
+from autogaze_fast.reference.gazing_model import GazingModel, check_streaming_caches
+from autogaze_fast.reference.stem import frame_tokens
+from autogaze_fast.fast.cache import FastDecodeState, StaticKVCache
+from autogaze_fast.fast.generation import generate_frames
+from autogaze_fast.fast.graphed import DEFAULT_STOP_LAG, generate_frames_graphed
+from autogaze_fast.fast.sequence import sequence_hidden_states
+from autogaze_fast.fast.teacher_forced import teacher_forced
 
 
 class FastGazingModel(GazingModel):

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import torch
 
-from ..reference.generation import NEG_INF, warp_for_sampling
-from ..reference.llama import GazeDecoder
-from .cache import FastDecodeState
-from .decoder import decode_step, gather_weights
+from autogaze_fast.reference.generation import NEG_INF, warp_for_sampling
+from autogaze_fast.reference.llama import GazeDecoder
+from autogaze_fast.fast.cache import FastDecodeState
+from autogaze_fast.fast.decoder import decode_step, gather_weights
 
 
 # The host pick's Python loop grows with the batch: measured faster than the tensor loop up to

@@ -27,11 +27,11 @@ from __future__ import annotations
 
 import torch
 
-from ..reference.generation import NEG_INF
-from ..reference.llama import GazeDecoder
-from .cache import FastDecodeState, StaticKVCache
-from .decoder import LayerWeights, decode_step, gather_weights, kv_bucket
-from .generation import prefill_frame
+from autogaze_fast.reference.generation import NEG_INF
+from autogaze_fast.reference.llama import GazeDecoder
+from autogaze_fast.fast.cache import FastDecodeState, StaticKVCache
+from autogaze_fast.fast.decoder import LayerWeights, decode_step, gather_weights, kv_bucket
+from autogaze_fast.fast.generation import prefill_frame
 
 DEFAULT_STOP_LAG = 2
 

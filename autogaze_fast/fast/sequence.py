@@ -21,10 +21,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..kernels.decode_attention_cpu import prefill_attention_torch
-from ..kernels.dispatch import use_triton
-from ..reference.llama import GazeDecoder
-from .decoder import RopeTables, gather_weights, rms_norm
+from autogaze_fast.kernels.decode_attention_cpu import prefill_attention_torch
+from autogaze_fast.kernels.dispatch import use_triton
+from autogaze_fast.reference.llama import GazeDecoder
+from autogaze_fast.fast.decoder import RopeTables, gather_weights, rms_norm
 
 
 class PrefillAttention(torch.autograd.Function):
@@ -32,7 +32,7 @@ class PrefillAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, key_valid):
-        from ..kernels.decode_attention import decode_attention  # imports Triton: only when it runs
+        from autogaze_fast.kernels.decode_attention import decode_attention  # imports Triton: only when it runs
 
         ctx.save_for_backward(q, k, v, key_valid)
         n = q.shape[2]

@@ -12,16 +12,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..kernels.gathered_patch_embed import gathered_patch_embed
-from ..kernels.sparse_attention import sparse_attention
-from ..reference.siglip import (
+from autogaze_fast.kernels.gathered_patch_embed import gathered_patch_embed
+from autogaze_fast.kernels.sparse_attention import sparse_attention
+from autogaze_fast.reference.siglip import (
     SiglipEncoderLayer,
     SiglipVisionOutput,
     SiglipVisionTransformer,
     activation,
     interpolate_position_table,
 )
-from ..siglip_config import normalize_attn_type
+from autogaze_fast.siglip_config import normalize_attn_type
 
 # Inference runs the MLP over this many tokens at a time: its (rows, intermediate) activation then
 # stays under glibc's 32 MiB mmap threshold (SigLIP-B: 1024 × 3072 fp32 = 12 MiB) and is recycled

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import torch
 
-from ..reference.gazing_model import GazingModel, gaze_token_ids
-from ..reference.stem import frame_tokens
-from .sequence import sequence_hidden_states
+from autogaze_fast.reference.gazing_model import GazingModel, gaze_token_ids
+from autogaze_fast.reference.stem import frame_tokens
+from autogaze_fast.fast.sequence import sequence_hidden_states
 
 
 def distinct_clips(video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:

@@ -1,6 +1,6 @@
 """Training AutoGaze: NTP pre-training and GRPO against the gazed MAE reconstruction task."""
 
-from .algorithms import (
+from autogaze_fast.train.algorithms import (
     discounted_advantages,
     group_advantages,
     grpo_advantages,
@@ -9,13 +9,13 @@ from .algorithms import (
     repeat_for_group,
     task_loss_head_loss,
 )
-from .mae import GazedMAE, MAEPrediction
-from .mae_config import MAEConfig
-from .mae_loading import load_mae, load_task_weights, mae_video_processor
-from .mae_loss import PixelTransform, ReconstructionLoss, SiglipFeatureLoss
-from .mae_task import MAEReconstructionTask, MAETaskOutput
-from .steps import Rollout, StepResult, TrainBatch, grpo_step, ntp_step
-from .task_rewards import TaskRewards, reconstruction_rewards, sample_frames_to_reconstruct
+from autogaze_fast.train.mae.model import GazedMAE, MAEPrediction
+from autogaze_fast.train.mae.config import MAEConfig
+from autogaze_fast.train.mae.loading import load_mae, load_task_weights, mae_video_processor
+from autogaze_fast.train.mae.loss import PixelTransform, ReconstructionLoss, SiglipFeatureLoss
+from autogaze_fast.train.mae.task import MAEReconstructionTask, MAETaskOutput
+from autogaze_fast.train.steps import Rollout, StepResult, TrainBatch, grpo_step, ntp_step
+from autogaze_fast.train.task_rewards import TaskRewards, reconstruction_rewards, sample_frames_to_reconstruct
 
 __all__ = [
     "GazedMAE",

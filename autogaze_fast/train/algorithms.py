@@ -7,7 +7,7 @@ True where a position is padding and takes no loss.
 
 Every loss is returned **per sequence**, shape ``(rows,)``; a training step adds the algorithm's loss
 and the task-loss head's loss and takes the batch mean, as upstream's trainer does. The values and
-gradients match upstream's ``autogaze.algorithms.NTP`` / ``GRPO`` (tests/test_train_algorithms.py);
+gradients match upstream's ``autogaze.algorithms.NTP`` / ``GRPO`` (tests/train/test_train_algorithms.py);
 unlike upstream, masked positions are dropped with ``torch.where``, so a ``-inf`` log-probability or a
 NaN target at a pad cannot leak a NaN into the loss, and a discount of 0 is well defined.
 """

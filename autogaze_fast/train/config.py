@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from ..config import ConfigError, parse_scales
+from autogaze_fast.config import ConfigError, parse_scales
 
 __all__ = [
     "AlgorithmConfig", "DataConfig", "ModelConfig", "OptimConfig", "RunConfig", "TaskConfig", "TemperatureConfig",

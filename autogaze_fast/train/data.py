@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..video import read_video, video_info
+from autogaze_fast.media.video import read_video, video_info
 
 log = logging.getLogger("autogaze_fast.train")
 

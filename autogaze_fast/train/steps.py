@@ -3,7 +3,7 @@
 The trainer owns everything around a step (``backward``, gradient accumulation, clipping, the
 optimiser, schedules, DDP); these functions own what happens inside one, as upstream's
 ``Trainer._one_step_ntp`` / ``Trainer._one_step`` + ``NTP`` / ``GRPO`` + the MAE task do
-(tests/test_train_steps.py checks loss and gaze-model gradients against upstream's own step).
+(tests/train/test_train_steps.py checks loss and gaze-model gradients against upstream's own step).
 
 Public API (signatures are stable; the trainer calls them):
 
@@ -12,10 +12,10 @@ Public API (signatures are stable; the trainer calls them):
     Both videos come from the same decoded uint8 frames (T, H, W, 3) of a clip:
 
     * ``video`` (B, T, 3, H, W) float32, the gaze model's input: the gaze checkpoint's
-      :class:`~autogaze_fast.processor.AutoGazeImageProcessor` output (NVIDIA: ``x / 127.5 - 1`` then
+      :class:`~autogaze_fast.processing.autogaze.AutoGazeImageProcessor` output (NVIDIA: ``x / 127.5 - 1`` then
       ImageNet mean/std, about [-2.1, 2.6]; H = W = 224 at upstream's resolution).
     * ``video_for_task`` (B, T, 3, S, S) float32, the MAE's input (GRPO only): the MAE's video
-      transform :func:`~autogaze_fast.train.mae_loading.mae_video_processor` ``(recon_model, S)`` on
+      transform :func:`~autogaze_fast.train.mae.loading.mae_video_processor` ``(recon_model, S)`` on
       the same frames, S the MAE's largest scale (``facebook/vit-mae-*``: ``x / 255`` then ImageNet
       mean/std).
     * ``gt_gazing_info`` (NTP only): the ground-truth gaze labels as upstream's ``collate_fn`` makes
@@ -79,7 +79,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from .algorithms import grpo_loss, ntp_loss, repeat_for_group, task_loss_head_loss
+from autogaze_fast.train.algorithms import grpo_loss, ntp_loss, repeat_for_group, task_loss_head_loss
 
 __all__ = ["TrainBatch", "Rollout", "StepResult", "ntp_step", "grpo_step", "sample_rollout"]
 

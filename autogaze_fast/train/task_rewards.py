@@ -3,7 +3,7 @@
 The gazed MAE task reconstructs a few frames of each clip and scores each with a loss. This module
 turns those losses into GRPO's rewards (``-loss`` per reconstructed frame, with the gaze-trajectory
 length before each) and into the per-token targets of the task-loss-prediction head, as upstream's
-``VideoMAEReconstruction`` does (tests/test_train_task_rewards.py checks it against upstream). It also
+``VideoMAEReconstruction`` does (tests/train/test_train_task_rewards.py checks it against upstream). It also
 chooses the frames to reconstruct the way upstream does. It knows nothing of the MAE itself.
 """
 

@@ -42,14 +42,14 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..config import ConfigError, parse_scales
-from .checkpoint import (capture_rng_state, find_checkpoint, load_train_state, restore_rng_state,
+from autogaze_fast.config import ConfigError, parse_scales
+from autogaze_fast.train.checkpoint import (capture_rng_state, find_checkpoint, load_train_state, restore_rng_state,
                          save_checkpoint)
-from .config import TrainConfig
-from .data import ClipDataset, StepBatchSampler, collate_clips, list_split_videos, load_labels
-from .metrics import MetricsLogger
-from .steps import TrainBatch, grpo_step, ntp_step, sample_rollout
-from .task_rewards import sample_frames_to_reconstruct
+from autogaze_fast.train.config import TrainConfig
+from autogaze_fast.train.data import ClipDataset, StepBatchSampler, collate_clips, list_split_videos, load_labels
+from autogaze_fast.train.metrics import MetricsLogger
+from autogaze_fast.train.steps import TrainBatch, grpo_step, ntp_step, sample_rollout
+from autogaze_fast.train.task_rewards import sample_frames_to_reconstruct
 
 log = logging.getLogger("autogaze_fast.train")
 
@@ -146,8 +146,8 @@ def _init_distributed(device: torch.device) -> tuple[_Dist, torch.device]:
 
 # ---------------------------------------------------------------------- building blocks
 def _build_model(cfg: TrainConfig, device: torch.device):
-    from ..model import AutoGaze
-    from ..presets import random_autogaze
+    from autogaze_fast.model import AutoGaze
+    from autogaze_fast.presets import random_autogaze
 
     m = cfg.model
     if m.checkpoint is not None:
@@ -162,8 +162,8 @@ def _build_model(cfg: TrainConfig, device: torch.device):
 
 def _gaze_processor(cfg: TrainConfig, side: int):
     """The gaze model's processor (the checkpoint's, else NVIDIA's), resized to the MAE's largest scale."""
-    from ..presets import NVIDIA_PREPROCESSING
-    from ..processor import AutoGazeImageProcessor
+    from autogaze_fast.processing.autogaze import NVIDIA_PREPROCESSING
+    from autogaze_fast.processing.autogaze import AutoGazeImageProcessor
 
     params: dict[str, Any] = dict(NVIDIA_PREPROCESSING)
     if cfg.model.checkpoint is not None:
@@ -183,8 +183,8 @@ def _build_task(cfg: TrainConfig, device: torch.device):
     t = cfg.task
     if not t.recon_model:
         return None, None
-    from .mae_loading import mae_video_processor
-    from .mae_task import MAEReconstructionTask
+    from autogaze_fast.train.mae.loading import mae_video_processor
+    from autogaze_fast.train.mae.task import MAEReconstructionTask
 
     task = MAEReconstructionTask.from_pretrained(
         t.recon_model, scales=t.scales, recon_sample_rate=t.recon_sample_rate, siglip2_model=t.siglip2_model,
@@ -281,7 +281,7 @@ def _train_state(cfg: TrainConfig, step: int, optimizer, scheduler, rng: list[di
 
 
 def _resume(found: Path, model: nn.Module, optimizer, scheduler, ctx: _Dist, num_items: int, cfg: TrainConfig) -> int:
-    from ..loading import load_state_dict_strict, read_safetensors
+    from autogaze_fast.loading import load_state_dict_strict, read_safetensors
 
     state = load_train_state(found)
     load_state_dict_strict(model, read_safetensors(found / "model.safetensors"), source=str(found))

@@ -10,22 +10,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-DECODE = "tests/test_decode_attention.py"
-SPARSE = "tests/test_sparse_attention.py"
-EMBED = "tests/test_gathered_patch_embed.py"
+DECODE = "tests/kernels/test_decode_attention.py"
+SPARSE = "tests/kernels/test_sparse_attention.py"
+EMBED = "tests/kernels/test_gathered_patch_embed.py"
 FIXTURE_PARITY = "tests/test_autogaze_fixtures.py"
 PERTURBED = "tests/test_perturbed_fixtures.py"  # run when present
-FAST_GAZE = "tests/test_fast_autogaze.py"
+FAST_GAZE = "tests/fast/test_fast_autogaze.py"
 SAMPLING = "tests/test_sampling_training.py"
 BEHAVIOUR = "tests/test_autogaze_behaviour.py"
 ROUND_TRIP = "tests/test_load_round_trip.py"
-FAST_SIGLIP = "tests/test_fast_siglip.py"
-SIGLIP_REF = "tests/test_siglip_reference.py"
+FAST_SIGLIP = "tests/fast/test_fast_siglip.py"
+SIGLIP_REF = "tests/reference/test_siglip_reference.py"
 SIGLIP_LOAD = "tests/test_siglip_loading.py"
-PROCESSOR = "tests/test_processor.py"
+PROCESSOR = "tests/processing/test_processor.py"
 STOP_RULE = "tests/test_stop_rule.py"
-ANYRES = "tests/test_anyres_stitching.py"
-GRAPHED = "tests/test_graphed_decode.py"
+ANYRES = "tests/tiling/test_anyres_stitching.py"
+GRAPHED = "tests/fast/test_graphed_decode.py"
 
 GAZE_TESTS = [FIXTURE_PARITY, PERTURBED, SAMPLING, FAST_GAZE]
 
@@ -340,12 +340,12 @@ MUTANTS: list[Mutant] = [
     Mutant("fast-train-rope-backward", "model: teacher-forced", "autogaze_fast/fast/sequence.py",
            "torch.addcmul(t[..., half:], grad[..., :half], cos[..., :half], out=dest[..., :half])",
            "torch.addcmul(t[..., :half], grad[..., :half], cos[..., :half], out=dest[..., :half])",
-           "fast teacher-forced RoPE backward does not roll the sine term back", ["tests/test_fast_sequence.py", FAST_GAZE]),
+           "fast teacher-forced RoPE backward does not roll the sine term back", ["tests/fast/test_fast_sequence.py", FAST_GAZE]),
     Mutant("fast-train-rows-causal", "model: teacher-forced", "autogaze_fast/fast/sequence.py",
            "(torch.arange(n, device=qkv.device)[None, :] <= rows[:, None])",
            "(torch.arange(n, device=qkv.device)[None, :] < rows[:, None])",
            "fast teacher-forced last layer (CPU, scored rows only): a row no longer attends its own key",
-           ["tests/test_fast_sequence.py", FAST_GAZE]),
+           ["tests/fast/test_fast_sequence.py", FAST_GAZE]),
     Mutant("fast-train-stem-copies", "model: teacher-forced", "autogaze_fast/fast/teacher_forced.py",
            "torch.equal(probe[i], probe[r]) and torch.equal(flat[i], flat[r])", "torch.equal(probe[i], probe[r])",
            "GRPO copies detected by a strided sample only: clips differing elsewhere share a vision-stem run",
@@ -378,13 +378,13 @@ MUTANTS: list[Mutant] = [
            "unexpected = sorted(k for k in state_dict if k not in own)", "unexpected = []",
            "loader silently accepts unexpected keys", [ROUND_TRIP]),
     # ------------------------------------------------------------------ processor
-    Mutant("processor-offset", "processor", "autogaze_fast/processor.py",
+    Mutant("processor-offset", "processor", "autogaze_fast/processing/autogaze.py",
            "            x = x - np.float32(1)", "            x = x",
            "processor forgets upstream's '- 1' offset after rescaling", [PROCESSOR]),
-    Mutant("processor-std", "processor", "autogaze_fast/processor.py",
+    Mutant("processor-std", "processor", "autogaze_fast/processing/autogaze.py",
            "x = (x - mean) / std", "x = (x - mean) * std",
            "processor multiplies by the std instead of dividing", [PROCESSOR]),
-    Mutant("processor-resample", "processor", "autogaze_fast/processor.py",
+    Mutant("processor-resample", "processor", "autogaze_fast/processing/autogaze.py",
            "img.resize((out_w, out_h), resample=self.resample)", "img.resize((out_w, out_h))",
            "processor resizes with Pillow's default filter instead of the configured one", [PROCESSOR]),
 ]

@@ -1,0 +1,203 @@
+"""Pictures of a gaze on the source frames, for ``autogaze-fast gaze``: the tiled gaze
+(``--tiles anyres|pad|resize``) drawn on the full-resolution frames, and the interframe view
+(``--view interframe``, see :mod:`autogaze_fast.media.interframe`).
+
+Both work from gazed cells as boxes in source pixels: a tiled gaze reports them itself
+(``out["cells"]``); an untiled gaze's masks are turned into boxes through the one-tile
+``"resize"`` plan (the squash the model applies). :func:`stream_views` runs the command clip by
+clip (:func:`autogaze_fast.tiling.stream.gaze_video`), writing each clip's pictures as it is done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from autogaze_fast.tiling.grid import TileGrid
+
+@dataclass(frozen=True)
+class SourceCells:
+    """Gazed cells of a whole video in source pixels (M cells).
+
+    Attributes:
+        frame: (M,) int64 frame index in the video.
+        scale: (M,) int64 scale index (0 = coarsest).
+        box: (M, 4) float32 ``(x0, y0, x1, y1)`` in source pixels, x1/y1 exclusive.
+        scales: the scale sizes, coarsest first (tile-local, e.g. [32, 64, 112, 224]).
+        tokens_per_frame: gazeable tokens per frame (per-tile N times the tiles, less the tokens
+            wholly in the ``"pad"`` policy's padding).
+    """
+
+    frame: np.ndarray
+    scale: np.ndarray
+    box: np.ndarray
+    scales: list[int]
+    tokens_per_frame: int
+
+    def counts(self, num_frames: int) -> list[int]:
+        """Gazed cells per frame, ``(T,)`` as a list."""
+        return np.bincount(self.frame, minlength=num_frames).tolist()
+
+
+def plan_tiles(model, height: int, width: int, policy: str, max_tiles: int | None) -> TileGrid:
+    """The model's tile plan for ``height × width`` frames (tiles of its largest scale)."""
+    from autogaze_fast.tiling.gaze import tile_layout
+    from autogaze_fast.tiling.grid import DEFAULT_MAX_TILES
+
+    tile, patch = tile_layout(model.config, None, None)
+    return TileGrid.plan(height, width, tile, policy, DEFAULT_MAX_TILES if max_tiles is None else max_tiles, patch)
+
+
+def csv_path(out: str) -> Path:
+    """Where the interframe CSV goes: next to ``out``, same stem, ``.csv``."""
+    return Path(out).with_suffix(".csv")
+
+
+class InterframeView:
+    """The interframe view built clip by clip: the stream's last output frame and the PSNR's EMA
+    are carried from one clip to the next, so the pieces joined equal the view of the whole video."""
+
+    def __init__(self, keyframe_every: int) -> None:
+        self.keyframe_every = keyframe_every
+        self.previous: np.ndarray | None = None
+        self.ema = math.inf
+
+    def update(self, frames: np.ndarray, frame, boxes, first_frame: int = 0) -> dict:
+        """The view of ``frames`` (t, H, W, 3) uint8, video frames ``first_frame …``, under gazed
+        cells (``frame`` (M,) counted from ``frames[0]``, ``boxes`` (M, 4) in source pixels).
+
+        Returns:
+            dict with ``stream`` (t, H, W, 3) uint8, ``pictures`` (the stream with frame number,
+            PSNR, EMA and gazed fraction written on each frame), ``psnr``, ``psnr_ema``,
+            ``gazed_fraction`` (t,) float64 and ``keyframe`` (t,) bool.
+        """
+        from autogaze_fast.media.interframe import PSNR_EMA_FACTOR, gazed_fraction, interframe_stream, is_keyframe, psnr, psnr_ema
+        from autogaze_fast.media.draw import cells_pixel_mask, label_lines
+
+        t, h, w, _ = frames.shape
+        masks = cells_pixel_mask(frame, boxes, t, h, w)
+        stream = interframe_stream(frames, masks, self.keyframe_every, first_frame, self.previous)
+        values = np.array([psnr(stream[i], frames[i]) for i in range(t)])
+        ema = psnr_ema(values, start=self.ema)
+        fraction = gazed_fraction(masks)
+        key = is_keyframe(t, self.keyframe_every, first_frame)
+        self.previous, self.ema = stream[-1].copy(), float(ema[-1])
+
+        def db(v: float, exact: str) -> str:
+            return f"{v:.1f} dB" if math.isfinite(v) else exact
+
+        lines = [[f"frame {first_frame + i}" + (" keyframe" if key[i] else ""), f"PSNR {db(values[i], 'inf (exact)')}",
+                  f"EMA({PSNR_EMA_FACTOR:g}) {db(ema[i], 'n/a')}", f"gazed {fraction[i]:.0%}"] for i in range(t)]
+        pictures = label_lines(stream.copy(), lines)
+        return {"stream": stream, "pictures": pictures, "psnr": values, "psnr_ema": ema,
+                "gazed_fraction": fraction, "keyframe": key}
+
+
+def interframe_view(frames: np.ndarray, cells: SourceCells, keyframe_every: int) -> dict:
+    """The interframe view of a whole ``(T, H, W, 3)`` uint8 video under ``cells`` (see :class:`InterframeView`)."""
+    return InterframeView(keyframe_every).update(frames, cells.frame, cells.box, 0)
+
+
+def stream_views(model, processor, args, height: int, width: int, num_frames: int | None) -> int:
+    """``autogaze-fast gaze``: decode, gaze and draw clip by clip, writing pictures (and the
+    interframe CSV) as each clip is done; memory stays that of one clip whatever the video's length
+    (except for a .png/.jpg grid, one picture of every frame).
+
+    ``num_frames`` (the header's count, or None) only sizes the progress bar.
+    """
+    from autogaze_fast.tiling.chunks import Progress
+    from autogaze_fast.cli.main import report
+    from autogaze_fast.media.sinks import open_frame_sink
+    from autogaze_fast.media.interframe import PSNR_EMA_FACTOR, InterframeCsv
+    from autogaze_fast.tiling.stream import gaze_video
+    from autogaze_fast.media.draw import cells_overlay, gaze_overlay
+
+    clip_frames = args.chunk_frames or model.config.max_num_frames
+    if args.tiles is not None:
+        grid = plan_tiles(model, height, width, args.tiles, args.max_tiles)
+        print(f"tiles: {args.tiles}, {grid.rows}x{grid.cols} = {grid.n_tiles} tile{'s' * (grid.n_tiles > 1)} of {grid.tile_size} px "
+              f"(canvas {grid.canvas_h}x{grid.canvas_w}, source {height}x{width}), {args.tile_batch_size} tiles per batch")
+        sides = [math.isqrt(n) for n in model.config.tokens_per_scale]
+        tokens_per_frame = int((~grid.padded_tokens(sides)).sum())  # less the tokens wholly in padding
+    else:
+        tokens_per_frame = int(model.config.num_vision_tokens_each_frame)
+    total = min(num_frames or 0, args.max_frames or num_frames or 0)
+    bar = Progress(math.ceil(total / clip_frames) if total else 0, "gazing", enabled=not args.quiet)
+    clips = gaze_video(model, args.video, processor, tiles=args.tiles, max_tiles=args.max_tiles,
+                       tile_batch_size=args.tile_batch_size, clip_frames=clip_frames, max_frames=args.max_frames,
+                       gazing_ratio=args.gazing_ratio, task_loss_requirement=args.task_loss_requirement)
+    view = InterframeView(args.keyframe_every) if args.view == "interframe" else None
+    counts: list[int] = []
+    scores: list[float] = []
+    keyframes: list[bool] = []
+    seconds = 0.0
+    table = None
+    with contextlib.ExitStack() as stack:
+        sink = stack.enter_context(open_frame_sink(args.out)) if args.out else None
+        if view is not None and args.out:
+            table = InterframeCsv(csv_path(args.out))
+            stack.callback(lambda: table.abort() if not table_done else None)
+        table_done = False
+        for clip in clips:
+            t = clip.end - clip.start
+            local = clip.cells.frame.numpy() - clip.start
+            counts += np.bincount(local, minlength=t).tolist()
+            seconds += clip.seconds
+            if view is not None:
+                shown = view.update(clip.frames, local, clip.cells.box.numpy(), clip.start)
+                scores += shown["psnr"].tolist()
+                keyframes += shown["keyframe"].tolist()
+                last_ema = float(shown["psnr_ema"][-1])
+                if table is not None:
+                    table.write(shown["psnr"], shown["psnr_ema"], shown["gazed_fraction"], shown["keyframe"])
+                pictures = shown["pictures"]
+            elif sink is None:
+                pictures = None
+            elif args.tiles is None:
+                pictures = gaze_overlay(clip.frames, [m[0] for m in clip.tile_gazing_info["gazing_mask"]], model.scales,
+                                        first_frame=clip.start)
+            else:
+                pictures = cells_overlay(clip.frames, local, clip.cells.scale, clip.cells.box, model.scales,
+                                         first_frame=clip.start)
+            if sink is not None:
+                sink.write(pictures)
+            del clip, pictures
+            bar.update()
+        if table is not None:
+            table.close()
+            table_done = True
+    report(counts, None, tokens_per_frame, seconds, len(counts), model.impl)
+    if view is not None:
+        later = np.array(scores)[~np.array(keyframes)]
+        finite = later[np.isfinite(later)]
+        mean = f"{finite.mean():.2f} dB" if finite.size else "n/a"
+        print(f"interframe (keyframe every {args.keyframe_every}): mean PSNR of non-keyframes {mean}, "
+              f"final EMA ({PSNR_EMA_FACTOR:g}) {last_ema:.2f} dB")
+    if args.out:
+        print(f"wrote {args.out}" + (f" and {csv_path(args.out)}" if view is not None else ""))
+    return 0
+
+
+def check_view_options(args) -> None:
+    """Refuse option combinations that make no sense, before any model is loaded."""
+    if args.tiles is None and args.max_tiles is not None:
+        raise ValueError("--max-tiles needs --tiles anyres (or pad)")
+    if args.tiles is None and args.tile_batch_size is not None:
+        raise ValueError("--tile-batch-size needs --tiles anyres (or pad / resize)")
+    if args.tile_batch_size is None:
+        args.tile_batch_size = 8
+    if args.keyframe_every is not None and args.view != "interframe":
+        raise ValueError("--keyframe-every needs --view interframe")
+    if args.keyframe_every is None:
+        args.keyframe_every = 16
+    if args.keyframe_every < 1:
+        raise ValueError(f"--keyframe-every must be >= 1 (1 refreshes every frame), got {args.keyframe_every}")
+    if args.tile_batch_size < 1 or (args.max_tiles is not None and args.max_tiles < 1):
+        raise ValueError("--tile-batch-size and --max-tiles must be >= 1")
+    if args.out and Path(args.out).suffix.lower() == ".csv":
+        raise ValueError("--out names the picture or video (.png/.jpg grid, .mp4, .gif); the interframe CSV is "
+                         "written next to it")

@@ -1,0 +1,12 @@
+"""The gazed multi-scale MAE (the GRPO task): ``config``, ``layers``, ``model`` (:class:`GazedMAE`),
+``loading`` (checkpoints of transformers 4.x layout), ``loss`` (pixel and SigLIP-feature losses),
+``task`` (gaze → reconstruction → per-frame loss)."""
+
+from autogaze_fast.train.mae.config import MAEConfig
+from autogaze_fast.train.mae.loading import load_mae, load_task_weights, mae_video_processor
+from autogaze_fast.train.mae.loss import PixelTransform, ReconstructionLoss, SiglipFeatureLoss
+from autogaze_fast.train.mae.model import GazedMAE, MAEPrediction
+from autogaze_fast.train.mae.task import MAEReconstructionTask, MAETaskOutput
+
+__all__ = ["GazedMAE", "MAEConfig", "MAEPrediction", "MAEReconstructionTask", "MAETaskOutput", "PixelTransform",
+           "ReconstructionLoss", "SiglipFeatureLoss", "load_mae", "load_task_weights", "mae_video_processor"]

@@ -1,0 +1,117 @@
+"""``autogaze-fast extract`` as users run it, in real processes: killed with SIGKILL and resumed, and
+sharded by ``torchrun --nproc-per-node=2`` (gloo) — both must give the files of one uninterrupted
+single process, with no video encoded twice.
+
+Every process runs one thread (torchrun's default), so results are bitwise comparable.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("av")
+
+from extract_videos import tiny_checkpoints
+
+from autogaze_fast.extract.store import read_jsonl
+from autogaze_fast.media.synthetic import synthetic_clip
+from autogaze_fast.media.video import write_video
+
+NUM_VIDEOS = 6
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, TRITON_INTERPRET="0", OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+def _command(videos: Path, out: Path, checkpoints) -> list[str]:
+    gaze, vision = checkpoints
+    return ["-m", "autogaze_fast", "extract", str(videos), "--out", str(out), "--model", str(gaze), "--vision",
+            str(vision), "--frequency", "4", "--num-frames", "4", "--gazing-ratio", "0.3", "--save-tokens", "--quiet"]
+
+
+def _outputs(out: Path) -> tuple[Path, dict[str, dict[str, torch.Tensor]]]:
+    from safetensors.torch import load_file
+
+    (folder,) = [p.parent for p in out.glob("*/config.json")]
+    return folder, {str(p.relative_to(folder)): load_file(str(p)) for p in sorted(folder.rglob("*.safetensors"))}
+
+
+def _assert_same_files(a: dict, b: dict) -> None:
+    assert sorted(a) == sorted(b)
+    for name in a:
+        assert sorted(a[name]) == sorted(b[name]), name
+        for key in a[name]:
+            assert torch.equal(a[name][key], b[name][key]), f"{name}: {key} differs"
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """Videos, checkpoints, and the reference: one uninterrupted single-process run."""
+    root = tmp_path_factory.mktemp("extract-proc")
+    videos = root / "videos"
+    videos.mkdir()
+    for i in range(NUM_VIDEOS):
+        write_video(videos / f"v{i}.mp4", synthetic_clip(16 + 4 * i, size=(48, 64), seed=i), fps=8)
+    checkpoints = tiny_checkpoints(root)
+    reference = root / "reference"
+    done = subprocess.run([sys.executable, *_command(videos, reference, checkpoints)], env=_env(), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"{NUM_VIDEOS} ok, 0 failed" in done.stdout
+    return videos, checkpoints, _outputs(reference)[1]
+
+
+def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_result(setup, tmp_path):
+    videos, checkpoints, expected = setup
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, *_command(videos, out, checkpoints)], env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    manifest = None
+    while time.monotonic() < deadline and proc.poll() is None:
+        found = list(out.glob("*/manifest.jsonl"))
+        if found and list(read_jsonl(found[0])):
+            manifest = found[0]
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = [r["video"] for r in read_jsonl(manifest)]
+    assert 1 <= len(done_before) < NUM_VIDEOS, done_before
+
+    resumed = subprocess.run([sys.executable, *_command(videos, out, checkpoints)], env=_env(), capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"{NUM_VIDEOS - len(done_before)} ok, 0 failed, {len(done_before)} already done" in resumed.stdout
+    folder, got = _outputs(out)
+    _assert_same_files(got, expected)
+    records = list(read_jsonl(folder / "manifest.jsonl"))
+    assert sorted(r["video"] for r in records) == sorted(f"v{i}.mp4" for i in range(NUM_VIDEOS))  # none encoded twice
+    assert not [p for p in folder.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_torchrun_two_gloo_ranks_give_the_single_process_files(setup, tmp_path):
+    videos, checkpoints, expected = setup
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                           *_command(videos, out, checkpoints)], env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    assert done.stdout.count(f"{NUM_VIDEOS} ok, 0 failed") == 1  # the summary covers both ranks, printed once
+    folder, got = _outputs(out)
+    _assert_same_files(got, expected)
+    records = list(read_jsonl(folder / "manifest.jsonl"))
+    assert sorted(r["video"] for r in records) == sorted(f"v{i}.mp4" for i in range(NUM_VIDEOS))
+    assert {r["rank"] for r in records} == {0, 1}
+    assert not list(folder.glob("manifest.rank*.jsonl"))
