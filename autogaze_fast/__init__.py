@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-from autogaze_fast import _moved
+from autogaze_fast._moved import install as _install_moved_paths
 
 __version__ = "0.1.0"
 
@@ -27,7 +27,7 @@ _EXPORTS = {
 
 __all__ = list(_EXPORTS)
 
-_moved.install()  # old flat-layout module paths still import, with a DeprecationWarning
+_install_moved_paths()  # old flat-layout module paths still import, with a DeprecationWarning
 
 
 def __getattr__(name: str):

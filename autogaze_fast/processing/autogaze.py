@@ -479,6 +479,23 @@ class AutoGazeImageProcessor:
             raise CheckpointError(f"{path} must hold a JSON object, got {type(config).__name__}")
         return cls.from_dict(config, **overrides)
 
+    @classmethod
+    def from_pretrained_or_default(cls, path_or_repo_id: str | os.PathLike, default: dict[str, Any] | None = None,
+                                   **overrides: Any) -> "AutoGazeImageProcessor":
+        """The checkpoint's processor, or ``default`` (:data:`NVIDIA_PREPROCESSING`) when the checkpoint
+        ships no ``preprocessor_config.json`` (upstream's own checkpoints rely on that default).
+
+        Raises:
+            autogaze_fast.loading.CheckpointError: the checkpoint cannot be had, or its
+                ``preprocessor_config.json`` is there but unreadable (a broken file is never ignored).
+        """
+        from autogaze_fast.loading import resolve_model_dir
+
+        model_dir = resolve_model_dir(path_or_repo_id, allow_patterns=["*.json"])
+        if not (Path(model_dir) / "preprocessor_config.json").is_file():
+            return cls.from_dict(dict(NVIDIA_PREPROCESSING if default is None else default), **overrides)
+        return cls.from_pretrained(model_dir, **overrides)
+
     def to_dict(self) -> dict[str, Any]:
         """Parameters as a JSON-serialisable dict (the ``preprocessor_config.json`` layout)."""
         d = {k: getattr(self, k) for k in _PARAMS}
