@@ -18,9 +18,11 @@ def check_int(value: Any, name: str, minimum: int | None = 1, *, error: type[Exc
 
     Raises:
         ``error`` (``ValueError`` by default) with ``message``, or by default
-        ``"{name} must be an integer >= {minimum}, got {value!r}"``.
+        ``"{name} must be an integer, got {value!r}"`` (not an integer; ``bool`` is not one) or
+        ``"{name} must be >= {minimum}, got {value}"`` (below the bound).
     """
-    if not is_integer(value) or (minimum is not None and value < minimum):
-        bound = "" if minimum is None else f" >= {minimum}"
-        raise error(message or f"{name} must be an integer{bound}, got {value!r}")
+    if not is_integer(value):
+        raise error(message or f"{name} must be an integer, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise error(message or f"{name} must be >= {minimum}, got {value}")
     return int(value)

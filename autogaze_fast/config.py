@@ -29,9 +29,14 @@ def parse_scales(scales: str | int | list[int] | tuple[int, ...]) -> list[int]:
 
 
 def tokens_per_scale(scales: list[int], num_tokens: int) -> list[int]:
-    """Upstream's split of ``num_tokens`` over scales: ``int(s² / Σ s'² · N)`` for each scale."""
+    """Upstream's split of the gaze model's ``num_tokens`` over scales: ``int(s² / Σ s'² · N)`` for each scale."""
     total = sum(s * s for s in scales)
     return [int(s * s / total * num_tokens) for s in scales]
+
+
+def patch_tokens_per_scale(scales: list[int], patch_size: int) -> list[int]:
+    """Patches per frame at each scale of a ViT (SigLIP, the MAE): ``(s // patch_size)²`` (a ragged border is dropped)."""
+    return [(s // patch_size) ** 2 for s in scales]
 
 
 def _require(d: dict[str, Any], key: str, where: str) -> Any:
@@ -53,7 +58,7 @@ class VisionStemConfig:
     trunk_spatial_kernel_size: int = 3
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "VisionStemConfig":
+    def from_dict(cls, d: dict[str, Any]) -> VisionStemConfig:
         where = "gaze_model_config.vision_model_config"
         return cls(
             hidden_dim=int(_require(d, "hidden_dim", where)),
@@ -94,7 +99,7 @@ class DecoderConfig:
             )
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "DecoderConfig":
+    def from_dict(cls, d: dict[str, Any]) -> DecoderConfig:
         where = "gaze_model_config.gaze_decoder_config"
         heads = int(_require(d, "num_attention_heads", where))
         eos = _require(d, "eos_token_id", where)
@@ -152,7 +157,7 @@ class AutoGazeConfig:
         return self.vision.temporal_patch_size
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "AutoGazeConfig":
+    def from_dict(cls, d: dict[str, Any]) -> AutoGazeConfig:
         model_type = d.get("model_type", "autogaze")
         if model_type not in ("autogaze", ""):
             raise ConfigError(f"config.json: model_type is {model_type!r}, expected 'autogaze'")
@@ -180,7 +185,7 @@ class AutoGazeConfig:
         return config
 
     @classmethod
-    def from_json_file(cls, path: str | Path) -> "AutoGazeConfig":
+    def from_json_file(cls, path: str | Path) -> AutoGazeConfig:
         path = Path(path)
         try:
             d = json.loads(path.read_text())

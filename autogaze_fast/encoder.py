@@ -18,13 +18,23 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from autogaze_fast.processing.autogaze import AutoGazeImageProcessor
+from autogaze_fast.checks import check_int, is_integer
+from autogaze_fast.devices import default_device, torch_dtype
+from autogaze_fast.loading import CheckpointError
+from autogaze_fast.model import AutoGaze
+from autogaze_fast.processing.autogaze import AutoGazeImageProcessor, as_videos
+from autogaze_fast.processing.siglip import SiglipImageProcessor
+from autogaze_fast.siglip import SiglipVisionModel
+from autogaze_fast.tiling.gaze import gaze_clip_tiles, tiled_outputs
+from autogaze_fast.tiling.grid import POLICIES, TileGrid
+from autogaze_fast.tiling.stream import ClipCanvas, iter_clips
 
 LayerSpec = int | Sequence[int] | str
 
@@ -74,7 +84,7 @@ class ClipFeatures:
         return int(self.pooled.shape[0])
 
     @staticmethod
-    def concat(clips: Sequence["ClipFeatures"]) -> "ClipFeatures":
+    def concat(clips: Sequence[ClipFeatures]) -> ClipFeatures:
         """Join clips in time order (their ``token_frame`` must already count from the video's start)."""
         if not clips:
             raise ValueError("no clips to concatenate")
@@ -82,7 +92,8 @@ class ClipFeatures:
         return ClipFeatures(
             pooled=cat("pooled"), empty_frames=cat("empty_frames"), num_gazed=cat("num_gazed"), tokens=cat("tokens"),
             token_frame=cat("token_frame"), token_index=cat("token_index"), token_scale=cat("token_scale"),
-            token_is_pad=cat("token_is_pad"), token_tile=cat("token_tile"), token_box=cat("token_box"), gaze=[g for c in clips for g in c.gaze],
+            token_is_pad=cat("token_is_pad"), token_tile=cat("token_tile"), token_box=cat("token_box"),
+            gaze=[g for c in clips for g in c.gaze],
             scales=clips[0].scales, layers=clips[0].layers,
         )
 
@@ -101,11 +112,11 @@ def parse_layers(layers: LayerSpec, num_layers: int) -> list[int]:
             layers = [int(x) for x in text.split(",") if x.strip()]
         except ValueError:
             raise ValueError(f"layers must be 'all' or comma-separated integers such as '-4,-1', got {layers!r}") from None
-    if isinstance(layers, (int, np.integer)) and not isinstance(layers, bool):
+    if is_integer(layers):
         layers = [int(layers)]
     out = []
     for k in layers:
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not -(num_layers + 1) <= k <= num_layers:
+        if not is_integer(k) or not -(num_layers + 1) <= k <= num_layers:
             raise ValueError(
                 f"layer {k!r} is out of range: the vision model has {num_layers} layers, so use 0..{num_layers} "
                 f"(0 = embeddings) or -{num_layers + 1}..-1"
@@ -118,7 +129,8 @@ def parse_layers(layers: LayerSpec, num_layers: int) -> list[int]:
     return out
 
 
-def pool_frames(tokens: torch.Tensor, frame: torch.Tensor, is_pad: torch.Tensor, num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+def pool_frames(tokens: torch.Tensor, frame: torch.Tensor, is_pad: torch.Tensor,
+                num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean of each frame's real tokens.
 
     Args:
@@ -133,22 +145,6 @@ def pool_frames(tokens: torch.Tensor, frame: torch.Tensor, is_pad: torch.Tensor,
     sums.index_add_(0, frame[real], tokens[real])
     denom = counts.clamp(min=1).to(tokens.dtype).view((num_frames,) + (1,) * (tokens.dim() - 1))
     return sums / denom, counts
-
-
-def _torch_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
-    found = getattr(torch, str(dtype).removeprefix("torch."), None)
-    if not isinstance(found, torch.dtype) or not found.is_floating_point:
-        raise ValueError(f"dtype must be a float torch dtype or its name ('float32', 'bfloat16', 'float16'), got {dtype!r}")
-    return found
-
-
-def default_device() -> torch.device:
-    """``cuda:LOCAL_RANK`` when CUDA is there (torchrun sets LOCAL_RANK), else the CPU."""
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device("cpu")
 
 
 class GazedVideoEncoder:
@@ -221,8 +217,6 @@ class GazedVideoEncoder:
         self.tiles, self.max_tiles, self.tile_batch_size = self._check_tiles(tiles, max_tiles, tile_batch_size)
 
     def _check_tiles(self, tiles, max_tiles, tile_batch_size) -> tuple[str | None, int, int]:
-        from autogaze_fast.tiling.grid import POLICIES
-
         if tiles is None:
             return None, int(max_tiles), int(tile_batch_size)
         if tiles not in POLICIES:
@@ -233,9 +227,8 @@ class GazedVideoEncoder:
         if self.vision_model.config.scales[-1] != side:
             raise ValueError(f"tiles need the vision model's largest scale ({self.vision_model.config.scales[-1]}) to equal "
                              f"the gaze model's tile side ({side})")
-        for value, name in ((max_tiles, "max_tiles"), (tile_batch_size, "tile_batch_size")):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        max_tiles, tile_batch_size = (check_int(value, name, message=f"{name} must be an int >= 1, got {value!r}")
+                                      for value, name in ((max_tiles, "max_tiles"), (tile_batch_size, "tile_batch_size")))
         return tiles, max_tiles, tile_batch_size
 
     # ------------------------------------------------------------------ loading
@@ -249,20 +242,15 @@ class GazedVideoEncoder:
         device: str | torch.device | None = None,
         dtype: torch.dtype | str | None = None,
         **options: Any,
-    ) -> "GazedVideoEncoder":
+    ) -> GazedVideoEncoder:
         """Load both checkpoints (local directories or hub ids) and their preprocessing configs.
 
         ``gaze=None`` builds the dense baseline. The vision model is loaded with the gaze model's
         scales. ``device`` defaults to ``cuda:LOCAL_RANK`` when CUDA is there, else the CPU;
         ``options`` go to the constructor (``num_frames``, ``gazing_ratio``, ``layers``, ...).
         """
-        from autogaze_fast.loading import CheckpointError
-        from autogaze_fast.model import AutoGaze
-        from autogaze_fast.siglip import SiglipVisionModel
-        from autogaze_fast.processing.siglip import SiglipImageProcessor
-
         device = torch.device(device) if device is not None else default_device()
-        dtype = _torch_dtype(dtype)
+        dtype = torch_dtype(dtype)
         gaze_model = gaze_processor = None
         scales = None
         if gaze is not None:
@@ -323,15 +311,13 @@ class GazedVideoEncoder:
         """
         if isinstance(frames, (str, os.PathLike)):  # decoded clip by clip, never whole
             return ClipFeatures.concat(list(self.encode_stream(frames, progress=progress)))
-        from autogaze_fast.processing.autogaze import as_videos
-
         videos, is_batch = as_videos(frames)
         if is_batch:
             raise ValueError("GazedVideoEncoder encodes one video at a time: pass (T, H, W, 3), not a batch of videos")
         video = videos[0]
         starts = range(0, video.shape[0], self.num_frames)
         if progress:
-            from tqdm.auto import tqdm
+            from tqdm.auto import tqdm  # deferred: tqdm only for a progress bar
 
             starts = tqdm(starts, desc="clips", unit="clip")
         return ClipFeatures.concat([self.encode_clip(video[s:s + self.num_frames], first_frame=s) for s in starts])
@@ -345,11 +331,9 @@ class GazedVideoEncoder:
                 or an iterable of ``(H, W, 3)`` uint8 frames (see :func:`autogaze_fast.tiling.stream.iter_clips`).
             max_frames: only the first frames.
         """
-        from autogaze_fast.tiling.stream import iter_clips
-
         clips = iter_clips(source, self.num_frames, max_frames)
         if progress:
-            from tqdm.auto import tqdm
+            from tqdm.auto import tqdm  # deferred: tqdm only for a progress bar
 
             clips = tqdm(clips, desc="clips", unit="clip")
         yield from self.encode_clips(clips)
@@ -366,8 +350,6 @@ class GazedVideoEncoder:
     @torch.inference_mode()
     def encode_clip(self, frames: np.ndarray, first_frame: int = 0) -> ClipFeatures:
         """Gaze and encode one clip of ``(t, H, W, 3)`` uint8 frames, ``t <= num_frames``."""
-        from autogaze_fast.tiling.grid import TileGrid
-
         if frames.shape[0] > self.num_frames:
             raise ValueError(f"a clip holds at most num_frames={self.num_frames} frames, got {frames.shape[0]}")
         t, height, width = (int(x) for x in frames.shape[:3])
@@ -408,8 +390,6 @@ class GazedVideoEncoder:
         :class:`~autogaze_fast.tiling.stream.ClipCanvas` that normalises them batch by batch) and the gaze
         of each row (one row, or one per tile), plus the gaze model's raw output (``None`` in dense mode).
         With tiles, only one batch of normalised tiles exists at a time (the clip's canvases stay uint8)."""
-        from autogaze_fast.tiling.stream import ClipCanvas
-
         device = self.device
         t, n = frames.shape[0], self.vision_model.config.tokens_per_frame
         if self.tiles is None:
@@ -424,8 +404,6 @@ class GazedVideoEncoder:
         if self.tiles is None:
             raw = self.gaze_model({"video": self.gaze_processor(frames).pixel_values[None].to(device)}, **options)
             return pixels, raw, raw
-        from autogaze_fast.tiling.gaze import gaze_clip_tiles, tiled_outputs
-
         canvas = ClipCanvas(frames, grid, self.gaze_processor)
         masks, info = gaze_clip_tiles(lambda tiles, _: self.gaze_model({"video": tiles.to(device)}, **options),
                                       canvas.tiles, grid.n_tiles, grid, tile_batch_size=self.tile_batch_size)
@@ -433,14 +411,6 @@ class GazedVideoEncoder:
         raw = tiled_outputs(grid, [masks], [info], self.tile_batch_size)
         raw["scales"] = self.gaze_model.scales
         return pixels, info, raw
-
-    def _vision_canvas(self, frames: np.ndarray, grid) -> torch.Tensor:
-        """``(1, t, 3, canvas_h, canvas_w)``: the frames preprocessed for the vision model on the grid's canvas."""
-        proc = self.vision_processor
-        if grid.policy == "pad":
-            return grid.place(type(proc).from_dict(proc.to_dict(), do_resize=False)(frames).pixel_values[None])
-        sized = type(proc).from_dict(proc.to_dict(), size={"height": grid.canvas_h, "width": grid.canvas_w})
-        return sized(frames).pixel_values[None]
 
     def _encode_rows(self, pixels: torch.Tensor, gaze: dict) -> torch.Tensor:
         """Encode each row's (tile's) gazed tokens, ``tile_batch_size`` rows per call → ``(rows, N, [L,] C)``."""

@@ -1,14 +1,19 @@
-"""Checkpoint loading shared by AutoGaze and SigLIP: resolve a directory, read safetensors,
-load a state dict strictly with an error that lists every mismatch."""
+"""Checkpoint loading shared by AutoGaze and SigLIP: resolve a directory, read safetensors and
+``preprocessor_config.json``, load a state dict strictly with an error that lists every mismatch."""
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
+from typing import Any
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
+
+PREPROCESSOR_CONFIG = "preprocessor_config.json"
 
 
 class CheckpointError(RuntimeError):
@@ -30,7 +35,7 @@ def resolve_model_dir(path_or_repo_id: str | os.PathLike, allow_patterns: Iterab
     if repo_id.startswith((".", "/", "~")) or repo_id.count("/") != 1:
         raise CheckpointError(f"no such model directory: {repo_id}")
     try:
-        from huggingface_hub import snapshot_download
+        from huggingface_hub import snapshot_download  # deferred: the hub client is only needed for hub ids
 
         return Path(snapshot_download(repo_id, allow_patterns=list(allow_patterns)))
     except Exception as e:  # offline, missing repo, network error: all end the same way for the user
@@ -44,8 +49,6 @@ def resolve_model_dir(path_or_repo_id: str | os.PathLike, allow_patterns: Iterab
 
 def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read every tensor of a ``.safetensors`` file, with a clear error for a missing or corrupt file."""
-    from safetensors.torch import load_file
-
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no weights file at {path}")
@@ -85,6 +88,27 @@ def load_state_dict_strict(module: nn.Module, state_dict: dict[str, torch.Tensor
             v.copy_(state_dict[k].to(dtype=v.dtype))
 
 
-def strip_prefix(state_dict: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    """Keys starting with ``prefix`` with it removed; other keys are kept unchanged (so they show as unexpected)."""
-    return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state_dict.items()}
+def read_preprocessor_config(path_or_repo_id: str | os.PathLike, *, missing_ok: bool = False,
+                             missing_hint: str = "") -> dict[str, Any] | None:
+    """The checkpoint's ``preprocessor_config.json`` (a local directory or a hub id) as a dict.
+
+    Args:
+        missing_ok: return ``None`` when the checkpoint has no such file (instead of raising).
+        missing_hint: appended to the error for a missing file (what the caller could do instead).
+    Raises:
+        CheckpointError: the checkpoint cannot be had; the file is missing (unless ``missing_ok``),
+            not readable JSON, or not a JSON object. A broken file always raises.
+    """
+    model_dir = resolve_model_dir(path_or_repo_id, allow_patterns=["*.json"])
+    path = model_dir / PREPROCESSOR_CONFIG
+    if not path.is_file():
+        if missing_ok:
+            return None
+        raise CheckpointError(f"no {PREPROCESSOR_CONFIG} in {model_dir}{missing_hint}")
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is not readable JSON ({type(e).__name__}: {e})") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path} must hold a JSON object, got {type(config).__name__}")
+    return config

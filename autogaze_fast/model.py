@@ -7,7 +7,8 @@
 The state dict is upstream's (``gazing_model.*``), for either implementation. The video must be
 the processor's output: raw uint8 or channels-last frames are refused ("run AutoGazeImageProcessor
 first"). Every frame is resized to ``input_img_size`` × ``input_img_size`` (224 × 224) inside the
-model, so non-square frames are squashed to a square, unless tiling is asked for:
+model, so non-square frames are squashed to a square (up to 8 : 1, and at least 16 px a side, as the
+processor; beyond, a ValueError), unless tiling is asked for:
 
     >>> out = model({"video": v}, tiles="anyres", max_tiles=64, tile_batch_size=8)  # any H x W, any T
     >>> out["gazing_mask"], out["tile_gazing_info"], out["cells"].box               # see autogaze_fast.tiling.grid
@@ -24,26 +25,23 @@ import math
 import os
 import sys
 import warnings
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
+from torch import nn
 
+from autogaze_fast.checks import check_int
 from autogaze_fast.config import AutoGazeConfig
+from autogaze_fast.fast.gazing_model import FastGazingModel
 from autogaze_fast.impl import resolve_impl
 from autogaze_fast.loading import load_state_dict_strict, read_safetensors, resolve_model_dir
-from autogaze_fast.reference.autogaze import AutoGazeReference
-from autogaze_fast.tiling.grid import TileGrid
-
-
-def _gazing_model_class(impl: str):
-    if impl == "reference":
-        from autogaze_fast.reference.gazing_model import GazingModel
-
-        return GazingModel
-    from autogaze_fast.fast.gazing_model import FastGazingModel
-
-    return FastGazingModel
-
+from autogaze_fast.processing.autogaze import MAX_ASPECT_RATIO, MIN_FRAME_SIDE
+from autogaze_fast.reference import autogaze as reference_autogaze
+from autogaze_fast.reference.gazing_model import GazingModel
+from autogaze_fast.tiling import stream as tiled_stream
+from autogaze_fast.tiling.gaze import gaze_tiles, tile_layout
+from autogaze_fast.tiling.grid import DEFAULT_MAX_TILES, TileGrid
 
 RAW_PIXEL_THRESHOLD = 4.0
 """A non-negative float video with values above this gets a "run the processor first" warning.
@@ -73,20 +71,34 @@ def _check_ratio(value: float, what: str) -> None:
         raise ValueError(f"{what} must be a number in (0, 1], got {value!r}")
 
 
-class AutoGaze(AutoGazeReference):
+class AutoGaze(nn.Module):
     """AutoGaze gaze model (upstream ``AutoGaze``), pure-PyTorch reference or fast implementation.
+
+    The switch is by composition, as in :class:`autogaze_fast.SiglipVisionModel`: ``self.gazing_model``
+    is the reference :class:`~autogaze_fast.reference.gazing_model.GazingModel` or the fast
+    :class:`~autogaze_fast.fast.gazing_model.FastGazingModel` (state dict keys ``gazing_model.*``,
+    upstream's, for both); this class checks the input and runs upstream's outer forward
+    (:func:`autogaze_fast.reference.autogaze.autogaze_forward`: budgets, masks, tiling) over it.
 
     Attributes:
         config: the parsed :class:`AutoGazeConfig`.
         impl: ``"reference"`` or ``"fast"``.
+        gazing_model: the implementation module (vision stem, connector, gaze decoder).
         scales: ascending scales, e.g. [32, 64, 112, 224].
         num_vision_tokens_each_frame: N (265 for the NVIDIA model).
+        num_vision_tokens_each_scale_each_frame: N split over the scales, e.g. [4, 16, 49, 196].
+        frame_sampling_rate: frames per gazed frame (the temporal patch size).
     """
 
     def __init__(self, config: AutoGazeConfig, impl: str | None = None) -> None:
-        impl = resolve_impl(impl)
-        super().__init__(config, _gazing_model_class(impl))
-        self.impl = impl
+        super().__init__()
+        self.impl = resolve_impl(impl)
+        self.config = config
+        self.scales = list(config.scales)
+        self.num_vision_tokens_each_frame = config.num_vision_tokens_each_frame
+        self.num_vision_tokens_each_scale_each_frame = config.tokens_per_scale
+        self.frame_sampling_rate = config.frame_sampling_rate
+        self.gazing_model = FastGazingModel(config) if self.impl == "fast" else GazingModel(config)
 
     @classmethod
     def from_pretrained(
@@ -96,7 +108,7 @@ class AutoGaze(AutoGazeReference):
         impl: str | None = None,
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
-    ) -> "AutoGaze":
+    ) -> AutoGaze:
         """Load ``config.json`` + ``model.safetensors`` from a local directory or a hub id.
 
         The state dict must match the config exactly: a missing, unexpected or wrongly shaped key
@@ -136,8 +148,9 @@ class AutoGaze(AutoGazeReference):
         Args:
             inputs: ``{"video": (B, T, 3, H, W)}`` (upstream's call) or the tensor itself, preprocessed
                 with :class:`AutoGazeImageProcessor` (uint8 or channels-last frames raise a ValueError,
-                a float video with values in 0..255 a warning). Frames of any H × W are resized to
-                224 × 224 (``config.input_img_size``), so non-square frames are squashed, not tiled.
+                a float video with values in 0..255 a warning). Frames are resized to 224 × 224
+                (``config.input_img_size``), so non-square frames are squashed, not tiled; as the processor,
+                frames beyond 8 : 1 or under 16 px a side raise a ValueError (gaze those with ``tiles``).
             gazing_ratio: max fraction of the N tokens gazed per frame, in (0, 1]; a list gives one per frame.
             task_loss_requirement: stop a frame once the predicted task loss is at most this.
                 With neither given, the config's defaults are used (as upstream).
@@ -152,10 +165,11 @@ class AutoGaze(AutoGazeReference):
             tiles: gaze frames of any size as square tiles (:mod:`autogaze_fast.tiling.grid`): a policy
                 (``"anyres"``, ``"pad"``, ``"resize"``) plans the grid from the video's own H × W, which is
                 then normalised frames at the source size (e.g. ``processor(frames, do_resize=False)``) whose
-                tiles are placed on the canvas batch by batch (the whole canvas is never built); or a :class:`~autogaze_fast.tiling.grid.TileGrid`, whose
-                ``grid.prepare(uint8_frames, processor)`` canvas is the video (boxes then in the grid's source
-                pixels). Tiles are ``target_scales[-1]`` px when a target layout is given, else the model's
-                largest scale. Generation only (no ``log_action_probs``); no streaming, no ``gazing_info``.
+                tiles are placed on the canvas batch by batch (the whole canvas is never built); or a
+                :class:`~autogaze_fast.tiling.grid.TileGrid`, whose ``grid.prepare(uint8_frames, processor)``
+                canvas is the video (boxes then in the grid's source pixels). Tiles are ``target_scales[-1]``
+                px when a target layout is given, else the model's largest scale. Generation only (no
+                ``log_action_probs``); no streaming, no ``gazing_info``.
                 Any T: clips of ``config.max_num_frames`` are gazed independently.
             max_tiles: most tiles per frame for a policy string (default 64).
             tile_batch_size: tiles gazed per generation batch (memory grows with it, not with the frame size).
@@ -176,7 +190,8 @@ class AutoGaze(AutoGazeReference):
         if gazing_ratio is not None:
             if isinstance(gazing_ratio, (list, tuple)):
                 if len(gazing_ratio) != frames:
-                    raise ValueError(f"gazing_ratio has {len(gazing_ratio)} values but the clip has {frames} frames; give one per frame")
+                    raise ValueError(f"gazing_ratio has {len(gazing_ratio)} values but the clip has {frames} frames; "
+                                     "give one per frame")
                 for i, r in enumerate(gazing_ratio):
                     _check_ratio(r, f"gazing_ratio[{i}]")
             else:
@@ -185,19 +200,48 @@ class AutoGaze(AutoGazeReference):
             raise ValueError(f"task_loss_requirement must be a number, got {type(task_loss_requirement).__name__}")
         if (target_scales is None) != (target_patch_size is None):
             raise ValueError("give target_scales and target_patch_size together (or neither)")
-        if not generate_only and any(p is not None for p in (past_key_values, past_inputs_embeds, past_attention_mask, past_conv_values)):
+        streaming = any(p is not None for p in (past_key_values, past_inputs_embeds, past_attention_mask, past_conv_values))
+        if not generate_only and streaming:
             raise ValueError("streaming caches (past_*) need generate_only=True, as upstream")
         if tiles is not None:
-            if use_cache or gazing_info or any(p is not None for p in (past_key_values, past_inputs_embeds, past_attention_mask, past_conv_values)):
+            if use_cache or gazing_info or streaming:
                 raise ValueError("tiles cannot be combined with streaming (use_cache, past_*) or a given gazing_info")
-            return self._forward_tiles(video, tiles, max_tiles, tile_batch_size, gazing_ratio, task_loss_requirement,
-                                       target_scales, target_patch_size, temperature, generator)
+            return self._forward_tiles(
+                video, tiles=tiles, max_tiles=max_tiles, tile_batch_size=tile_batch_size, gazing_ratio=gazing_ratio,
+                task_loss_requirement=task_loss_requirement, target_scales=target_scales,
+                target_patch_size=target_patch_size, temperature=temperature, generator=generator,
+            )
         if max_tiles is not None:
             raise ValueError("max_tiles needs tiles='anyres' (or 'pad'/'resize')")
-        return super().forward(
-            video, gazing_ratio, task_loss_requirement, target_scales, target_patch_size, gazing_info, temperature,
-            generate_only, use_cache, past_key_values, past_inputs_embeds, past_attention_mask, past_conv_values, generator,
+        self._check_frame_size(video)
+        return reference_autogaze.autogaze_forward(
+            self.gazing_model, video, training=self.training, gazing_ratio=gazing_ratio,
+            task_loss_requirement=task_loss_requirement, target_scales=target_scales,
+            target_patch_size=target_patch_size, gazing_info=gazing_info, temperature=temperature,
+            generate_only=generate_only, use_cache=use_cache, past_key_values=past_key_values,
+            past_inputs_embeds=past_inputs_embeds, past_attention_mask=past_attention_mask,
+            past_conv_values=past_conv_values, generator=generator,
         )
+
+    # ---- upstream's budget and threshold sampling (see autogaze_fast.reference.autogaze) ----
+    def sample_gazing_ratio(self) -> float:
+        """The clip's gazing ratio from ``config.gazing_ratio_config`` (in this module's train/eval mode)."""
+        return reference_autogaze.sample_gazing_ratio(self.config, training=self.training)
+
+    def sample_task_loss_requirement(self, batch: int, frames: int, device, force: bool = False) -> torch.Tensor | None:
+        """(B, T') thresholds from ``config.task_loss_requirement_config``, or None when it turns stopping off."""
+        return reference_autogaze.sample_task_loss_requirement(self.config, batch, frames, device,
+                                                               training=self.training, force=force)
+
+    def sample_ratio_each_frame(self, video: torch.Tensor, ratio: float, frames: int, temperature: float) -> torch.Tensor:
+        """(T',) per-frame ratios from ``config.gazing_ratio_each_frame_config``."""
+        return reference_autogaze.sample_ratio_each_frame(self.gazing_model, video, ratio, frames,
+                                                          training=self.training, temperature=temperature)
+
+    def frame_budgets(self, video, gazing_ratio, task_loss_requirement, temperature):
+        """Per-frame token budgets (T',) long and thresholds (B, T') or None, as upstream derives them."""
+        return reference_autogaze.frame_budgets(self.gazing_model, video, gazing_ratio, task_loss_requirement,
+                                                training=self.training, temperature=temperature)
 
     def gaze_video(self, source: Any, processor=None, **options: Any):
         """Gaze a video of any size and length clip by clip, streamed from a file, a ``(T, H, W, 3)``
@@ -209,17 +253,13 @@ class AutoGaze(AutoGazeReference):
             >>> for clip in model.gaze_video("long_4k.mp4", processor, tiles="anyres"):
             ...     clip.start, clip.end, clip.cells.box
         """
-        from autogaze_fast.tiling.stream import gaze_video
+        return tiled_stream.gaze_video(self, source, processor, **options)
 
-        return gaze_video(self, source, processor, **options)
-
-    def _forward_tiles(self, video, tiles, max_tiles, tile_batch_size, gazing_ratio, task_loss_requirement,
+    def _forward_tiles(self, video, *, tiles, max_tiles, tile_batch_size, gazing_ratio, task_loss_requirement,
                        target_scales, target_patch_size, temperature, generator) -> dict:
         """Tiled gaze (see ``forward``'s ``tiles``): plan or check the grid, gaze tile batches, stitch."""
-        from autogaze_fast.tiling.gaze import gaze_tiles, tile_layout
-        from autogaze_fast.tiling.grid import DEFAULT_MAX_TILES, _positive_int
-
-        tile_batch_size = _positive_int(tile_batch_size, "tile_batch_size")
+        tile_batch_size = check_int(tile_batch_size, "tile_batch_size",
+                                    message=f"tile_batch_size must be >= 1 and an integer, got {tile_batch_size!r}")
         tile, patch = tile_layout(self.config, target_scales, target_patch_size)
         if isinstance(tiles, TileGrid):
             if max_tiles is not None:
@@ -228,13 +268,15 @@ class AutoGaze(AutoGazeReference):
                 raise ValueError(
                     f"the TileGrid has {tiles.tile_size}-px tiles of {tiles.patch_size}-px patches but this call gazes "
                     f"{tile}-px tiles of {patch}-px patches ("
-                    + (f"target_scales {list(target_scales)}" if target_scales is not None else f"the model's scales {self.scales}")
-                    + "); plan the grid with tile_size=%d, patch_size=%d" % (tile, patch)
+                    + (f"target_scales {list(target_scales)}" if target_scales is not None
+                       else f"the model's scales {self.scales}")
+                    + f"); plan the grid with tile_size={tile}, patch_size={patch}"
                 )
             grid, on_canvas = tiles, True
         elif isinstance(tiles, str):
             max_tiles = DEFAULT_MAX_TILES if max_tiles is None else max_tiles
-            grid = TileGrid.plan(video.shape[-2], video.shape[-1], tile, tiles, max_tiles, patch)
+            grid = TileGrid.plan(video.shape[-2], video.shape[-1], tile_size=tile, policy=tiles, max_tiles=max_tiles,
+                                 patch_size=patch)
             on_canvas = (grid.canvas_h, grid.canvas_w) == (grid.source_h, grid.source_w)
         else:
             raise ValueError(f"tiles must be 'anyres', 'pad', 'resize' or a TileGrid, got {tiles!r}")
@@ -246,12 +288,13 @@ class AutoGaze(AutoGazeReference):
             )
 
         def gaze(tile_batch: torch.Tensor, ratio) -> dict:
-            return AutoGazeReference.forward(
-                self, tile_batch, ratio, task_loss_requirement, target_scales, target_patch_size, None, temperature,
-                True, False, None, None, None, None, generator,
+            return reference_autogaze.autogaze_forward(
+                self.gazing_model, tile_batch, training=self.training, gazing_ratio=ratio,
+                task_loss_requirement=task_loss_requirement, target_scales=target_scales,
+                target_patch_size=target_patch_size, temperature=temperature, generate_only=True, generator=generator,
             )
 
-        out = gaze_tiles(gaze, video, grid, clip_frames=self.config.max_num_frames,
+        out = gaze_tiles(gaze=gaze, video=video, grid=grid, clip_frames=self.config.max_num_frames,
                          frame_sampling_rate=self.frame_sampling_rate, tile_batch_size=tile_batch_size,
                          gazing_ratio=gazing_ratio, on_canvas=on_canvas)
         out["scales"] = list(target_scales) if target_scales is not None else self.scales
@@ -314,3 +357,31 @@ class AutoGaze(AutoGazeReference):
         if video.device != param.device:
             raise ValueError(f"video is on {video.device} but the model is on {param.device}; move one of them")
         return video.to(param.dtype)
+
+    def _check_frame_size(self, video: torch.Tensor) -> None:
+        """Refuse what the processor refuses, before frames (B, T, 3, H, W) are squashed to a square.
+
+        Every frame is resized to ``input_img_size`` × ``input_img_size``: a side under
+        :data:`~autogaze_fast.processing.autogaze.MIN_FRAME_SIDE` (16 px) or an aspect ratio beyond
+        :data:`~autogaze_fast.processing.autogaze.MAX_ASPECT_RATIO` (8 : 1, accepted exactly) raises a
+        ValueError saying how to gaze such frames instead (``tiles="anyres"``).
+        """
+        h, w = video.shape[-2:]
+        side = self.config.input_img_size
+        if min(h, w) < MIN_FRAME_SIDE:
+            raise ValueError(
+                f"video frames of {h}x{w} (H x W) are too small: the gaze model needs at least {MIN_FRAME_SIDE} px on "
+                f"each side (its finest patches are 16 px of a 224-px frame), and resizing a {min(h, w)}-px side to "
+                f"{side} px would interpolate every patch along it from the same few pixels. Pad or upscale the uint8 "
+                f"frames to at least {MIN_FRAME_SIDE} px on each side before AutoGazeImageProcessor (which refuses "
+                "them too)"
+            )
+        ratio = max(h, w) / min(h, w)
+        if ratio > MAX_ASPECT_RATIO:
+            raise ValueError(
+                f"video frames of {h}x{w} (H x W) have an aspect ratio of {ratio:.4g} : 1, more than "
+                f"{MAX_ASPECT_RATIO:g} : 1: the model resizes every frame to {side}x{side}, which would squash objects "
+                "along the long side to slivers (AutoGazeImageProcessor refuses such frames too). Gaze them as square "
+                "tiles with model(..., tiles='anyres') on normalised frames at the source size "
+                "(processor(frames, do_resize=False)), or crop the frames to the region of interest first"
+            )

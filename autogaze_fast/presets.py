@@ -7,7 +7,16 @@ from typing import Any
 import torch
 
 from autogaze_fast.config import AutoGazeConfig
-from autogaze_fast.processing.autogaze import NVIDIA_PREPROCESSING  # re-exported: README examples import it from here
+from autogaze_fast.devices import default_device, torch_dtype
+from autogaze_fast.encoder import GazedVideoEncoder
+from autogaze_fast.model import AutoGaze
+from autogaze_fast.processing.autogaze import (
+    NVIDIA_PREPROCESSING,  # re-exported: README examples import it from here
+    AutoGazeImageProcessor,
+)
+from autogaze_fast.processing.siglip import SiglipImageProcessor
+from autogaze_fast.siglip import SiglipVisionModel
+from autogaze_fast.siglip_config import SiglipVisionConfig
 
 
 def nvidia_autogaze_config_dict(num_multi_token_pred: int = 10) -> dict[str, Any]:
@@ -46,8 +55,6 @@ def nvidia_autogaze_config_dict(num_multi_token_pred: int = 10) -> dict[str, Any
 
 def random_autogaze(seed: int = 0, impl: str | None = None, num_multi_token_pred: int = 10):
     """An NVIDIA-shaped :class:`~autogaze_fast.AutoGaze` with seeded random weights (its gaze is meaningless)."""
-    from autogaze_fast.model import AutoGaze
-
     config = AutoGazeConfig.from_dict(nvidia_autogaze_config_dict(num_multi_token_pred))
     with torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -66,8 +73,6 @@ def random_autogaze(seed: int = 0, impl: str | None = None, num_multi_token_pred
 def siglip_b16_config(scales: list[int] | None = None):
     """A :class:`~autogaze_fast.siglip_config.SiglipVisionConfig` of the SigLIP-B/16 shape (12 layers,
     768 wide, 12 heads, patch 16, MAP head) at ``scales`` (default: AutoGaze's 32+64+112+224)."""
-    from autogaze_fast.siglip_config import SiglipVisionConfig
-
     return SiglipVisionConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
                               image_size=224, patch_size=16, scales=list(scales or [32, 64, 112, 224]),
                               vision_use_head=True)
@@ -76,8 +81,6 @@ def siglip_b16_config(scales: list[int] | None = None):
 def random_siglip(seed: int = 0, impl: str | None = None, scales: list[int] | None = None):
     """A SigLIP-B/16-shaped :class:`~autogaze_fast.SiglipVisionModel` with seeded random weights
     (normal(0, 0.02); layer-norm weights stay 1): its features are meaningless."""
-    from autogaze_fast.siglip import SiglipVisionModel
-
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = SiglipVisionModel(siglip_b16_config(scales), impl=impl)
@@ -92,12 +95,8 @@ def random_encoder(seed: int = 0, dense: bool = False, impl: str | None = None, 
     """A :class:`~autogaze_fast.encoder.GazedVideoEncoder` over :func:`random_autogaze` and
     :func:`random_siglip` (``dense``: no gaze model, SigLIP at the single scale 224), with upstream's
     NVIDIA preprocessing for the gaze model and SigLIP's default preprocessing."""
-    from autogaze_fast.encoder import GazedVideoEncoder, _torch_dtype, default_device
-    from autogaze_fast.processing.autogaze import AutoGazeImageProcessor
-    from autogaze_fast.processing.siglip import SiglipImageProcessor
-
     device = torch.device(device) if device is not None else default_device()
-    dtype = _torch_dtype(dtype)
+    dtype = torch_dtype(dtype)
     gaze = None if dense else random_autogaze(seed, impl=impl).to(device=device, dtype=dtype)
     vision = random_siglip(seed, impl=impl, scales=[224] if dense else None).to(device=device, dtype=dtype)
     gaze_processor = None if dense else AutoGazeImageProcessor.from_dict(NVIDIA_PREPROCESSING)

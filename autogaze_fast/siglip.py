@@ -81,6 +81,11 @@ def siglip_vision_state_dict(weights: dict[str, torch.Tensor], config: SiglipVis
 class SiglipVisionModel(nn.Module):
     """Gazed SigLIP vision tower; ``self.vision_model`` holds the ``vision_model.*`` parameters.
 
+    The switch is by composition, as in :class:`autogaze_fast.AutoGaze`: ``self.vision_model`` is the
+    reference :class:`~autogaze_fast.reference.siglip.SiglipVisionTransformer` or the fast
+    :class:`~autogaze_fast.fast.siglip.FastSiglipVisionTransformer` (same state dict keys); this class
+    loads checkpoints and delegates ``forward`` to it.
+
     Call it as ``model(pixel_values, gazing_info=None, output_hidden_states=False, attn_type=None)``
     with pixel_values B × T × c × H × W; it returns a :class:`SiglipVisionOutput`
     (``last_hidden_state`` B × N × C, ``pooler_output`` B × C or ``None``, ``hidden_states``).
@@ -91,6 +96,7 @@ class SiglipVisionModel(nn.Module):
         self.impl = resolve_impl(impl)
         self.config = config
         if self.impl == "fast":
+            # deferred: the fast tower imports the Triton kernels (a reference model never loads Triton)
             from autogaze_fast.fast.siglip import FastSiglipVisionTransformer
 
             self.vision_model = FastSiglipVisionTransformer(config)
@@ -124,7 +130,7 @@ class SiglipVisionModel(nn.Module):
         impl: str | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | str | None = None,
-    ) -> "SiglipVisionModel":
+    ) -> SiglipVisionModel:
         """Load a SigLIP / SigLIP2 checkpoint (local directory or Hugging Face hub id).
 
         Args:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autogaze_fast.config import ConfigError, parse_scales
+from autogaze_fast.config import ConfigError, parse_scales, patch_tokens_per_scale
 
 #: Attention patterns among the gazed tokens (see ``autogaze_fast.reference.siglip.attention_allowed``).
 ATTN_TYPES = ("block_causal", "causal", "bidirectional", "frame_independent")
@@ -92,7 +92,7 @@ class SiglipVisionConfig:
     @property
     def tokens_per_scale(self) -> list[int]:
         """Patches per frame at each scale: ``(s // patch_size)²`` (unfold drops a ragged border)."""
-        return [(s // self.patch_size) ** 2 for s in self.scales]
+        return patch_tokens_per_scale(self.scales, self.patch_size)
 
     @property
     def tokens_per_frame(self) -> int:
@@ -131,7 +131,7 @@ class SiglipVisionConfig:
     @classmethod
     def from_dict(
         cls, d: dict[str, Any], *, scales: str | list[int] | None = None, attn_type: str | None = None
-    ) -> "SiglipVisionConfig":
+    ) -> SiglipVisionConfig:
         """Build from a parsed ``config.json`` (vision-only or dual-tower); ``scales``/``attn_type`` override it."""
         if not isinstance(d, dict):
             raise ConfigError(f"config.json must hold a JSON object, got {type(d).__name__}")
@@ -188,7 +188,7 @@ class SiglipVisionConfig:
     @classmethod
     def from_json_file(
         cls, path: str | Path, *, scales: str | list[int] | None = None, attn_type: str | None = None
-    ) -> "SiglipVisionConfig":
+    ) -> SiglipVisionConfig:
         """Read and parse a ``config.json``; a missing or malformed file raises :class:`ConfigError`."""
         path = Path(path)
         try:

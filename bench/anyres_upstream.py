@@ -77,9 +77,8 @@ def main() -> None:
     sys.meta_path.insert(0, _StandIns(("torchvision", "wandb")))
     sys.path.insert(0, args.upstream_src)
     import torch
-    from einops import rearrange
-
     from autogaze.models.autogaze import AutoGaze
+    from einops import rearrange
 
     torch.set_num_threads(args.threads)
     model = AutoGaze.from_pretrained(args.model).eval()

@@ -54,8 +54,8 @@ def _load_model(work: Path):
 
 
 def _processor():
-    from autogaze_fast.processing.autogaze import AutoGazeImageProcessor
     from autogaze_fast.presets import NVIDIA_PREPROCESSING
+    from autogaze_fast.processing.autogaze import AutoGazeImageProcessor
 
     return AutoGazeImageProcessor.from_dict(NVIDIA_PREPROCESSING)
 
@@ -132,10 +132,10 @@ def make_inputs(work: Path, quick: bool) -> dict:
     import torch
     from safetensors.torch import save_file
 
-    from autogaze_fast.presets import nvidia_autogaze_config_dict, random_autogaze
     from autogaze_fast.media.synthetic import synthetic_clip
-    from autogaze_fast.tiling.grid import TileGrid
     from autogaze_fast.media.video import read_video, write_video
+    from autogaze_fast.presets import nvidia_autogaze_config_dict, random_autogaze
+    from autogaze_fast.tiling.grid import TileGrid
 
     (work / "model").mkdir()
     model = random_autogaze(0, impl="fast")
@@ -206,7 +206,8 @@ def write_report(results: dict, out: Path) -> None:
             lines.append(f"| {name} | not run | | | |")
             continue
         ratio = f"{up['seconds'] / r['seconds']:.2f}x" if up else "n/a"
-        lines.append(f"| {name} | {r['seconds']:.1f} | {r['seconds'] / meta['tiles']:.2f} s | {ratio} | {r['peak_rss_mb']:.0f} MB |")
+        per_tile = r["seconds"] / meta["tiles"]
+        lines.append(f"| {name} | {r['seconds']:.1f} | {per_tile:.2f} s | {ratio} | {r['peak_rss_mb']:.0f} MB |")
     lines += ["", f"Exact gaze on every tile: {results['exact']}", ""]
     lines += [
         "## Memory",

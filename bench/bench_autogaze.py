@@ -13,7 +13,6 @@ import os
 
 import pytest
 import torch
-
 from memory_probe import measure
 
 FRAMES = 16

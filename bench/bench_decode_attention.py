@@ -3,8 +3,11 @@
 Lq = 10 (one multi-token step) and Lq = 206 (a frame's vision tokens + gaze tokens, prefill).
 
 Compared per shape (group ``decode_attention[Lq=…]``): ``naive`` (what a plain decoder does:
-mask over all S_max slots, softmax, two matmuls), ``twin`` (the torch twin: split key range,
-online log-sum-exp merge) and, on CUDA, ``triton`` (split-KV kernel + combine kernel). float32.
+mask over all S_max slots, softmax, two matmuls), ``split_walk`` (the torch twin the kernels are
+tested against: :func:`decode_attention_torch` with ``num_splits`` forced, fp32 splits merged by a
+running log-sum-exp), on CPU ``fused_cpu`` (the production CPU path: one fused attention call with
+an additive mask, what ``decode_attention_torch`` runs on CPU by default) and, on CUDA, ``triton``
+(split-KV kernel + combine kernel). float32.
 
 Run: ``python -m pytest bench/bench_decode_attention.py --benchmark-enable --benchmark-json=out.json``
 then ``python bench/speedup_table.py out.json``. Peak memory of each case is measured in a fresh
@@ -19,11 +22,11 @@ os.environ.setdefault("TRITON_INTERPRET", "0")  # benchmarks time compiled kerne
 
 import pytest
 import torch
-
 from memory_probe import measure
 
 HEADS, HEAD_DIM, CONTEXT, S_MAX = 6, 32, 6000, 6144
-IMPLS = ["naive", "twin"] + (["triton"] if torch.cuda.is_available() else [])
+SPLIT_WALK_SPLITS = 4  # key splits per query tile of the split-walk twin
+IMPLS = ["naive", "split_walk"] + (["triton"] if torch.cuda.is_available() else ["fused_cpu"])
 
 
 def naive_decode_attention(q, k_cache, v_cache, key_valid, cache_len, q_start):
@@ -43,6 +46,7 @@ def naive_decode_attention(q, k_cache, v_cache, key_valid, cache_len, q_start):
 
 def setup(impl: str, lq: str | int, device: str = "cuda" if torch.cuda.is_available() else "cpu"):
     """Build the cache and queries; return the timed call (also used by the memory probe)."""
+    # imports Triton: only once a case runs, after TRITON_INTERPRET is set above
     from autogaze_fast.kernels.decode_attention import decode_attention, decode_attention_torch
 
     lq = int(lq)
@@ -54,7 +58,8 @@ def setup(impl: str, lq: str | int, device: str = "cuda" if torch.cuda.is_availa
     args = (q, k, v, key_valid, CONTEXT, CONTEXT - lq)
     fn = {
         "naive": naive_decode_attention,
-        "twin": decode_attention_torch,
+        "split_walk": lambda *a: decode_attention_torch(*a, num_splits=SPLIT_WALK_SPLITS),
+        "fused_cpu": decode_attention_torch,  # on CPU tensors: cpu_attention_bias + fused_cpu_attention
         "triton": lambda *a: decode_attention(*a, backend="triton"),
     }[impl]
 

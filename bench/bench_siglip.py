@@ -14,28 +14,13 @@ import os
 
 import pytest
 import torch
-
 from memory_probe import measure
+
+from autogaze_fast.presets import random_siglip
 
 FRAMES = 16
 N_FRAME = 265  # 2² + 4² + 7² + 14²
 CASES = {"gazed3168": 198, "gazed10pct": 26, "dense224": None}
-
-
-def siglip_b16(impl: str, scales: list[int]):
-    from autogaze_fast.siglip import SiglipVisionModel
-    from autogaze_fast.siglip_config import SiglipVisionConfig
-
-    cfg = SiglipVisionConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-                             image_size=224, patch_size=16, scales=scales, vision_use_head=True)
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = SiglipVisionModel(cfg, impl=impl)
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                if not ("norm" in name and name.endswith("weight")):
-                    p.normal_(0, 0.02)
-    return model.eval()
 
 
 def random_gaze(per_frame: int, seed: int = 0) -> dict:
@@ -49,7 +34,7 @@ def random_gaze(per_frame: int, seed: int = 0) -> dict:
 def setup(impl: str, case: str, device: str = "cuda" if torch.cuda.is_available() else "cpu"):
     """Build model, clip and gaze; return the timed call (also used by the memory probe)."""
     per_frame = CASES[case]
-    model = siglip_b16(impl, [224] if per_frame is None else [32, 64, 112, 224]).to(device)
+    model = random_siglip(0, impl=impl, scales=[224] if per_frame is None else [32, 64, 112, 224]).to(device)
     video = torch.randn(1, FRAMES, 3, 224, 224, generator=torch.Generator().manual_seed(1)).to(device)
     gaze = None if per_frame is None else {k: v.to(device) for k, v in random_gaze(per_frame).items()}
 

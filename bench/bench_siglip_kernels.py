@@ -3,11 +3,13 @@
 per frame, ~10% of them pads), hidden 768, 12 heads of dim 64, batch 1.
 
 Group ``gathered_patch_embed``: ``naive`` (upstream's algorithm: unfold every patch of every
-scale, gather the gazed patches and position rows, linear), ``twin`` (gather only the gazed
-patches, one GEMM) and, on CUDA, ``triton`` (the fused gather-GEMM kernel).
+scale, gather the gazed patches and position rows, linear), ``torch`` (``backend="torch"``, the
+torch twin and the production CPU path: gather only the gazed patches, one GEMM) and, on CUDA,
+``triton`` (the fused gather-GEMM kernel).
 Group ``sparse_attention``: ``naive`` (dense N×N block-causal mask with pad keys, softmax, two
-matmuls), ``twin`` (chunked, skipping future frames) and, on CUDA, ``triton`` (flash attention with
-tile skipping). Forward only; float32 on CPU, bfloat16 on CUDA.
+matmuls), ``torch`` (``backend="torch"`` without a gradient, the production CPU inference path:
+one fused attention call per frame span, skipping future frames) and, on CUDA, ``triton`` (flash
+attention with tile skipping). Forward only; float32 on CPU, bfloat16 on CUDA.
 
 Run: ``python -m pytest bench/bench_siglip_kernels.py --benchmark-enable --benchmark-json=out.json``
 then ``python bench/speedup_table.py out.json``. Peak memory of each case is measured in a fresh
@@ -24,13 +26,12 @@ os.environ.setdefault("TRITON_INTERPRET", "0")  # benchmarks time compiled kerne
 import pytest
 import torch
 import torch.nn.functional as F
-
 from memory_probe import measure
 
 FRAMES, SCALES, PATCH, HIDDEN, HEADS, HEAD_DIM = 16, (32, 64, 112, 224), 16, 768, 12, 64
 SLOTS_PER_FRAME, PAD_RATE = 198, 0.1
 N_GAZED = FRAMES * SLOTS_PER_FRAME  # 3168
-IMPLS = ["naive", "twin"] + (["triton"] if torch.cuda.is_available() else [])
+IMPLS = ["naive", "torch"] + (["triton"] if torch.cuda.is_available() else [])
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPE = torch.bfloat16 if torch.cuda.is_available() else torch.float32
 
@@ -73,6 +74,7 @@ def naive_sparse_attention(q, k, v, frame, pad):
 
 def setup(impl: str, op: str):
     """Build one case's inputs; return the timed call (also used by the memory probe)."""
+    # the kernel modules import Triton: only once a case runs, after TRITON_INTERPRET is set above
     from autogaze_fast.kernels.gathered_patch_embed import gathered_patch_embed
     from autogaze_fast.kernels.sparse_attention import sparse_attention
 
@@ -87,7 +89,7 @@ def setup(impl: str, op: str):
         args = (frames, idx, weight, bias, pos)
         fn = {
             "naive": naive_patch_embed,
-            "twin": lambda *a: gathered_patch_embed(*a, backend="torch"),
+            "torch": lambda *a: gathered_patch_embed(*a, backend="torch"),
             "triton": lambda *a: gathered_patch_embed(*a, backend="triton"),
         }[impl]
     elif op == "sparse_attention":
@@ -95,8 +97,8 @@ def setup(impl: str, op: str):
         args = (q, k, v, frame, pad)
         fn = {
             "naive": naive_sparse_attention,
-            "twin": lambda *a: sparse_attention(*a, "block_causal", backend="torch"),
-            "triton": lambda *a: sparse_attention(*a, "block_causal", backend="triton"),
+            "torch": lambda *a: sparse_attention(*a, attn_type="block_causal", backend="torch"),
+            "triton": lambda *a: sparse_attention(*a, attn_type="block_causal", backend="triton"),
         }[impl]
     else:
         raise ValueError(f"unknown op {op!r}")

@@ -6,8 +6,9 @@ launcher can use. :mod:`autogaze_fast.cli.compile_kernels` collects them from :d
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 # Kernel-family modules (relative to autogaze_fast.kernels) whose AOT_SPECS are compiled.
 KERNEL_MODULES: list[str] = ["decode_attention", "gathered_patch_embed", "sparse_attention"]

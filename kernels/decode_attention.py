@@ -33,10 +33,28 @@ masked along it only when ``D < BLOCK_D`` (e.g. 72 → 128). Tiles are 16 query 
 32–64 (prefill) by 32–64 keys, chosen so that no configuration spills on sm_75…sm_120
 (``autogaze-fast compile-kernels``).
 
-:func:`decode_attention` is the launcher (validates, dispatches), :func:`decode_attention_torch`
-is the CPU twin (the same split / online-softmax / combine algorithm in torch). The parts that need
-no Triton (argument checks, the fast model's CPU attention paths and :func:`prefill_attention_torch`,
-the differentiable twin of prefill mode that training runs under autograd) live in
+What runs where:
+
+* **CUDA** (inference and the fast model's decode loop, CUDA graphs included): the Triton split
+  and combine kernels above, through :func:`decode_attention`. Under autograd (the teacher-forced
+  training pass, prefill mode) the same kernels run the forward and the backward recomputes the
+  attention with :func:`prefill_attention_torch` (:mod:`autogaze_fast.fast.sequence`).
+* **CPU with** ``TRITON_INTERPRET=1``: the same Triton kernels through Triton's interpreter (how
+  the tests run them without a GPU).
+* **Plain CPU, inference** (the production CPU path): no split and no online softmax in Python but
+  **one fused attention call** per layer (torch's ``scaled_dot_product_attention``) with an additive
+  0 / -inf mask: :func:`cpu_attention_bias` + :func:`fused_cpu_attention`. The fast decoder calls
+  that pair directly (one mask per decoder call, shared by its layers); :func:`decode_attention`
+  on CPU tensors and :func:`decode_attention_torch`, both with ``num_splits=None``, run the same pair.
+* **Plain CPU, under autograd** (training): :func:`prefill_attention_torch`, one fused causal
+  attention call with the key padding folded into an extra head column.
+
+The oracles the kernels are tested against: a float64 naive attention (in the tests) and the
+**split-walk twin**, :func:`decode_attention_torch` with ``num_splits`` given (or on CUDA tensors):
+the kernels' split / online-softmax / combine algorithm written in torch (fp32 query tiles, key
+splits, a running log-sum-exp merge). Without ``num_splits`` on CPU, ``decode_attention_torch`` is
+the production CPU path above (so the kernel tests also compare the kernels with what CPU runs).
+The parts that need no Triton (argument checks, the production CPU paths) live in
 :mod:`autogaze_fast.kernels.decode_attention_cpu` and are re-exported here.
 """
 
@@ -51,18 +69,24 @@ import triton
 import triton.language as tl
 
 from .aot import AotSpec
-from .decode_attention_cpu import (_DTYPES, MAX_HEAD_DIM, _validate, all_valid_attention_cpu,
-                                   prefill_attention_torch, twin_attention_bias, twin_attention_with_bias)
+from .decode_attention_cpu import (
+    MAX_HEAD_DIM,
+    TRITON_DTYPE_NAMES,
+    cpu_attention_bias,
+    fused_cpu_attention,
+    prefill_attention_torch,
+    validate_decode_args,
+)
 from .dispatch import Backend, use_triton
 
-__all__ = ["decode_attention", "decode_attention_torch", "prefill_attention_torch", "twin_attention_bias",
-           "twin_attention_with_bias", "all_valid_attention_cpu", "AOT_SPECS", "MAX_HEAD_DIM"]
+__all__ = ["decode_attention", "decode_attention_torch", "prefill_attention_torch", "cpu_attention_bias",
+           "fused_cpu_attention", "validate_decode_args", "AOT_SPECS", "MAX_HEAD_DIM", "TRITON_DTYPE_NAMES"]
 
 _BLOCK_DS = (32, 64, 128)  # BLOCK_D: head dim padded to a power of two, at least 32
 _COMBINE_BLOCK_S = 16  # splits merged per step of the combine loop
 _LOG2E = 1.4426950408889634
-_TWIN_SCORE_BUDGET = 1 << 21  # torch twin: score elements per split (8 MiB fp32), sets its split length
-_TWIN_Q_TILE = 512  # torch twin: queries per tile (long prefills skip keys past each tile's end)
+_TWIN_SCORE_BUDGET = 1 << 21  # split-walk twin: score elements per split (8 MiB fp32), sets its split length
+_TWIN_Q_TILE = 512  # split-walk twin: queries per tile (long prefills skip keys past each tile's end)
 # Triton's CPU interpreter multiplies bfloat16 tl.dot operands as their raw uint16 bits (Triton
 # 3.9), so under TRITON_INTERPRET=1 bf16 tiles are widened to fp32 (exactly) before tl.dot. Triton
 # reads the variable when kernels are defined, and so does this flag; compiled kernels never see it.
@@ -287,7 +311,7 @@ def _combine_config(block_d: int) -> dict:
     return {"BLOCK_S": _COMBINE_BLOCK_S, "BLOCK_D": block_d, "num_warps": 4, "num_stages": 1}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _sm_count(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
@@ -328,7 +352,7 @@ _COMBINE_INT_ARGS = (
 
 def _aot_specs() -> list[AotSpec]:
     specs: list[AotSpec] = []
-    for dtype, tname in _DTYPES.items():
+    for dtype, tname in TRITON_DTYPE_NAMES.items():
         for block_d in _BLOCK_DS:
             for cfg in _split_configs(dtype, block_d):
                 # O_PART: the fp32 partial buffer, or (one split) the output itself in the input dtype
@@ -368,7 +392,7 @@ AOT_SPECS: list[AotSpec] = _aot_specs()
 
 
 # ----------------------------------------------------------------------------------------------
-# Validation, launcher, torch twin
+# Launcher and torch twin
 # ----------------------------------------------------------------------------------------------
 
 
@@ -400,8 +424,8 @@ def decode_attention(
             reads them there, so nothing is synchronised and one capture serves every length); then
             ``kv_bucket`` is required and their values are the caller's to keep in range.
         scale: softmax scale, default ``D ** -0.5``.
-        backend: "auto" (Triton on CUDA or under TRITON_INTERPRET=1, else the torch twin),
-            "triton" or "torch".
+        backend: "auto" (Triton on CUDA or under TRITON_INTERPRET=1, else the torch path of
+            :func:`decode_attention_torch`: on CPU the fused CPU attention), "triton" or "torch".
         num_splits: force the number of key splits (default: chosen from the device's SM count).
         kv_bucket: size the split plan (grid, partial buffers) for keys ``[0, kv_bucket)`` instead
             of ``[0, cache_len)``: every length up to the bucket gets the same launch; splits past
@@ -410,15 +434,18 @@ def decode_attention(
     Returns:
         (B, Hq, Lq, D) in q's dtype (accumulated in float32). Rows with no allowed key are zeros.
     """
-    cache_len, q_start = _validate(q, k_cache, v_cache, key_valid, cache_len, q_start, kv_bucket)
+    cache_len, q_start = validate_decode_args(q, k_cache, v_cache, key_valid, cache_len=cache_len, q_start=q_start,
+                                              kv_bucket=kv_bucket)
     if num_splits is not None and (isinstance(num_splits, bool) or int(num_splits) < 1):
         raise ValueError(f"num_splits must be a positive int or None, got {num_splits!r}")
     B, Hq, Lq, D = q.shape
     scale = D ** -0.5 if scale is None else float(scale)
     if not use_triton(q, k_cache, v_cache, key_valid, backend=backend):
-        if isinstance(cache_len, torch.Tensor):  # the twin is never captured: read the lengths on the host
-            cache_len, q_start = _validate(q, k_cache, v_cache, key_valid, int(cache_len), int(q_start), kv_bucket)
-        return _twin(q, k_cache, v_cache, key_valid, cache_len, q_start, scale, num_splits)
+        if isinstance(cache_len, torch.Tensor):  # the torch path is never captured: read the lengths on the host
+            cache_len, q_start = validate_decode_args(q, k_cache, v_cache, key_valid, cache_len=int(cache_len),
+                                                      q_start=int(q_start), kv_bucket=kv_bucket)
+        return _twin(q, k_cache, v_cache, key_valid, cache_len=cache_len, q_start=q_start, scale=scale,
+                     num_splits=num_splits)
 
     Hkv = k_cache.shape[1]
     group = Hq // Hkv
@@ -486,33 +513,43 @@ def decode_attention_torch(
 ) -> torch.Tensor:
     """Torch twin of :func:`decode_attention` (same arguments, same result, any device).
 
-    Same algorithm as the kernels. On CPU with ``num_splits=None`` (the fast model's call) the key
-    range is one split whose masked softmax runs in torch's fused CPU attention
-    (:func:`_twin_single_split`). Otherwise (CUDA tensors, or ``num_splits`` given): queries are taken in tiles (``_TWIN_Q_TILE`` at a time), and
-    for each tile the key range up to its last query (causal bound) is cut into splits; each split
-    computes its masked fp32 scores, a normalised partial output and its log-sum-exp, and the
-    splits are merged with a running log-sum-exp (online softmax). The score buffer is
-    (B, Hq, tile, split_len), not (B, Hq, Lq, S_max): by default a split holds as many keys as fit
-    2M score elements (at least 256; a whole 6k context in one split for a 10-token step);
-    ``num_splits`` forces a count per tile. Query heads sharing a kv head are batched against it
-    without repeating the cache. Rows with no allowed key are zeros.
+    Two paths:
+
+    * CPU tensors with ``num_splits=None`` (what ``decode_attention`` runs on plain CPU): the
+      production CPU path, one fused attention call with an additive mask
+      (:func:`cpu_attention_bias` + :func:`fused_cpu_attention`).
+    * otherwise (CUDA tensors, or ``num_splits`` given): the **split walk**, the kernels' algorithm
+      in torch and their oracle. Queries are taken in tiles (``_TWIN_Q_TILE`` at a time); for each
+      tile the key range up to its last query (causal bound) is cut into splits; each split
+      computes its masked fp32 scores, a normalised partial output and its log-sum-exp, and the
+      splits are merged with a running log-sum-exp (online softmax). The score buffer is
+      (B, Hq, tile, split_len), not (B, Hq, Lq, S_max): by default a split holds as many keys as
+      fit 2M score elements (at least 256; a whole 6k context in one split for a 10-token step);
+      ``num_splits`` forces a count per tile. Query heads sharing a kv head are batched against it
+      without repeating the cache.
+
+    Rows with no allowed key are zeros.
     """
     if isinstance(cache_len, torch.Tensor) and isinstance(q_start, torch.Tensor):
         cache_len, q_start = int(cache_len), int(q_start)  # the twin reads device lengths on the host
-    cache_len, q_start = _validate(q, k_cache, v_cache, key_valid, cache_len, q_start)
-    return _twin(q, k_cache, v_cache, key_valid, cache_len, q_start, scale, num_splits)
+    cache_len, q_start = validate_decode_args(q, k_cache, v_cache, key_valid, cache_len=cache_len, q_start=q_start)
+    return _twin(q, k_cache, v_cache, key_valid, cache_len=cache_len, q_start=q_start, scale=scale,
+                 num_splits=num_splits)
 
 
-def _twin(q, k_cache, v_cache, key_valid, cache_len: int, q_start: int, scale: float | None,
+def _twin(q, k_cache, v_cache, key_valid, *, cache_len: int, q_start: int, scale: float | None,
           num_splits: int | None) -> torch.Tensor:
-    """Body of :func:`decode_attention_torch` on already validated arguments."""
+    """Body of :func:`decode_attention_torch` on already validated arguments: the fused CPU path or
+    the split walk (see there)."""
     B, Hq, Lq, D = q.shape
     Hkv = k_cache.shape[1]
     group = Hq // Hkv
     scale = D ** -0.5 if scale is None else float(scale)
     valid_all = key_valid[:, :cache_len] != 0  # (B, cache_len)
     if num_splits is None and q.device.type == "cpu":
-        return _twin_single_split(q, k_cache, v_cache, valid_all, cache_len, q_start, scale)
+        # the production CPU path: keys past q_start + Lq are never attended, cpu_attention_bias cuts them off
+        bias, empty = cpu_attention_bias(valid_all, q_start, Lq, q.dtype)
+        return fused_cpu_attention(q, k_cache, v_cache, bias, empty=empty, scale=scale)
     q5 = q.reshape(B, Hkv, group, Lq, D)
     out = torch.empty((B, Hkv, group, Lq, D), device=q.device, dtype=q.dtype)
     for c0 in range(0, Lq, _TWIN_Q_TILE):
@@ -524,25 +561,14 @@ def _twin(q, k_cache, v_cache, key_valid, cache_len: int, q_start: int, scale: f
             split_len = max(256, _TWIN_SCORE_BUDGET // (B * Hq * (c1 - c0)))
         else:
             split_len = max(1, math.ceil(kv_end / int(num_splits)))
-        tile_out = _twin_tile(rows, qpos, k_cache, v_cache, valid_all, kv_end, split_len, scale)
+        tile_out = _split_walk_tile(rows, qpos, k_cache, v_cache, valid_all, kv_end=kv_end, split_len=split_len,
+                                    scale=scale)
         out[:, :, :, c0:c1] = tile_out.reshape(B, Hkv, group, c1 - c0, D).to(q.dtype)
     return out.reshape(B, Hq, Lq, D)
 
 
-def _twin_single_split(q, k_cache, v_cache, valid_all, cache_len: int, q_start: int, scale: float) -> torch.Tensor:
-    """The twin's CPU default: the whole key range as one split, its masked softmax computed by
-    torch's fused CPU attention (the fastest exact fp32 path there: no score buffer in Python).
-
-    Keys past ``q_start + Lq`` are never attended, so they are sliced off; masked keys get weight 0
-    (their values must be finite: the fast model's cache is zero-initialised and only ever holds
-    keys/values of validated inputs). Rows with no allowed key are zeros.
-    """
-    bias, empty = twin_attention_bias(valid_all, q_start, q.shape[2], q.dtype)
-    return twin_attention_with_bias(q, k_cache, v_cache, bias, empty, scale)
-
-
-def _twin_tile(rows, qpos, k_cache, v_cache, valid_all, kv_end: int, split_len: int, scale: float):
-    """Attention of query rows (B, Hkv, R, D) fp32 at positions ``qpos`` (R,) over keys
+def _split_walk_tile(rows, qpos, k_cache, v_cache, valid_all, *, kv_end: int, split_len: int, scale: float):
+    """The split walk for one query tile: attention of query rows (B, Hkv, R, D) fp32 at positions ``qpos`` (R,) over keys
     ``[0, kv_end)`` in splits of ``split_len``, merged by running log-sum-exp → (B, Hkv, R, D) fp32."""
     B, Hkv, R, D = rows.shape
     m_run = torch.full((B, Hkv, R, 1), float("-inf"), device=rows.device)

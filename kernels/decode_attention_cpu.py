@@ -1,15 +1,22 @@
-"""The torch side of kernel family 2 that needs no Triton, so the fast gaze model on plain CPU
-never imports Triton (about 70 MB of resident memory).
+"""The part of kernel family 2 that needs no Triton, so the fast gaze model on plain CPU never
+imports Triton (about 70 MB of resident memory).
 
-* :func:`_validate`: the argument checks shared with :func:`~autogaze_fast.kernels.decode_attention.decode_attention`;
-* the fast model's CPU decode attention: :func:`all_valid_attention_cpu` while every cached key is
-  valid, else the twin's masked fused path (:func:`twin_attention_bias` +
-  :func:`twin_attention_with_bias`);
-* :func:`prefill_attention_torch`: the differentiable twin of prefill mode (training on CPU, and
-  the recompute of the Triton forward's backward).
+* :func:`validate_decode_args`: the argument checks of
+  :func:`~autogaze_fast.kernels.decode_attention.decode_attention` (and of the functions below);
+* the production CPU decode path (inference): :func:`cpu_attention_bias` builds one additive mask
+  (0 / -inf: causal among the new queries, key padding) per decoder call, and
+  :func:`fused_cpu_attention` runs **one** fused attention call (torch's
+  ``scaled_dot_product_attention``) per layer with it. No split, no online softmax in Python: the
+  fused call does the whole softmax. The fast decoder (:mod:`autogaze_fast.fast.decoder`) calls the
+  pair directly (the mask is shared by every layer); ``decode_attention`` on CPU and
+  ``decode_attention_torch`` with ``num_splits=None`` run the same pair;
+* the production CPU path under autograd (training): :func:`prefill_attention_torch`, one fused
+  causal attention call with the key padding folded into an extra head column; it is also the
+  recompute of the Triton prefill forward's backward on CUDA.
 
-The kernels, their launcher and the split-walk twin (the kernels' oracle) live in
-:mod:`autogaze_fast.kernels.decode_attention`, which re-exports everything public here.
+The Triton kernels, their launcher and the split-walk twin (the torch oracle that walks the same
+splits as the kernels) live in :mod:`autogaze_fast.kernels.decode_attention`, which re-exports
+everything public here.
 """
 
 from __future__ import annotations
@@ -19,11 +26,12 @@ import functools
 import torch
 import torch.nn.functional as F
 
-__all__ = ["prefill_attention_torch", "twin_attention_bias", "twin_attention_with_bias", "all_valid_attention_cpu",
-           "MAX_HEAD_DIM"]
+__all__ = ["prefill_attention_torch", "cpu_attention_bias", "fused_cpu_attention", "validate_decode_args",
+           "MAX_HEAD_DIM", "TRITON_DTYPE_NAMES"]
 
 MAX_HEAD_DIM = 128
-_DTYPES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}  # and their Triton names
+#: the supported dtypes and their names in Triton signatures
+TRITON_DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 # prefill_attention_torch: extra head columns that carry the key-padding mask, indexed by "on CPU"
 # (CPU's fused attention takes any head dim and one column costs least; CUDA's flash needs D % 8 == 0)
@@ -55,9 +63,10 @@ def _device_lengths(q: torch.Tensor, cache_len, q_start, kv_bucket) -> bool:
     return True
 
 
-def _validate(q, k_cache, v_cache, key_valid, cache_len, q_start, kv_bucket=None) -> tuple:
-    """Check every argument of :func:`decode_attention`; return ``(cache_len, q_start)``: ints, or
-    the one-element tensors as given (their values live on the device and cannot be checked here)."""
+def validate_decode_args(q, k_cache, v_cache, key_valid, *, cache_len, q_start, kv_bucket=None) -> tuple:
+    """Check every argument of :func:`~autogaze_fast.kernels.decode_attention.decode_attention`
+    (shapes as documented there); return ``(cache_len, q_start)``: ints, or the one-element tensors
+    as given (their values live on the device and cannot be checked here)."""
     for name, t in (("q", q), ("k_cache", k_cache), ("v_cache", v_cache), ("key_valid", key_valid)):
         if not isinstance(t, torch.Tensor):
             raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
@@ -83,7 +92,7 @@ def _validate(q, k_cache, v_cache, key_valid, cache_len, q_start, kv_bucket=None
         raise ValueError(f"key_valid must be (B, S_max) = {(B, S_max)}, got {tuple(key_valid.shape)}")
     if key_valid.is_floating_point() or key_valid.is_complex():
         raise ValueError(f"key_valid must be bool or integer (nonzero = valid key), got {key_valid.dtype}")
-    if q.dtype not in _DTYPES:
+    if q.dtype not in TRITON_DTYPE_NAMES:
         raise ValueError(f"q dtype must be float32, bfloat16 or float16, got {q.dtype}")
     if k_cache.dtype != q.dtype or v_cache.dtype != q.dtype:
         raise ValueError(
@@ -117,31 +126,32 @@ def _validate(q, k_cache, v_cache, key_valid, cache_len, q_start, kv_bucket=None
     return cache_len, q_start
 
 
-
 def prefill_attention_torch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_valid: torch.Tensor, *,
                             scale: float | None = None) -> torch.Tensor:
-    """Differentiable torch twin of :func:`decode_attention` in prefill mode (``q_start = 0``,
-    ``cache_len = L``): query i attends key j iff ``j <= i`` and ``key_valid[b, j]``.
+    """Causal key-padded attention of a whole sequence, differentiable: what
+    :func:`~autogaze_fast.kernels.decode_attention.decode_attention` computes in prefill mode
+    (``q_start = 0``, ``cache_len = L``), query i attending key j iff ``j <= i`` and ``key_valid[b, j]``.
 
     Args:
         q: (B, Hq, L, D); k, v: (B, Hkv, L, D), ``Hq % Hkv == 0``; key_valid: (B, L) bool or integer.
     Returns:
         (B, Hq, L, D) in q's dtype; rows with no allowed key are zeros (and pass no gradient).
 
-    The teacher-forced (training) path: it runs under autograd, and is the fast model's attention on
-    CPU and the recompute of its Triton forward's backward. Same algorithm family as the kernels
-    (one fused flash-attention pass, online softmax over key blocks), delegated to torch's fused
-    attention with ``is_causal=True``, so blocks above the diagonal are skipped and no (L, L) mask
-    is ever built. Padded keys are masked without a mask: q and k get ``_PAD_COLUMNS`` extra head
-    columns (v gets zeros there), q's first one is 1 and k's is ``-finfo.max / 16`` at a padded key
-    and 0 elsewhere, so a padded key's score is hugely negative (its softmax weight is exactly 0,
-    hence no value and no gradient flows through it) while every other score gains an exact ``+ 0``.
-    Like the twin's other fused path, it needs finite keys and values at padded positions (a
-    model's activations always are).
+    Production use: the fast model's teacher-forced (training) attention on plain CPU, run under
+    autograd, and on CUDA the recompute inside the backward of the Triton prefill forward
+    (:mod:`autogaze_fast.fast.sequence`). Tests check it against a float64 autograd oracle.
+
+    What runs: **one** call of torch's fused attention with ``is_causal=True`` (blocks above the
+    diagonal are skipped, no (L, L) mask is ever built). Padded keys are masked without a mask: q
+    and k get ``_PAD_COLUMNS`` extra head columns (v gets zeros there), q's first one is 1 and k's
+    is ``-finfo.max / 16`` at a padded key and 0 elsewhere, so a padded key's score is hugely
+    negative (its softmax weight is exactly 0, hence no value and no gradient flows through it)
+    while every other score gains an exact ``+ 0``. Like :func:`fused_cpu_attention`, it needs
+    finite keys and values at padded positions (a model's activations always are).
     """
     if all(isinstance(t, torch.Tensor) and t.dim() == 4 for t in (q, k)) and k.shape[2] != q.shape[2]:
         raise ValueError(f"prefill needs as many keys as queries: q has L={q.shape[2]}, k/v have {k.shape[2]}")
-    _validate(q, k, v, key_valid, q.shape[2], 0)
+    validate_decode_args(q, k, v, key_valid, cache_len=q.shape[2], q_start=0)
     d = q.shape[-1]
     scale = d ** -0.5 if scale is None else float(scale)
     gqa = q.shape[1] != k.shape[1]
@@ -162,11 +172,11 @@ def prefill_attention_torch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k
     return out.masked_fill(empty[:, None, :, None], 0.0) if bool(empty.any()) else out
 
 
-
-def twin_attention_bias(key_valid: torch.Tensor, q_start: int, n_queries: int,
-                        dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The twin's additive mask for ``n_queries`` queries at ``q_start ..``, built once and shareable
-    by every layer of a decoder call (they all see the same keys).
+def cpu_attention_bias(key_valid: torch.Tensor, q_start: int, n_queries: int,
+                       dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The additive mask of the production CPU decode path for ``n_queries`` queries at cache
+    positions ``q_start ..``, built once and shareable by every layer of a decoder call (they all
+    see the same keys).
 
     Args:
         key_valid: (B, >= q_start + n_queries) bool, False masks a key.
@@ -189,53 +199,29 @@ def twin_attention_bias(key_valid: torch.Tensor, q_start: int, n_queries: int,
     return bias, (empty if bool(empty.any()) else None)
 
 
-def twin_attention_with_bias(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-                             bias: torch.Tensor, empty: torch.Tensor | None, scale: float) -> torch.Tensor:
-    """Attention of q (B, Hq, Lq, D) over the first ``bias.shape[-1]`` keys of k/v_cache
-    (B, Hkv, >= kv_end, D) with an additive ``bias`` (B, 1, Lq, kv_end) from
-    :func:`twin_attention_bias` (rows may be a trailing slice of it); ``empty`` rows → zeros."""
+def fused_cpu_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, bias: torch.Tensor, *,
+                        empty: torch.Tensor | None, scale: float) -> torch.Tensor:
+    """The production CPU decode attention: one fused attention call with an additive mask.
+
+    Args:
+        q: (B, Hq, Lq, D) queries.
+        k_cache, v_cache: (B, Hkv, >= kv_end, D), ``Hq % Hkv == 0``; only the first
+            ``kv_end = bias.shape[-1]`` keys are read (keys past the queries are never attended).
+        bias: (B, 1, Lq, kv_end) from :func:`cpu_attention_bias` (or a trailing slice of its rows).
+        empty: the matching (B, 1, Lq, 1) rows with no allowed key (set to zeros), or None.
+        scale: softmax scale.
+    Returns:
+        (B, Hq, Lq, D) in q's dtype: ``softmax(scale·q kᵀ + bias) v`` computed by torch's
+        ``scaled_dot_product_attention`` (its fused CPU kernel), GQA without repeating the cache.
+        Masked keys get weight 0, so their values must be finite (the fast model's cache is
+        zero-initialised and only ever holds keys/values of validated inputs).
+    """
     kv_end = bias.shape[-1]
     out = F.scaled_dot_product_attention(
         q, k_cache[:, :, :kv_end], v_cache[:, :, :kv_end], attn_mask=bias, scale=scale,
         enable_gqa=q.shape[1] != k_cache.shape[1],
     )
     return out if empty is None else out.masked_fill(empty, 0.0)
-
-
-def all_valid_attention_cpu(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, kv_end: int,
-                            scale: float) -> torch.Tensor:
-    """CPU attention of q (B, Hq, rows, D) at positions ``kv_end - rows ..`` over keys ``[0, kv_end)``
-    of k/v_cache (B, Hkv, >= kv_end, D) when **every** one of those keys is valid (the caller checks).
-
-    The same result as :func:`twin_attention_with_bias` with no pads, without any mask: the keys
-    before the queries (all attended by every row) go through torch's fused CPU flash attention
-    unmasked (heads sharing a kv head folded into its rows, so the cache is never repeated), the
-    last ``rows`` keys through it with ``is_causal`` (a square block, so top-left = bottom-right
-    alignment), and the two partial softmaxes are merged by their log-sum-exps:
-    ``out = o_prefix + sigmoid(lse_block - lse_prefix) · (o_block - o_prefix)``. Skipping the
-    (B, 1, rows, kv_end) additive mask (its build and its reads) is what makes it faster; the
-    rounding differs from the masked pass by a few ulps. fp32 only (the partial outputs of a
-    half-precision call would be rounded before the merge).
-    """
-    B, Hq, rows, D = q.shape
-    Hkv = k_cache.shape[1]
-    group = Hq // Hkv
-    if q.dtype != torch.float32 or q.device.type != "cpu":
-        raise ValueError(f"all_valid_attention_cpu runs fp32 CPU tensors, got {q.dtype} on {q.device}")
-    if not rows <= kv_end <= k_cache.shape[2]:
-        raise ValueError(f"need rows <= kv_end <= S_max, got rows={rows}, kv_end={kv_end}, S_max={k_cache.shape[2]}")
-    flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
-    split = kv_end - rows
-    k_blk, v_blk = k_cache[:, :, split:kv_end], v_cache[:, :, split:kv_end]
-    if group > 1:
-        k_blk, v_blk = k_blk.repeat_interleave(group, dim=1), v_blk.repeat_interleave(group, dim=1)
-    o_blk, lse_blk = flash(q, k_blk, v_blk, 0.0, True, scale=scale)
-    if split == 0:
-        return o_blk
-    q_fold = q.reshape(B, Hkv, group * rows, D)  # head kvh·G + g, query i → row g·rows + i of kv head kvh
-    o_pre, lse_pre = flash(q_fold, k_cache[:, :, :split], v_cache[:, :, :split], 0.0, False, scale=scale)
-    o_pre, lse_pre = o_pre.reshape(B, Hq, rows, D), lse_pre.reshape(B, Hq, rows)
-    return torch.lerp(o_pre, o_blk, torch.sigmoid(lse_blk - lse_pre).unsqueeze(-1))
 
 
 @functools.lru_cache(maxsize=64)

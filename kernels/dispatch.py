@@ -1,4 +1,4 @@
-"""Choosing between a Triton kernel and its torch twin, per call."""
+"""Choosing between a Triton kernel and its torch path (the family's CPU path or twin), per call."""
 
 from __future__ import annotations
 
@@ -20,11 +20,12 @@ def interpreter_enabled() -> bool:
 
 
 def use_triton(*tensors: torch.Tensor, backend: Backend = "auto") -> bool:
-    """Decide whether a launcher runs its Triton kernel (True) or its torch twin (False).
+    """Decide whether a launcher runs its Triton kernel (True) or its torch path (False).
 
     ``backend="auto"``: Triton for CUDA tensors, and for CPU tensors only under the interpreter.
     ``backend="triton"`` forces the kernel (on CPU it then needs ``TRITON_INTERPRET=1``);
-    ``backend="torch"`` forces the twin.
+    ``backend="torch"`` forces the torch path. Which torch code that is (a fused CPU path or the
+    twin the kernels are tested against) is each kernel file's choice, stated in its docstring.
     """
     if backend == "torch":
         return False

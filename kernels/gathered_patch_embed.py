@@ -26,13 +26,18 @@ masks, times the matching ``P_PAD × BLOCK_C`` slice of ``W^T``. The torch twin 
 patches (``M × 3p²``) and multiplies. The backward is torch (documented choice: its cost is two
 GEMMs on the gazed patches): ``grad_W = G^T X`` with ``X`` re-gathered, ``grad_bias = sum G``,
 ``grad_pos = index_add over r of G``, ``grad_frames = scatter-add of G W`` onto the gazed pixels.
+
+What runs where: on CUDA (and on CPU under ``TRITON_INTERPRET=1``) the Triton forward; on plain CPU
+the torch twin's forward (``_embed_torch``), which is both the production CPU path and, with the
+tests' float64 unfold-everything oracle, what the kernel is checked against. Under autograd the
+backward above (torch) runs on every device.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import triton
@@ -112,8 +117,9 @@ def _layout_cached(scales: tuple[int, ...], patch_size: int, device: str) -> Pat
     k = torch.arange(3 * patch_size * patch_size)
     ch, i, j = k // patch_size**2, (k // patch_size) % patch_size, k % patch_size
     pixel_offsets = pix_off[:, None] + (ch[None, :] * side[:, None] + i[None, :]) * side[:, None] + j[None, :]
-    return PatchLayout(tuple(scales), patch_size, int(pix_off.numel()), start, pix_off.to(torch.int32).to(device),
-                       side.to(torch.int32).to(device), pixel_offsets.to(device))
+    return PatchLayout(scales=tuple(scales), patch_size=patch_size, tokens_per_frame=int(pix_off.numel()),
+                       frame_numel=start, pix_off=pix_off.to(torch.int32).to(device),
+                       side=side.to(torch.int32).to(device), pixel_offsets=pixel_offsets.to(device))
 
 
 def patch_layout(scales: Sequence[int], patch_size: int, device: torch.device | str = "cpu") -> PatchLayout:
@@ -232,14 +238,14 @@ def _arch_class(t: torch.Tensor) -> str:
     return "mma"
 
 
-def _embed_triton(flat, idx, weight, bias, pos, layout: PatchLayout) -> torch.Tensor:
+def _embed_triton(flat, idx, weight, bias, pos, *, layout: PatchLayout) -> torch.Tensor:
     B, N = idx.shape
     C = weight.shape[0]
     if C % 8:  # the kernel wants 16-byte aligned rows: pad the channels, slice the result
         extra = 8 - C % 8
         weight = torch.nn.functional.pad(weight, (0, 0, 0, 0, 0, 0, 0, extra))
         bias = None if bias is None else torch.nn.functional.pad(bias, (0, extra))
-        return _embed_triton(flat, idx, weight, bias, torch.nn.functional.pad(pos, (0, extra)), layout)[..., :C]
+        return _embed_triton(flat, idx, weight, bias, torch.nn.functional.pad(pos, (0, extra)), layout=layout)[..., :C]
     if pos.data_ptr() % 16 or not pos.is_contiguous():
         pos = pos.clone(memory_format=torch.contiguous_format)
     p = layout.patch_size
@@ -287,7 +293,7 @@ def gather_patches(flat: torch.Tensor, token_index: torch.Tensor, layout: PatchL
     return flat.reshape(-1).take(addr)
 
 
-def _embed_torch(flat, idx, weight, bias, pos, layout: PatchLayout) -> torch.Tensor:
+def _embed_torch(flat, idx, weight, bias, pos, *, layout: PatchLayout) -> torch.Tensor:
     B, N = idx.shape
     C = weight.shape[0]
     addr, r = _patch_addresses(flat, idx, layout)
@@ -304,7 +310,7 @@ class GatheredPatchEmbedFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, flat, idx, weight, bias, pos, layout: PatchLayout, triton_path: bool):
         fwd = _embed_triton if triton_path else _embed_torch
-        out = fwd(flat, idx, weight, bias, pos, layout)
+        out = fwd(flat, idx, weight, bias, pos, layout=layout)
         ctx.save_for_backward(flat, idx, weight)
         ctx.layout = layout
         ctx.has_bias = bias is not None
@@ -341,7 +347,7 @@ class GatheredPatchEmbedFunction(torch.autograd.Function):
 # ----------------------------------------------------------------------------------------------
 
 
-def _check(frames, token_index, weight, bias, pos_table, scales, check_index: bool):
+def _check(frames, token_index, weight, bias, pos_table, *, scales, check_index: bool):
     """Validate and normalise: returns (flat (B, T, F) contiguous, idx (B, N) int32, layout)."""
     if not isinstance(weight, torch.Tensor) or weight.dim() != 4 or weight.shape[1] != 3 \
             or weight.shape[2] != weight.shape[3]:
@@ -427,7 +433,7 @@ def gathered_patch_embed(
     Returns:
         (B, N, C) in weight's dtype. Differentiable in frames, weight, bias and pos_table.
     """
-    flat, idx, layout = _check(frames, token_index, weight, bias, pos_table, scales, check_index)
+    flat, idx, layout = _check(frames, token_index, weight, bias, pos_table, scales=scales, check_index=check_index)
     triton_path = use_triton(weight, backend=backend)
     return GatheredPatchEmbedFunction.apply(flat, idx, weight, bias, pos_table, layout, triton_path)
 

@@ -34,15 +34,27 @@ Frame ids must lie below 2**31 - 1 (that value marks pads / out-of-range keys in
 Kernels: ``_sparse_attn_fwd_kernel`` (one program per query tile × (batch, head); online softmax
 in base 2), ``_sparse_attn_bwd_dkdv_kernel`` (one program per key tile, walks query tiles) and
 ``_sparse_attn_bwd_dq_kernel`` (one program per query tile, walks key tiles): no atomics, so the
-backward is deterministic. :func:`sparse_attention` is the autograd-aware launcher;
-:func:`sparse_attention_torch` is the CPU twin: the same tile ranges with 512-token chunks, each
-query chunk attending only its key span (O(N·chunk) memory) through torch's fused
-``scaled_dot_product_attention`` with the chunk's boolean mask when no gradient is needed, or in
-fp32 by hand (keeping the lse) when one is; its backward recomputes probabilities chunk by chunk.
-The twin is the kernels' oracle (``backend="torch"``). Training on plain CPU (``backend="auto"``
-with a gradient) runs :class:`CpuFlashSparseAttention` instead: the same spans through torch's
-fused CPU flash attention and its fused backward, per frame on the gazed layout (no mask where a
-span holds no pad), ~10x faster than the twin's hand-written fp32 chunks.
+backward is deterministic. :func:`sparse_attention` is the autograd-aware launcher.
+
+What runs where (``backend="auto"``):
+
+* **CUDA**, inference and under autograd: the Triton forward, and the two backward kernels.
+* **CPU with** ``TRITON_INTERPRET=1``: the same Triton kernels through Triton's interpreter.
+* **Plain CPU, inference** (no gradient; the gazed SigLIP's production CPU path):
+  :func:`_cpu_inference_forward`, torch's fused ``scaled_dot_product_attention`` over spans of the
+  sequence: one call per frame on the gazed layout (:func:`_frame_spans`; no mask where a span holds
+  no pad; block-causal also meets the first half of the frames in one large call merged by
+  log-sum-exp), else one call per 512-token query chunk over its key span with the chunk's boolean
+  mask. No lse is kept.
+* **Plain CPU, under autograd** (training the gazed MAE): :class:`CpuFlashSpanAttention`, per-span
+  flash attention: the same spans through torch's fused CPU flash attention (with lse) and its
+  fused flash backward, one call per span, ~10x faster than the twin's hand-written fp32 chunks.
+
+The **torch twin** (``backend="torch"``, :func:`sparse_attention_torch`) is the oracle the kernel
+tests use besides a dense float64 attention: under autograd it runs :func:`_twin_forward` (the
+kernels' tile walk with 512-token chunks, fp32 scores and softmax by hand, keeping the lse) and
+:func:`_twin_backward` (probabilities recomputed chunk by chunk), O(N·chunk) memory. Without a
+gradient ``backend="torch"`` runs the CPU inference path above, as ``"auto"`` does on CPU.
 """
 
 from __future__ import annotations
@@ -369,7 +381,7 @@ def _count_below(sorted_vals: torch.Tensor, x: torch.Tensor, inclusive: bool) ->
     return torch.searchsorted(sorted_vals.contiguous(), x.contiguous(), right=inclusive, out_int32=True)
 
 
-def _key_tile_ranges(q_sum, k_sum, attn_type: int, N: int, block_m: int, block_n: int):
+def _key_tile_ranges(q_sum, k_sum, *, attn_type: int, N: int, block_m: int, block_n: int):
     """For each query tile, a range [lo, hi) of key tiles holding every key tile it may need.
 
     Block-causal needs ``kmin <= qmax``: all such key tiles lie below the count of the suffix
@@ -396,7 +408,7 @@ def _key_tile_ranges(q_sum, k_sum, attn_type: int, N: int, block_m: int, block_n
     return lo.contiguous(), hi.contiguous()
 
 
-def _query_tile_ranges(q_sum, k_sum, attn_type: int, N: int, block_m: int, block_n: int):
+def _query_tile_ranges(q_sum, k_sum, *, attn_type: int, N: int, block_m: int, block_n: int):
     """For each key tile, a range [lo, hi) of query tiles holding every query tile that may use it.
 
     Mirror of :func:`_key_tile_ranges`. Returns two (B, n_kt) int32 tensors.
@@ -425,7 +437,7 @@ def _query_tile_ranges(q_sum, k_sum, attn_type: int, N: int, block_m: int, block
 # ----------------------------------------------------------------------------------------------
 
 
-def _check_inputs(q, k, v, frame_ids, pad, attn_type, scale) -> tuple[torch.Tensor, torch.Tensor, int, float]:
+def _check_inputs(q, k, v, frame_ids, pad, *, attn_type, scale) -> tuple[torch.Tensor, torch.Tensor, int, float]:
     """Validate; return (frame ids as contiguous int32, pad as contiguous bool, attn type id, scale)."""
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor) or t.dim() != 4:
@@ -491,14 +503,16 @@ class _TileInfo:
         self.q_sum = _tile_summaries(frame_ids, block_m)
         self.k_sum = self.q_sum if block_m == block_n else _tile_summaries(frame_ids, block_n)
         self.n_qt, self.n_kt = self.q_sum[0].shape[1], self.k_sum[0].shape[1]
-        self.k_lo, self.k_hi = _key_tile_ranges(self.q_sum, self.k_sum, attn_type, N, block_m, block_n)
+        self.k_lo, self.k_hi = _key_tile_ranges(self.q_sum, self.k_sum, attn_type=attn_type, N=N, block_m=block_m,
+                                                block_n=block_n)
         self._q_ranges = None
         self._args = (attn_type, N, block_m, block_n)
 
     def query_ranges(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._q_ranges is None:
             attn_type, N, bm, bn = self._args
-            self._q_ranges = _query_tile_ranges(self.q_sum, self.k_sum, attn_type, N, bm, bn)
+            self._q_ranges = _query_tile_ranges(self.q_sum, self.k_sum, attn_type=attn_type, N=N, block_m=bm,
+                                                block_n=bn)
         return self._q_ranges
 
 
@@ -512,7 +526,7 @@ def _aligned(x: torch.Tensor, d_eff: int) -> torch.Tensor:
     return x.clone() if x.is_contiguous() else x.contiguous()
 
 
-def _fwd_triton(q, k, v, frame_ids, pad, attn_type: int, scale: float):
+def _fwd_triton(q, k, v, frame_ids, pad, *, attn_type: int, scale: float):
     """Returns (out (B, H, N, D) in q.dtype, lse (B, H, N) fp32)."""
     B, H, N, D = q.shape
     d_eff = -(-D // 8) * 8
@@ -532,7 +546,7 @@ def _fwd_triton(q, k, v, frame_ids, pad, attn_type: int, scale: float):
     return (out if d_eff == D else out[..., :D]), lse
 
 
-def _bwd_triton(q, k, v, out, lse, dout, frame_ids, pad, attn_type: int, scale: float):
+def _bwd_triton(q, k, v, out, lse, dout, *, frame_ids, pad, attn_type: int, scale: float):
     """Returns (dq, dk, dv), each (B, H, N, D) in q.dtype."""
     B, H, N, D = q.shape
     d_eff = -(-D // 8) * 8
@@ -567,11 +581,11 @@ def _bwd_triton(q, k, v, out, lse, dout, frame_ids, pad, attn_type: int, scale: 
 
 
 # ----------------------------------------------------------------------------------------------
-# Torch twin: the same tile walk with chunk-sized tiles
+# Torch paths: the masks and spans they share, the CPU inference path, the twin (oracle)
 # ----------------------------------------------------------------------------------------------
 
 
-def _allowed_torch(attn_type: int, i: torch.Tensor, j: torch.Tensor, f_q, f_k, pad_k) -> torch.Tensor:
+def _allowed_torch(attn_type: int, i: torch.Tensor, j: torch.Tensor, *, f_q, f_k, pad_k) -> torch.Tensor:
     """allowed(i, j) for query indices i (Mq,), key indices j (Mk,), frames (B, Mq)/(B, Mk) → (B, Mq, Mk)."""
     fq = f_q[:, :, None]
     fk = f_k[:, None, :]
@@ -586,11 +600,12 @@ def _allowed_torch(attn_type: int, i: torch.Tensor, j: torch.Tensor, f_q, f_k, p
     return (ok & ~pad_k[:, None, :]) | (i[:, None] == j[None, :])[None]
 
 
-def _twin_chunks(frame_ids, pad, attn_type: int, chunk: int):
-    """Yield (q0, q1, k0, k1) per query chunk: the key span its tile range covers (host ints)."""
+def _chunk_spans(frame_ids, attn_type: int, chunk: int):
+    """Yield (q0, q1, k0, k1) per query chunk of ``chunk`` tokens: the key span that the kernels' tile
+    walk (with chunk-sized tiles) covers for it (host ints)."""
     N = frame_ids.shape[1]
     summ = _tile_summaries(frame_ids, chunk)
-    lo, hi = _key_tile_ranges(summ, summ, attn_type, N, chunk, chunk)
+    lo, hi = _key_tile_ranges(summ, summ, attn_type=attn_type, N=N, block_m=chunk, block_n=chunk)
     lo = lo.min(dim=0).values.tolist()
     hi = hi.max(dim=0).values.tolist()
     for t in range(len(lo)):
@@ -622,8 +637,8 @@ _CPU_FLASH_WITH_LSE = getattr(torch.ops.aten, "_scaled_dot_product_flash_attenti
 _MIN_FRAMES_TO_SPLIT = 4  # fewer frames: the cross block is too small to pay for the merge
 
 
-def _fwd_frame_spans(q, k, v, frame_ids, pad, attn_type: int, scale: float, spans) -> torch.Tensor:
-    """Inference forward over frame-aligned spans (:func:`_frame_spans`): one fused-attention call
+def _fwd_frame_spans(q, k, v, frame_ids, pad, *, attn_type: int, scale: float, spans) -> torch.Tensor:
+    """CPU inference forward over frame-aligned spans (:func:`_frame_spans`): one fused-attention call
     per frame, masked only where its key span holds pads.
 
     Block-causal on CPU without pads also splits the frames in two halves at token ``c``: frames
@@ -651,8 +666,8 @@ def _fwd_frame_spans(q, k, v, frame_ids, pad, attn_type: int, scale: float, span
             continue
         ok = None
         if bool(pad[:, k0:k1].any()):
-            ok = _allowed_torch(attn_type, idx[q0:q1], idx[k0:k1], frame_ids[:, q0:q1], frame_ids[:, k0:k1],
-                                pad[:, k0:k1])[:, None]
+            ok = _allowed_torch(attn_type, idx[q0:q1], idx[k0:k1], f_q=frame_ids[:, q0:q1], f_k=frame_ids[:, k0:k1],
+                                pad_k=pad[:, k0:k1])[:, None]
         out[:, :, q0:q1] = torch.nn.functional.scaled_dot_product_attention(
             q[:, :, q0:q1], k[:, :, k0:k1], v[:, :, k0:k1], attn_mask=ok, scale=scale)
     if cut is not None:
@@ -662,30 +677,44 @@ def _fwd_frame_spans(q, k, v, frame_ids, pad, attn_type: int, scale: float, span
     return out
 
 
-def _fwd_torch(q, k, v, frame_ids, pad, attn_type: int, scale: float, need_lse: bool = True,
-               chunk: int = _TWIN_CHUNK):
-    """Chunked forward: each query chunk attends only its key span. Returns (out, lse or None).
+def _cpu_inference_forward(q, k, v, frame_ids, pad, *, attn_type: int, scale: float,
+                           chunk: int = _TWIN_CHUNK) -> torch.Tensor:
+    """The CPU inference path (no gradient, no lse): out (B, H, N, D) in q.dtype.
 
-    Inference on the gazed-SigLIP layout (block_causal / frame_independent, frames sorted, shared
-    across the batch) chunks by frame instead (:func:`_frame_spans`), where pad-free spans need no mask.
-
-    With ``need_lse`` the chunk is computed in fp32 by hand (scores, masked softmax, lse);
-    without it (inference) torch's fused ``scaled_dot_product_attention`` runs the same chunk
-    with its boolean mask, which is several times faster on CPU.
+    On the gazed-SigLIP layout (block_causal / frame_independent, frames sorted, shared across the
+    batch) one fused attention call per frame (:func:`_fwd_frame_spans`), where pad-free spans need
+    no mask; otherwise each query chunk of ``chunk`` tokens attends its key span
+    (:func:`_chunk_spans`) through torch's fused ``scaled_dot_product_attention`` with the chunk's
+    boolean mask.
     """
-    spans = _frame_spans(frame_ids, attn_type) if not need_lse else None
-    if spans is not None:  # inference, frame-aligned chunks: most need no mask at all
-        return _fwd_frame_spans(q, k, v, frame_ids, pad, attn_type, scale, spans), None
+    spans = _frame_spans(frame_ids, attn_type)
+    if spans is not None:  # frame-aligned chunks: most need no mask at all
+        return _fwd_frame_spans(q, k, v, frame_ids, pad, attn_type=attn_type, scale=scale, spans=spans)
+    out = torch.empty_like(q)
+    idx = torch.arange(q.shape[2], device=q.device)
+    for q0, q1, k0, k1 in _chunk_spans(frame_ids, attn_type, chunk):
+        ok = _allowed_torch(attn_type, idx[q0:q1], idx[k0:k1], f_q=frame_ids[:, q0:q1], f_k=frame_ids[:, k0:k1],
+                            pad_k=pad[:, k0:k1])
+        out[:, :, q0:q1] = torch.nn.functional.scaled_dot_product_attention(
+            q[:, :, q0:q1], k[:, :, k0:k1], v[:, :, k0:k1], attn_mask=ok[:, None], scale=scale)
+    return out
+
+
+def _twin_forward(q, k, v, frame_ids, pad, *, attn_type: int, scale: float,
+                  chunk: int = _TWIN_CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
+    """The twin's forward (the kernels' oracle): returns (out (B, H, N, D) in q.dtype, lse (B, H, N) fp32).
+
+    Each query chunk of ``chunk`` tokens attends only its key span (:func:`_chunk_spans`, the
+    kernels' tile walk with chunk-sized tiles), its scores, masked softmax and lse computed by hand
+    in fp32.
+    """
     B, H, N, D = q.shape
     out = torch.empty_like(q)
-    lse = torch.empty((B, H, N), dtype=torch.float32, device=q.device) if need_lse else None
+    lse = torch.empty((B, H, N), dtype=torch.float32, device=q.device)
     idx = torch.arange(N, device=q.device)
-    for q0, q1, k0, k1 in _twin_chunks(frame_ids, pad, attn_type, chunk):
-        ok = _allowed_torch(attn_type, idx[q0:q1], idx[k0:k1], frame_ids[:, q0:q1], frame_ids[:, k0:k1], pad[:, k0:k1])
-        if not need_lse:
-            out[:, :, q0:q1] = torch.nn.functional.scaled_dot_product_attention(
-                q[:, :, q0:q1], k[:, :, k0:k1], v[:, :, k0:k1], attn_mask=ok[:, None], scale=scale)
-            continue
+    for q0, q1, k0, k1 in _chunk_spans(frame_ids, attn_type, chunk):
+        ok = _allowed_torch(attn_type, idx[q0:q1], idx[k0:k1], f_q=frame_ids[:, q0:q1], f_k=frame_ids[:, k0:k1],
+                            pad_k=pad[:, k0:k1])
         s = torch.matmul(q[:, :, q0:q1].float(), k[:, :, k0:k1].float().transpose(-1, -2))
         s.mul_(scale).masked_fill_(~ok[:, None], float("-inf"))
         m = s.amax(dim=-1, keepdim=True)
@@ -695,15 +724,29 @@ def _fwd_torch(q, k, v, frame_ids, pad, attn_type: int, scale: float, need_lse: 
     return out, lse
 
 
-def _bwd_torch(q, k, v, out, lse, dout, frame_ids, pad, attn_type: int, scale: float, chunk: int = _TWIN_CHUNK):
+def _torch_forward(q, k, v, frame_ids, pad, *, attn_type: int, scale: float, need_lse: bool,
+                   chunk: int = _TWIN_CHUNK) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The torch path's forward: the twin's :func:`_twin_forward` (out, lse) when ``need_lse`` (a
+    gradient will be needed), else the CPU inference path :func:`_cpu_inference_forward` (out, None)."""
+    if need_lse:
+        return _twin_forward(q, k, v, frame_ids, pad, attn_type=attn_type, scale=scale, chunk=chunk)
+    return _cpu_inference_forward(q, k, v, frame_ids, pad, attn_type=attn_type, scale=scale, chunk=chunk), None
+
+
+def _twin_backward(q, k, v, out, lse, dout, *, frame_ids, pad, attn_type: int, scale: float,
+                   chunk: int = _TWIN_CHUNK) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The twin's backward (the kernels' oracle, and ``backend="torch"``'s backward): (dq, dk, dv)
+    (B, H, N, D) in q.dtype from the forward's ``out`` / ``lse``, probabilities recomputed in fp32
+    chunk by chunk over the spans of :func:`_twin_forward`."""
     B, H, N, D = q.shape
     delta = (dout.float() * out.float()).sum(-1)
     dq = torch.zeros((B, H, N, D), dtype=torch.float32, device=q.device)
     dk = torch.zeros_like(dq)
     dv = torch.zeros_like(dq)
     idx = torch.arange(N, device=q.device)
-    for q0, q1, k0, k1 in _twin_chunks(frame_ids, pad, attn_type, chunk):
-        ok = _allowed_torch(attn_type, idx[q0:q1], idx[k0:k1], frame_ids[:, q0:q1], frame_ids[:, k0:k1], pad[:, k0:k1])
+    for q0, q1, k0, k1 in _chunk_spans(frame_ids, attn_type, chunk):
+        ok = _allowed_torch(attn_type, idx[q0:q1], idx[k0:k1], f_q=frame_ids[:, q0:q1], f_k=frame_ids[:, k0:k1],
+                            pad_k=pad[:, k0:k1])
         qc, kc, vc = q[:, :, q0:q1].float(), k[:, :, k0:k1].float(), v[:, :, k0:k1].float()
         doc = dout[:, :, q0:q1].float()
         s = torch.matmul(qc, kc.transpose(-1, -2)) * scale
@@ -716,9 +759,9 @@ def _bwd_torch(q, k, v, out, lse, dout, frame_ids, pad, attn_type: int, scale: f
 
 
 # ----------------------------------------------------------------------------------------------
-# CPU training path: torch's fused CPU flash attention (forward with lse, and its backward) over
-# the twin's spans. Chosen by backend="auto" on plain CPU when a gradient is needed; the twin
-# (backend="torch") stays the oracle of the kernel tests.
+# CPU training path: per-span flash attention, torch's fused CPU flash attention (forward with lse,
+# and its backward) over the spans above. Chosen by backend="auto" on plain CPU when a gradient is
+# needed; the twin (backend="torch") stays the oracle of the kernel tests.
 # ----------------------------------------------------------------------------------------------
 _CPU_FLASH_BACKWARD = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
 
@@ -730,33 +773,35 @@ def _cpu_flash_usable(q: torch.Tensor) -> bool:
 
 def _flash_spans(frame_ids, pad, attn_type: int, chunk: int = _TWIN_CHUNK) -> list[tuple[int, int, int, int, bool]]:
     """(q0, q1, k0, k1, masked) per query span: per frame on the gazed layout (:func:`_frame_spans`,
-    ``masked`` only where the key span holds a pad), else the twin's chunks (always ``masked``)."""
+    ``masked`` only where the key span holds a pad), else the chunk spans (always ``masked``)."""
     spans = _frame_spans(frame_ids, attn_type)
     if spans is None:
-        return [(*s, True) for s in _twin_chunks(frame_ids, pad, attn_type, chunk)]
+        return [(*s, True) for s in _chunk_spans(frame_ids, attn_type, chunk)]
     pads_before = torch.cat([pad.new_zeros(1, dtype=torch.long), pad.any(0).long().cumsum(0)]).tolist()
     return [(q0, q1, k0, k1, pads_before[k1] > pads_before[k0]) for q0, q1, k0, k1 in spans]
 
 
-def _span_bias(q, frame_ids, pad, attn_type: int, span) -> torch.Tensor | None:
+def _span_bias(q, frame_ids, pad, *, attn_type: int, span) -> torch.Tensor | None:
     """Additive mask (B, 1, q1 - q0, k1 - k0) in q's dtype (0 allowed, -inf not) of one span, or None
     when the span needs none (every pair allowed)."""
     q0, q1, k0, k1, masked = span
     if not masked:
         return None
     idx = torch.arange(q.shape[2], device=q.device)
-    ok = _allowed_torch(attn_type, idx[q0:q1], idx[k0:k1], frame_ids[:, q0:q1], frame_ids[:, k0:k1], pad[:, k0:k1])
+    ok = _allowed_torch(attn_type, idx[q0:q1], idx[k0:k1], f_q=frame_ids[:, q0:q1], f_k=frame_ids[:, k0:k1],
+                        pad_k=pad[:, k0:k1])
     if bool(ok.all()):
         return None
     return torch.zeros(ok.shape, dtype=q.dtype, device=q.device).masked_fill_(~ok, float("-inf"))[:, None]
 
 
-class CpuFlashSparseAttention(torch.autograd.Function):
-    """Sparse attention on CPU for training: one fused flash-attention call per span (queries
-    ``[q0, q1)`` against keys ``[k0, k1)``, masked only where the span needs it), keeping each span's
-    lse; the backward calls torch's fused flash backward per span and adds the key/value gradients
-    of overlapping key spans. Same math as the twin (only the summation order differs), several
-    times faster; every query's own key lies inside its span, so no row is fully masked."""
+class CpuFlashSpanAttention(torch.autograd.Function):
+    """Per-span flash attention, the CPU training path of sparse attention: one call of torch's
+    fused CPU flash attention per span (queries ``[q0, q1)`` against keys ``[k0, k1)``, masked only
+    where the span needs it, :func:`_flash_spans`), keeping each span's lse; the backward calls
+    torch's fused flash backward per span and adds the key/value gradients of overlapping key
+    spans. Same math as the twin (only the summation order differs), several times faster; every
+    query's own key lies inside its span, so no row is fully masked."""
 
     @staticmethod
     def forward(ctx, q, k, v, frame_ids, pad, attn_type: int, scale: float):
@@ -766,7 +811,8 @@ class CpuFlashSparseAttention(torch.autograd.Function):
         for span in spans:
             q0, q1, k0, k1, _ = span
             o, l = _CPU_FLASH_WITH_LSE(q[:, :, q0:q1], k[:, :, k0:k1], v[:, :, k0:k1],
-                                       attn_mask=_span_bias(q, frame_ids, pad, attn_type, span), scale=scale)
+                                       attn_mask=_span_bias(q, frame_ids, pad, attn_type=attn_type, span=span),
+                                       scale=scale)
             out[:, :, q0:q1] = o
             lse[:, :, q0:q1] = l
         ctx.save_for_backward(q, k, v, out, lse, frame_ids, pad)
@@ -788,7 +834,7 @@ class CpuFlashSparseAttention(torch.autograd.Function):
             g_q, g_k, g_v = _CPU_FLASH_BACKWARD(
                 dout[:, :, q0:q1], q[:, :, q0:q1], k[:, :, k0:k1], v[:, :, k0:k1], out[:, :, q0:q1],
                 lse[:, :, q0:q1].contiguous(), 0.0, False,
-                attn_mask=_span_bias(q, frame_ids, pad, attn_type, span), scale=scale)
+                attn_mask=_span_bias(q, frame_ids, pad, attn_type=attn_type, span=span), scale=scale)
             dq[:, :, q0:q1] = g_q
             dk[:, :, k0:k1] += g_k
             dv[:, :, k0:k1] += g_v
@@ -802,19 +848,22 @@ class CpuFlashSparseAttention(torch.autograd.Function):
 
 def sparse_attention_forward(q, k, v, frame_ids, pad, attn_type: str = "block_causal", scale: float | None = None,
                              *, backend: Backend = "auto") -> tuple[torch.Tensor, torch.Tensor]:
-    """Forward only, no autograd: returns ``(out (B, H, N, D) in q.dtype, lse (B, H, N) fp32)``."""
-    frame_ids, pad, t, scale = _check_inputs(q, k, v, frame_ids, pad, attn_type, scale)
+    """Forward only, no autograd: returns ``(out (B, H, N, D) in q.dtype, lse (B, H, N) fp32)``.
+
+    The Triton forward, or (CPU without the interpreter, or ``backend="torch"``) the twin's forward."""
+    frame_ids, pad, t, scale = _check_inputs(q, k, v, frame_ids, pad, attn_type=attn_type, scale=scale)
     if q.shape[2] == 0:
         return torch.empty_like(q), q.new_empty(q.shape[:3], dtype=torch.float32)
     if use_triton(q, backend=backend):
-        return _fwd_triton(q, k, v, frame_ids, pad, t, scale)
-    return _fwd_torch(q, k, v, frame_ids, pad, t, scale)
+        return _fwd_triton(q, k, v, frame_ids, pad, attn_type=t, scale=scale)
+    return _twin_forward(q, k, v, frame_ids, pad, attn_type=t, scale=scale)
 
 
 def sparse_attention_backward(q, k, v, out, lse, dout, frame_ids, pad, attn_type: str = "block_causal",
                               scale: float | None = None, *, backend: Backend = "auto"):
-    """Gradients ``(dq, dk, dv)`` (B, H, N, D) from the forward's ``out``/``lse`` and ``dout``."""
-    frame_ids, pad, t, scale = _check_inputs(q, k, v, frame_ids, pad, attn_type, scale)
+    """Gradients ``(dq, dk, dv)`` (B, H, N, D) from the forward's ``out``/``lse`` and ``dout``: the
+    Triton backward kernels, or (CPU without the interpreter, or ``backend="torch"``) the twin's backward."""
+    frame_ids, pad, t, scale = _check_inputs(q, k, v, frame_ids, pad, attn_type=attn_type, scale=scale)
     if out.shape != q.shape or dout.shape != q.shape or tuple(lse.shape) != tuple(q.shape[:3]):
         raise ValueError(f"sparse_attention_backward: out/dout must be {tuple(q.shape)} and lse {tuple(q.shape[:3])}, "
                          f"got {tuple(out.shape)}, {tuple(dout.shape)}, {tuple(lse.shape)}")
@@ -822,19 +871,21 @@ def sparse_attention_backward(q, k, v, out, lse, dout, frame_ids, pad, attn_type
         return torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
     dout = dout.to(q.dtype)
     if use_triton(q, backend=backend):
-        return _bwd_triton(q, k, v, out, lse.float(), dout, frame_ids, pad, t, scale)
-    return _bwd_torch(q, k, v, out, lse.float(), dout, frame_ids, pad, t, scale)
+        return _bwd_triton(q, k, v, out, lse.float(), dout, frame_ids=frame_ids, pad=pad, attn_type=t, scale=scale)
+    return _twin_backward(q, k, v, out, lse.float(), dout, frame_ids=frame_ids, pad=pad, attn_type=t, scale=scale)
 
 
 class SparseAttentionFunction(torch.autograd.Function):
-    """Autograd wrapper: Triton forward/backward, or the torch twin's forward/backward."""
+    """Autograd wrapper: Triton forward/backward; or, on the torch path, the twin's forward/backward
+    when a gradient is needed and the CPU inference forward when none is."""
 
     @staticmethod
     def forward(ctx, q, k, v, frame_ids, pad, attn_type: int, scale: float, triton_path: bool):
         if triton_path:
-            out, lse = _fwd_triton(q, k, v, frame_ids, pad, attn_type, scale)
+            out, lse = _fwd_triton(q, k, v, frame_ids, pad, attn_type=attn_type, scale=scale)
         else:
-            out, lse = _fwd_torch(q, k, v, frame_ids, pad, attn_type, scale, need_lse=any(ctx.needs_input_grad[:3]))
+            out, lse = _torch_forward(q, k, v, frame_ids, pad, attn_type=attn_type, scale=scale,
+                                      need_lse=any(ctx.needs_input_grad[:3]))
         ctx.save_for_backward(q, k, v, out, lse, frame_ids, pad)
         ctx.meta = (attn_type, scale, triton_path)
         return out
@@ -844,10 +895,8 @@ class SparseAttentionFunction(torch.autograd.Function):
         q, k, v, out, lse, frame_ids, pad = ctx.saved_tensors
         attn_type, scale, triton_path = ctx.meta
         dout = dout.to(q.dtype)
-        if triton_path:
-            dq, dk, dv = _bwd_triton(q, k, v, out, lse, dout, frame_ids, pad, attn_type, scale)
-        else:
-            dq, dk, dv = _bwd_torch(q, k, v, out, lse, dout, frame_ids, pad, attn_type, scale)
+        backward = _bwd_triton if triton_path else _twin_backward
+        dq, dk, dv = backward(q, k, v, out, lse, dout, frame_ids=frame_ids, pad=pad, attn_type=attn_type, scale=scale)
         return dq, dk, dv, None, None, None, None, None
 
 
@@ -864,26 +913,27 @@ def sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, frame_id
             and the keys its attention type allows).
         attn_type: "block_causal" (default), "causal", "bidirectional" or "frame_independent".
         scale: softmax scale, default D ** -0.5.
-        backend: "auto" (Triton on CUDA / under TRITON_INTERPRET=1, torch twin otherwise),
-            "triton" or "torch".
+        backend: "auto" (Triton on CUDA / under TRITON_INTERPRET=1; on plain CPU the CPU inference
+            path, or per-span flash attention (:class:`CpuFlashSpanAttention`) under autograd),
+            "triton", or "torch" (the twin under autograd, the CPU inference path without).
 
     Returns:
         (B, H, N, D) in q's dtype, contiguous. Differentiable in q, k, v.
     """
-    frame_ids, pad, t, scale = _check_inputs(q, k, v, frame_ids, pad, attn_type, scale)
+    frame_ids, pad, t, scale = _check_inputs(q, k, v, frame_ids, pad, attn_type=attn_type, scale=scale)
     if q.shape[2] == 0:
         return torch.empty_like(q)
     triton_path = use_triton(q, backend=backend)
     if (not triton_path and backend == "auto" and _cpu_flash_usable(q) and torch.is_grad_enabled()
             and (q.requires_grad or k.requires_grad or v.requires_grad)):
-        return CpuFlashSparseAttention.apply(q, k, v, frame_ids, pad, t, scale)
+        return CpuFlashSpanAttention.apply(q, k, v, frame_ids, pad, t, scale)
     return SparseAttentionFunction.apply(q, k, v, frame_ids, pad, t, scale, triton_path)
 
 
 def sparse_attention_torch(q, k, v, frame_ids, pad, attn_type: str = "block_causal",
                            scale: float | None = None) -> torch.Tensor:
-    """The CPU twin: :func:`sparse_attention` with ``backend="torch"``."""
-    return sparse_attention(q, k, v, frame_ids, pad, attn_type, scale, backend="torch")
+    """The torch twin: :func:`sparse_attention` with ``backend="torch"`` (see the module docstring)."""
+    return sparse_attention(q, k, v, frame_ids, pad, attn_type=attn_type, scale=scale, backend="torch")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -34,7 +34,8 @@ def needs_tiling(config: AutoGazeConfig, target_scales: list[int], target_patch_
     return not same
 
 
-def tile_video(video: torch.Tensor, config: AutoGazeConfig, target_scales: list[int], target_patch_size: int) -> tuple[torch.Tensor, Tiling]:
+def tile_video(video: torch.Tensor, config: AutoGazeConfig, target_scales: list[int],
+               target_patch_size: int) -> tuple[torch.Tensor, Tiling]:
     """Pad ``video`` (B, T, C, H, W) with H = W = max(target_scales) and cut it into tiles
     → ((B·nh·nw), T, C, h, w) in (b, row, column) order."""
     b, t, c, h, w = video.shape
@@ -44,7 +45,8 @@ def tile_video(video: torch.Tensor, config: AutoGazeConfig, target_scales: list[
             f"(the largest target scale), got {h}x{w}; resize it first"
         )
     if len(target_scales) != len(config.scales):
-        raise ValueError(f"target_scales has {len(target_scales)} scales but the gaze model has {len(config.scales)} ({config.scales})")
+        raise ValueError(f"target_scales has {len(target_scales)} scales but the gaze model has {len(config.scales)} "
+                         f"({config.scales})")
     tile_grid = [int(n**0.5) for n in config.tokens_per_scale]
     target_grid = [s // target_patch_size for s in target_scales]
     tiles_h = math.ceil(target_grid[-1] / tile_grid[-1])
@@ -76,7 +78,8 @@ def untile_outputs(out: dict, tiling: Tiling) -> dict:
     upstream does, since their order no longer matches."""
     masks = []
     for mask, tile, target in zip(out["gazing_mask"], tiling.tile_grid, tiling.target_grid):
-        grid = rearrange(mask, "(b nh nw) t (sh sw) -> b t (nh sh) (nw sw)", nh=tiling.tiles_h, nw=tiling.tiles_w, sh=tile, sw=tile)
+        grid = rearrange(mask, "(b nh nw) t (sh sw) -> b t (nh sh) (nw sw)",
+                         nh=tiling.tiles_h, nw=tiling.tiles_w, sh=tile, sw=tile)
         masks.append(grid[:, :, :target, :target].flatten(-2))
     n = sum(m.shape[-1] for m in masks)
     full = torch.cat(masks, dim=-1)

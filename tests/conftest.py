@@ -17,11 +17,11 @@ try:
 except ImportError:  # pragma: no cover
     pass
 
-import pytest
-
 # Define every @triton.jit kernel now, while TRITON_INTERPRET is what this session wants: a test
 # that switches to the torch twins (TRITON_INTERPRET=0 at call time) must not be the first importer.
 import importlib
+
+import pytest
 
 from autogaze_fast.kernels.aot import KERNEL_MODULES
 

@@ -5,12 +5,11 @@ import shutil
 
 import pytest
 import torch
+from conftest import FIXTURES
 from safetensors.torch import load_file, save_file
 
-from autogaze_fast import AutoGaze, CheckpointError, ConfigError
+from autogaze_fast import AutoGaze, AutoGazeImageProcessor, CheckpointError, ConfigError
 from autogaze_fast.config import AutoGazeConfig
-
-from conftest import FIXTURES
 
 CASES = load_file(str(FIXTURES / "gaze_cases.safetensors"))
 
@@ -143,7 +142,9 @@ def test_raw_frames_are_told_to_run_the_processor_first(model, video, what):
 def test_numpy_video_names_its_shape(model):
     import numpy as np
 
-    with pytest.raises(ValueError, match=r"numpy.ndarray of shape \(1, 2, 3, 64, 64\); wrap .* torch.from_numpy\(x\); for raw frames, run AutoGazeImageProcessor"):
+    message = (r"numpy.ndarray of shape \(1, 2, 3, 64, 64\); wrap .* torch.from_numpy\(x\); "
+               r"for raw frames, run AutoGazeImageProcessor")
+    with pytest.raises(ValueError, match=message):
         model({"video": np.zeros((1, 2, 3, 64, 64), np.float32)}, gazing_ratio=0.1)
 
 
@@ -172,6 +173,48 @@ def test_nan_frames_are_refused(model):
 def test_missing_video_key(model):
     with pytest.raises(ValueError, match="'video'"):
         model({"frames": CASES["video"]}, gazing_ratio=0.1)
+
+
+# ---------------------------------------------------------------- frame size limits (as the processor's)
+@pytest.mark.parametrize("impl", ["reference", "fast"])
+@pytest.mark.parametrize("hw, ratio", [((16, 200), "12.5"), ((300, 20), "15"), ((16, 129), "8.062")])
+def test_frames_beyond_the_aspect_limit_are_refused_not_squashed(torch_twins, impl, hw, ratio):
+    model = AutoGaze.from_pretrained(FIXTURES / "tiny_k10", impl=impl)
+    with pytest.raises(ValueError) as err:
+        model({"video": torch.zeros(1, 2, 3, *hw)}, gazing_ratio=0.1)
+    message = str(err.value)
+    assert f"{hw[0]}x{hw[1]} (H x W)" in message and f"aspect ratio of {ratio} : 1, more than 8 : 1" in message
+    assert "tiles='anyres'" in message and "AutoGazeImageProcessor refuses such frames too" in message
+
+
+@pytest.mark.parametrize("impl", ["reference", "fast"])
+@pytest.mark.parametrize("hw", [(4, 4000), (15, 40), (224, 1)])
+def test_frames_below_the_minimum_side_are_refused(torch_twins, impl, hw):
+    """The issue's (1, 2, 3, 4, 4000) video too: its 4-px side is refused first, as the processor does."""
+    model = AutoGaze.from_pretrained(FIXTURES / "tiny_k10", impl=impl)
+    with pytest.raises(ValueError) as err:
+        model({"video": torch.zeros(1, 2, 3, *hw)}, gazing_ratio=0.1)
+    message = str(err.value)
+    assert f"{hw[0]}x{hw[1]} (H x W) are too small" in message and "at least 16 px on each side" in message
+
+
+def test_frames_at_the_limits_are_accepted_as_the_processor_gives_them(model):
+    processor = AutoGazeImageProcessor.from_pretrained_or_default(FIXTURES / "tiny_k10")
+    rng = torch.Generator().manual_seed(0)
+    for hw in [(16, 128), (128, 16), (16, 16)]:  # exactly 8 : 1 both ways, and the smallest side
+        frames = torch.randint(0, 256, (2, *hw, 3), dtype=torch.uint8, generator=rng).numpy()
+        video = processor(frames).pixel_values[None]
+        short, long = sorted(video.shape[-2:])
+        assert long == 8 * short or long == short  # 224 x 1792: the processor's output at its own limit
+        out = model({"video": video}, gazing_ratio=0.1, generate_only=True)
+        assert out["gazing_pos"].shape[0] == 1
+    out = model({"video": torch.zeros(1, 2, 3, 16, 128)}, gazing_ratio=0.1, generate_only=True)  # 8 : 1 at 16 px
+    assert out["gazing_pos"].shape[0] == 1
+
+
+def test_extreme_aspect_frames_still_gaze_as_tiles(model):
+    out = model({"video": torch.zeros(1, 2, 3, 16, 200)}, tiles="anyres", gazing_ratio=0.1)
+    assert out["num_tiles"] >= 1
 
 
 @pytest.mark.parametrize("ratio", [0, -0.1, 1.5, float("nan")])

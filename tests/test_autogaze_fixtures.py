@@ -8,11 +8,10 @@ import json
 
 import pytest
 import torch
+from conftest import FIXTURES
 from safetensors.torch import load_file
 
 from autogaze_fast import AutoGaze
-
-from conftest import FIXTURES
 
 IMPLS = ["reference", "fast"]
 META = json.loads((FIXTURES / "meta.json").read_text())

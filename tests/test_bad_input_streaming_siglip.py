@@ -8,13 +8,12 @@
 
 import pytest
 import torch
+from conftest import FIXTURES
 from safetensors.torch import load_file
 
 from autogaze_fast import AutoGaze
 from autogaze_fast.siglip import SiglipVisionModel
 from autogaze_fast.siglip_config import SiglipVisionConfig
-
-from conftest import FIXTURES
 
 VIDEO = load_file(str(FIXTURES / "gaze_cases.safetensors"))["video"]  # (1, 4, 3, 224, 224)
 IMPLS = ["reference", "fast"]

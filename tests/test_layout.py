@@ -18,9 +18,10 @@ SOURCES = {"autogaze_fast": ROOT / "autogaze_fast", "autogaze_fast.kernels": ROO
            "autogaze_fast.reference": ROOT / "reference"}
 
 #: Imports worth deferring: heavy or optional third-party modules, and our modules that import Triton.
-DEFERRABLE = ("triton", "av", "torchcodec", "tqdm", "matplotlib", "PIL", "huggingface_hub",
+DEFERRABLE = ("triton", "av", "torchcodec", "tqdm", "matplotlib", "PIL", "huggingface_hub", "torch.utils.tensorboard",
               "autogaze_fast.kernels.decode_attention", "autogaze_fast.kernels.sparse_attention",
-              "autogaze_fast.kernels.gathered_patch_embed", "autogaze_fast.kernels.aot")
+              "autogaze_fast.kernels.gathered_patch_embed", "autogaze_fast.kernels.aot",
+              "autogaze_fast.fast.siglip")
 
 
 def _modules():

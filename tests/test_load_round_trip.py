@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import FIXTURES
 from safetensors.torch import save_file
 
 from autogaze_fast import AutoGaze
@@ -17,8 +18,6 @@ from autogaze_fast.config import AutoGazeConfig
 from autogaze_fast.loading import CheckpointError
 from autogaze_fast.siglip import SiglipVisionModel
 from autogaze_fast.siglip_config import SiglipVisionConfig
-
-from conftest import FIXTURES
 
 IMPLS = ["reference", "fast"]
 

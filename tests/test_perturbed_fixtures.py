@@ -32,12 +32,11 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import FIXTURES
 from safetensors.torch import load_file
 
 from autogaze_fast import AutoGaze
 from autogaze_fast.siglip import SiglipVisionModel
-
-from conftest import FIXTURES
 
 PERTURBED = FIXTURES.parent / "upstream_perturbed"
 META = json.loads((PERTURBED / "meta.json").read_text())

@@ -15,11 +15,10 @@ import json
 
 import pytest
 import torch
+from conftest import FIXTURES
 from safetensors.torch import load_file
 
 from autogaze_fast import AutoGaze
-
-from conftest import FIXTURES
 
 IMPLS = ["reference", "fast"]
 CASES = load_file(str(FIXTURES / "gaze_cases.safetensors"))

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import FIXTURES
 from safetensors.torch import load_file
 
 from autogaze_fast import AutoGaze
-
-from conftest import FIXTURES
 
 CASES = load_file(str(FIXTURES / "gaze_cases.safetensors"))
 IMPLS = ["reference", "fast"]

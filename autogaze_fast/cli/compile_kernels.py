@@ -18,7 +18,7 @@ defined, so nothing can be compiled in such a process: :func:`main` then re-runs
 child process with the variable removed; :func:`compile_all` raises a ``RuntimeError``.
 
 Run as ``autogaze-fast compile-kernels [--arch 75,80,...] [--json]`` or
-``python -m autogaze_fast.cli.compile_kernels``.
+``python -m autogaze_fast compile-kernels ...``.
 """
 
 from __future__ import annotations
@@ -32,8 +32,9 @@ import subprocess
 import sys
 import tempfile
 import warnings
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 ARCHS: tuple[int, ...] = (75, 80, 86, 89, 90, 100, 120)
 
@@ -55,7 +56,7 @@ def load_specs(modules: Iterable[str] | None = None,
     A module that fails to import (or has no ``AOT_SPECS``) raises, unless ``errors`` is given:
     then its message is stored there under the module name and the module is skipped.
     """
-    from autogaze_fast.kernels.aot import KERNEL_MODULES
+    from autogaze_fast.kernels.aot import KERNEL_MODULES  # imports Triton: deferred until kernels are compiled
 
     out = []
     for mod_name in modules if modules is not None else KERNEL_MODULES:
@@ -74,7 +75,7 @@ def load_specs(modules: Iterable[str] | None = None,
 
 
 def _cuobjdump() -> Path | None:
-    import triton
+    import triton  # deferred: Triton is heavy and only compiling needs it
 
     path = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
     return path if path.is_file() and os.access(path, os.X_OK) else None
@@ -110,9 +111,9 @@ def _attrs(spec: Any) -> dict[tuple[int, ...], list[list[Any]]]:
 def compile_spec(spec: Any, arch: int) -> dict[str, Any]:
     """Compile one AotSpec for ``sm_<arch>``; return ``kernel, arch, ok, registers, spills, shared``
     (+ ``error`` when not ok). Compilation errors are reported, not raised."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
+    import triton  # deferred, as its submodules below: Triton is heavy and only compiling needs it
+    from triton.backends.compiler import GPUTarget  # deferred (Triton)
+    from triton.compiler import ASTSource  # deferred (Triton)
 
     row: dict[str, Any] = {"kernel": spec.name, "arch": arch, "ok": False, "registers": None, "spills": None,
                            "shared": None}
@@ -172,7 +173,7 @@ def compile_all(archs: Sequence[int] = ARCHS, modules: Iterable[str] | None = No
             "compile-kernels cannot run with TRITON_INTERPRET=1: the interpreter turns kernels into Python "
             "functions. Unset it (e.g. `env -u TRITON_INTERPRET autogaze-fast compile-kernels`)."
         )
-    import triton
+    import triton  # deferred: Triton is heavy and only compiling needs it
 
     pattern = re.compile(match) if match else None
     import_errors: dict[str, str] = {}
@@ -229,7 +230,7 @@ def _parse_archs(text: str) -> list[int]:
     try:
         archs = [int(a.strip().removeprefix("sm_")) for a in text.split(",") if a.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--arch wants comma-separated compute capabilities like 80,90, got {text!r}")
+        raise argparse.ArgumentTypeError(f"--arch wants comma-separated compute capabilities like 80,90, got {text!r}") from None
     if not archs:
         raise argparse.ArgumentTypeError("--arch needs at least one compute capability")
     return archs
@@ -259,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if _interpreter_on():
         # Kernels imported under the interpreter cannot be compiled: re-run in a clean child process.
         env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-        return subprocess.run([sys.executable, "-m", "autogaze_fast.cli.compile_kernels", *argv], env=env).returncode
+        return subprocess.run([sys.executable, "-m", "autogaze_fast", "compile-kernels", *argv], env=env).returncode
     rows = compile_all(args.arch, args.module, args.match, args.smoke)
     if args.json:
         print(json.dumps(rows, indent=1))

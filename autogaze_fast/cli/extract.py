@@ -11,7 +11,12 @@ import signal
 import sys
 from pathlib import Path
 
-from autogaze_fast.extract.run import DEFAULT_FREQUENCY
+from autogaze_fast.cli.common import DEFAULT_MODEL, checkpoint_or_random
+from autogaze_fast.encoder import GazedVideoEncoder
+from autogaze_fast.extract.run import DEFAULT_FREQUENCY, extract_features, model_name
+from autogaze_fast.extract.sources import list_videos
+from autogaze_fast.extract.store import ensure_writable
+from autogaze_fast.presets import random_encoder
 
 
 def frequency_arg(text: str) -> float | None:
@@ -34,7 +39,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                     "`torchrun --nproc-per-node=N -m autogaze_fast extract ...` to shard across processes.")
     p.add_argument("inputs", nargs="+", help="folders (recursive), globs, or list files (.txt/.csv/.jsonl of paths)")
     p.add_argument("--out", required=True, help="output root; results go to OUT/<config-hash>/")
-    p.add_argument("--model", default="nvidia/AutoGaze", help="AutoGaze checkpoint dir or hub id (default: %(default)s)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="AutoGaze checkpoint dir or hub id (default: %(default)s)")
     p.add_argument("--vision", default="google/siglip2-base-patch16-224",
                    help="SigLIP / SigLIP2 checkpoint dir or hub id (default: %(default)s)")
     p.add_argument("--dense", action="store_true", help="no gaze: encode every patch (the dense baseline)")
@@ -47,7 +52,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--layers", default="-1", help="hidden states: -1 (default), '-4,-1', or 'all' (0 = embeddings)")
     p.add_argument("--layer-aggregation", choices=["mean"], default=None,
                    help="average the chosen layers into one (default: keep a layer axis when several)")
-    p.add_argument("--gazing-ratio", type=float, default=0.75, help="max fraction of tokens gazed per frame (default: %(default)s)")
+    p.add_argument("--gazing-ratio", type=float, default=0.75,
+                   help="max fraction of tokens gazed per frame (default: %(default)s)")
     p.add_argument("--task-loss-requirement", type=float, default=None,
                    help="stop gazing a frame once the predicted task loss <= this (e.g. 0.7)")
     p.add_argument("--tiles", choices=["anyres", "pad", "resize"], default=None,
@@ -63,48 +69,35 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
-def _encoder(args):
-    """Load the encoder from the checkpoints, or the random stand-ins with ``--allow-random``."""
-    from autogaze_fast.encoder import GazedVideoEncoder
-    from autogaze_fast.loading import CheckpointError
-
+def load_encoder(args) -> tuple[GazedVideoEncoder, str]:
+    """The encoder of ``--model``/``--vision`` and its model id for the manifest; with
+    ``--allow-random``, seeded random stand-ins when a checkpoint cannot be had."""
     options = dict(num_frames=args.num_frames, layers=args.layers, layer_aggregation=args.layer_aggregation,
                    gazing_ratio=args.gazing_ratio, task_loss_requirement=args.task_loss_requirement, tiles=args.tiles,
                    max_tiles=args.max_tiles, tile_batch_size=args.tile_batch_size)
     gaze = None if args.dense else args.model
-    try:
-        encoder = GazedVideoEncoder.from_pretrained(gaze, args.vision, impl=args.impl, device=args.device,
-                                                    dtype=args.dtype, **options)
-        return encoder, None
-    except CheckpointError as e:
-        if not args.allow_random:
-            raise CheckpointError(f"{e}\nPass --model/--vision with local checkpoint directories, or --allow-random "
-                                  "to try the pipeline with random models") from None
-        from autogaze_fast.cli.main import warn
-        from autogaze_fast.presets import random_encoder
-
-        warn(f"Could not load the checkpoints:\n{e}\n\nUsing RANDOMLY INITIALISED models (seed 0) of the NVIDIA AutoGaze "
-             "and SigLIP-B/16 shapes. Their features are MEANINGLESS: use them only to try the pipeline.")
-        return random_encoder(dense=args.dense, impl=args.impl, device=args.device, dtype=args.dtype, **options), \
-            "random:nvidia-autogaze+siglip-b16:seed0" + (":dense" if args.dense else "")
+    encoder, is_random = checkpoint_or_random(
+        lambda: GazedVideoEncoder.from_pretrained(gaze, args.vision, impl=args.impl, device=args.device,
+                                                  dtype=args.dtype, **options),
+        lambda: random_encoder(dense=args.dense, impl=args.impl, device=args.device, dtype=args.dtype, **options),
+        allow_random=args.allow_random, what="the checkpoints",
+        refusal="\nPass --model/--vision with local checkpoint directories, or --allow-random to try the pipeline "
+                "with random models",
+        fallback="Using RANDOMLY INITIALISED models (seed 0) of the NVIDIA AutoGaze and SigLIP-B/16 shapes. Their "
+                 "features are MEANINGLESS: use them only to try the pipeline.")
+    if is_random:
+        return encoder, "random:nvidia-autogaze+siglip-b16:seed0" + (":dense" if args.dense else "")
+    return encoder, f"gaze={model_name(gaze)} vision={model_name(args.vision)}"
 
 
 def run(args) -> int:
     """Run the extraction; 0 when every video succeeded, 1 when some failed."""
-    from autogaze_fast.extract.run import extract_features
-    from autogaze_fast.extract.sources import list_videos
-    from autogaze_fast.extract.store import ensure_writable
-
     # SIGTERM (a scheduler's kill) unwinds like Ctrl-C, so no temporary file is left behind.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     # Cheap checks first: a bad output folder or inputs that name nothing fail before the models load.
     ensure_writable(Path(args.out).expanduser())
     list_videos(args.inputs)
-    encoder, model_id = _encoder(args)
-    if model_id is None:
-        from autogaze_fast.extract.run import _model_name
-
-        model_id = f"gaze={_model_name(None if args.dense else args.model)} vision={_model_name(args.vision)}"
+    encoder, model_id = load_encoder(args)
     summary = extract_features(args.inputs, args.out, encoder=encoder, model_id=model_id, frequency=args.frequency,
                                save_tokens=args.save_tokens, strict=args.strict, progress=not args.quiet)
     if summary.rank == 0:

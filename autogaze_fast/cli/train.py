@@ -4,9 +4,13 @@ and ``torchrun --nproc-per-node=N -m autogaze_fast train ...``)."""
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
+
+from autogaze_fast.train.config import load_config
+from autogaze_fast.train.trainer import train
 
 __all__ = ["add_parser", "run"]
 
@@ -24,10 +28,6 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    import json
-
-    from autogaze_fast.train.config import load_config
-
     cfg = load_config(args.config, args.overrides)
     if args.print_config:
         print(json.dumps(cfg.to_dict(), indent=2))
@@ -35,8 +35,6 @@ def run(args) -> int:
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, stream=sys.stderr,
                         format=f"[train rank {rank}] %(levelname)s %(message)s")
-    from autogaze_fast.train.trainer import train
-
     summary = train(cfg)
     if rank == 0:
         last = summary.metrics.get("loss")

@@ -12,42 +12,30 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from autogaze_fast.tiling.grid import TileGrid
-
-@dataclass(frozen=True)
-class SourceCells:
-    """Gazed cells of a whole video in source pixels (M cells).
-
-    Attributes:
-        frame: (M,) int64 frame index in the video.
-        scale: (M,) int64 scale index (0 = coarsest).
-        box: (M, 4) float32 ``(x0, y0, x1, y1)`` in source pixels, x1/y1 exclusive.
-        scales: the scale sizes, coarsest first (tile-local, e.g. [32, 64, 112, 224]).
-        tokens_per_frame: gazeable tokens per frame (per-tile N times the tiles, less the tokens
-            wholly in the ``"pad"`` policy's padding).
-    """
-
-    frame: np.ndarray
-    scale: np.ndarray
-    box: np.ndarray
-    scales: list[int]
-    tokens_per_frame: int
-
-    def counts(self, num_frames: int) -> list[int]:
-        """Gazed cells per frame, ``(T,)`` as a list."""
-        return np.bincount(self.frame, minlength=num_frames).tolist()
+from autogaze_fast.cli.common import report
+from autogaze_fast.media.draw import cells_overlay, cells_pixel_mask, gaze_overlay, label_lines
+from autogaze_fast.media.interframe import (
+    PSNR_EMA_FACTOR,
+    InterframeCsv,
+    gazed_fraction,
+    interframe_stream,
+    is_keyframe,
+    psnr,
+    psnr_ema,
+)
+from autogaze_fast.media.sinks import open_frame_sink
+from autogaze_fast.tiling.chunks import Progress
+from autogaze_fast.tiling.gaze import tile_layout
+from autogaze_fast.tiling.grid import DEFAULT_MAX_TILES, TileGrid
+from autogaze_fast.tiling.stream import gaze_video
 
 
 def plan_tiles(model, height: int, width: int, policy: str, max_tiles: int | None) -> TileGrid:
     """The model's tile plan for ``height × width`` frames (tiles of its largest scale)."""
-    from autogaze_fast.tiling.gaze import tile_layout
-    from autogaze_fast.tiling.grid import DEFAULT_MAX_TILES
-
     tile, patch = tile_layout(model.config, None, None)
     return TileGrid.plan(height, width, tile, policy, DEFAULT_MAX_TILES if max_tiles is None else max_tiles, patch)
 
@@ -75,9 +63,6 @@ class InterframeView:
             PSNR, EMA and gazed fraction written on each frame), ``psnr``, ``psnr_ema``,
             ``gazed_fraction`` (t,) float64 and ``keyframe`` (t,) bool.
         """
-        from autogaze_fast.media.interframe import PSNR_EMA_FACTOR, gazed_fraction, interframe_stream, is_keyframe, psnr, psnr_ema
-        from autogaze_fast.media.draw import cells_pixel_mask, label_lines
-
         t, h, w, _ = frames.shape
         masks = cells_pixel_mask(frame, boxes, t, h, w)
         stream = interframe_stream(frames, masks, self.keyframe_every, first_frame, self.previous)
@@ -97,11 +82,6 @@ class InterframeView:
                 "gazed_fraction": fraction, "keyframe": key}
 
 
-def interframe_view(frames: np.ndarray, cells: SourceCells, keyframe_every: int) -> dict:
-    """The interframe view of a whole ``(T, H, W, 3)`` uint8 video under ``cells`` (see :class:`InterframeView`)."""
-    return InterframeView(keyframe_every).update(frames, cells.frame, cells.box, 0)
-
-
 def stream_views(model, processor, args, height: int, width: int, num_frames: int | None) -> int:
     """``autogaze-fast gaze``: decode, gaze and draw clip by clip, writing pictures (and the
     interframe CSV) as each clip is done; memory stays that of one clip whatever the video's length
@@ -109,17 +89,11 @@ def stream_views(model, processor, args, height: int, width: int, num_frames: in
 
     ``num_frames`` (the header's count, or None) only sizes the progress bar.
     """
-    from autogaze_fast.tiling.chunks import Progress
-    from autogaze_fast.cli.main import report
-    from autogaze_fast.media.sinks import open_frame_sink
-    from autogaze_fast.media.interframe import PSNR_EMA_FACTOR, InterframeCsv
-    from autogaze_fast.tiling.stream import gaze_video
-    from autogaze_fast.media.draw import cells_overlay, gaze_overlay
-
     clip_frames = args.chunk_frames or model.config.max_num_frames
     if args.tiles is not None:
         grid = plan_tiles(model, height, width, args.tiles, args.max_tiles)
-        print(f"tiles: {args.tiles}, {grid.rows}x{grid.cols} = {grid.n_tiles} tile{'s' * (grid.n_tiles > 1)} of {grid.tile_size} px "
+        print(f"tiles: {args.tiles}, {grid.rows}x{grid.cols} = {grid.n_tiles} tile{'s' * (grid.n_tiles > 1)} "
+              f"of {grid.tile_size} px "
               f"(canvas {grid.canvas_h}x{grid.canvas_w}, source {height}x{width}), {args.tile_batch_size} tiles per batch")
         sides = [math.isqrt(n) for n in model.config.tokens_per_scale]
         tokens_per_frame = int((~grid.padded_tokens(sides)).sum())  # less the tokens wholly in padding
@@ -135,13 +109,10 @@ def stream_views(model, processor, args, height: int, width: int, num_frames: in
     scores: list[float] = []
     keyframes: list[bool] = []
     seconds = 0.0
-    table = None
     with contextlib.ExitStack() as stack:
+        # The CSV is entered first, so exited last: a picture that cannot be finished deletes it too.
+        table = stack.enter_context(InterframeCsv(csv_path(args.out))) if view is not None and args.out else None
         sink = stack.enter_context(open_frame_sink(args.out)) if args.out else None
-        if view is not None and args.out:
-            table = InterframeCsv(csv_path(args.out))
-            stack.callback(lambda: table.abort() if not table_done else None)
-        table_done = False
         for clip in clips:
             t = clip.end - clip.start
             local = clip.cells.frame.numpy() - clip.start
@@ -151,7 +122,6 @@ def stream_views(model, processor, args, height: int, width: int, num_frames: in
                 shown = view.update(clip.frames, local, clip.cells.box.numpy(), clip.start)
                 scores += shown["psnr"].tolist()
                 keyframes += shown["keyframe"].tolist()
-                last_ema = float(shown["psnr_ema"][-1])
                 if table is not None:
                     table.write(shown["psnr"], shown["psnr_ema"], shown["gazed_fraction"], shown["keyframe"])
                 pictures = shown["pictures"]
@@ -167,16 +137,15 @@ def stream_views(model, processor, args, height: int, width: int, num_frames: in
                 sink.write(pictures)
             del clip, pictures
             bar.update()
-        if table is not None:
-            table.close()
-            table_done = True
+        if not counts:  # nothing is written (the files are deleted on the way out)
+            raise ValueError(f"{args.video}: no frames were gazed (the video yielded no clip)")
     report(counts, None, tokens_per_frame, seconds, len(counts), model.impl)
     if view is not None:
         later = np.array(scores)[~np.array(keyframes)]
         finite = later[np.isfinite(later)]
         mean = f"{finite.mean():.2f} dB" if finite.size else "n/a"
         print(f"interframe (keyframe every {args.keyframe_every}): mean PSNR of non-keyframes {mean}, "
-              f"final EMA ({PSNR_EMA_FACTOR:g}) {last_ema:.2f} dB")
+              f"final EMA ({PSNR_EMA_FACTOR:g}) {view.ema:.2f} dB")
     if args.out:
         print(f"wrote {args.out}" + (f" and {csv_path(args.out)}" if view is not None else ""))
     return 0

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 
 from autogaze_fast.extract.store import CONFIG, MANIFEST, SUFFIX, read_jsonl, read_metadata
 
@@ -45,8 +46,6 @@ def load_features(out: str | os.PathLike, video: str, config_hash: str | None = 
         ``{"features": (T, [L,] C), "times": (T,), "num_gazed": (T,), "empty_frames": (T,),
         [token tensors], "metadata": dict}``.
     """
-    from safetensors.torch import load_file
-
     path = extraction_folder(out, config_hash) / (video + SUFFIX)
     if not path.is_file():
         raise FileNotFoundError(f"no features for video {video!r} at {path}; see manifest.jsonl for its status")
@@ -82,8 +81,6 @@ class FeatureDataset(torch.utils.data.Dataset):
         return len(self.videos)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        from safetensors.torch import load_file
-
         video = self.videos[index]
         tensors = load_file(str(self.folder / (video + SUFFIX)))
         if self.keys is not None:

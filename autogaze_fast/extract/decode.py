@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 
-from autogaze_fast.media.video import _check_file, _import_av, _open_video
+from autogaze_fast.media.video import check_video_file, import_av, open_video
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,8 @@ def probe_video(path: str | os.PathLike) -> VideoProbe:
     Raises:
         FileNotFoundError / ValueError: missing, empty or unopenable file, no video stream.
     """
-    path = _check_file(path)
-    with _open_video(path) as (container, stream):
+    path = check_video_file(path)
+    with open_video(path) as (container, stream):
         ctx = stream.codec_context
         rate = stream.average_rate or stream.guessed_rate
         duration = 0.0
@@ -85,12 +85,12 @@ def sample_clips(
         raise ValueError(f"frequency must be a positive number of frames per second (or None for every frame), got {frequency}")
     if clip_frames < 1:
         raise ValueError(f"clip_frames must be >= 1, got {clip_frames}")
-    path = _check_file(path)
-    av = _import_av()
+    path = check_video_file(path)
+    av = import_av()
     times: list[float] = []
     frames: list[np.ndarray] = []
     emitted = 0
-    with _open_video(path) as (container, stream):
+    with open_video(path) as (container, stream):
         stream.thread_type = "AUTO"
         base = stream.time_base
         start = float(stream.start_time * base) if stream.start_time is not None and base is not None else 0.0

@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from autogaze_fast.distributed import init_distributed
+from autogaze_fast.encoder import ClipFeatures, GazedVideoEncoder
 from autogaze_fast.extract.decode import probe_video, sample_clips
 from autogaze_fast.extract.sources import VideoSource, list_videos
 from autogaze_fast.extract.store import ExtractionStore
@@ -44,53 +46,6 @@ class ExtractSummary:
     def line(self) -> str:
         return (f"{self.ok} ok, {self.failed} failed, {self.skipped} already done; {self.frames} frames, "
                 f"{self.tokens} gazed tokens in {self.seconds:.1f} s -> {self.folder}")
-
-
-@dataclass
-class _Rank:
-    rank: int = 0
-    world: int = 1
-    owns_group: bool = False
-
-    @property
-    def distributed(self) -> bool:
-        return self.world > 1
-
-
-def _init_distributed() -> _Rank:
-    """Join the torchrun job if there is one (gloo on CPU, NCCL on CUDA); else a single process."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return _Rank(dist.get_rank(), dist.get_world_size())
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        # Ranks may finish their shares far apart in time: wait long at the final barrier.
-        dist.init_process_group(backend, timeout=datetime.timedelta(hours=12))
-        return _Rank(dist.get_rank(), dist.get_world_size(), owns_group=True)
-    return _Rank()
-
-
-def _broadcast(obj: Any, ctx: _Rank) -> Any:
-    if not ctx.distributed:
-        return obj
-    import torch.distributed as dist
-
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def _gather(obj: Any, ctx: _Rank) -> list[Any]:
-    if not ctx.distributed:
-        return [obj]
-    import torch.distributed as dist
-
-    out: list[Any] = [None] * ctx.world
-    dist.all_gather_object(out, obj)
-    return out
 
 
 def shard(videos: list[VideoSource], rank: int, world: int) -> list[VideoSource]:
@@ -129,8 +84,6 @@ def _plan(inputs, store: ExtractionStore) -> tuple[list[VideoSource], int]:
 
 def encode_video(encoder, source: VideoSource, frequency: float | None, save_tokens: bool) -> tuple[dict, dict]:
     """Decode ``source`` clip by clip and encode it → (tensors to store, facts for the metadata)."""
-    from autogaze_fast.encoder import ClipFeatures
-
     probe = probe_video(source.path)
     times, clips = [], []
     for clip_times, frames in sample_clips(source.path, frequency, encoder.num_frames):
@@ -216,16 +169,15 @@ def extract_features(
         FileNotFoundError: the inputs name nothing.
         RuntimeError: with ``strict``, the first failed video.
     """
-    ctx = _init_distributed()
+    # Ranks may finish their shares far apart in time: wait long at the final barrier.
+    ctx = init_distributed(timeout=datetime.timedelta(hours=12))
     try:
         if encoder is None:
-            from autogaze_fast.encoder import GazedVideoEncoder
-
             encoder = GazedVideoEncoder.from_pretrained(
                 gaze, vision, impl=impl, device=device, dtype=dtype, num_frames=num_frames, layers=layers,
                 layer_aggregation=layer_aggregation, gazing_ratio=gazing_ratio, task_loss_requirement=task_loss_requirement,
                 tiles=tiles, max_tiles=max_tiles, tile_batch_size=tile_batch_size)
-            model_id = model_id or f"gaze={_model_name(gaze)} vision={_model_name(vision)}"
+            model_id = model_id or f"gaze={model_name(gaze)} vision={model_name(vision)}"
         config = {"model": model_id or "custom", "frequency": "native" if frequency is None else float(frequency),
                   "save_tokens": bool(save_tokens), **encoder.describe()}
         store = ExtractionStore(out, config)
@@ -234,19 +186,17 @@ def extract_features(
             try:
                 plan = _plan(inputs, store)
             except Exception as e:  # tell the other ranks, then raise here
-                _broadcast(e, ctx)
+                ctx.broadcast(e)
                 raise
-        plan = _broadcast(plan, ctx)
+        plan = ctx.broadcast(plan)
         if isinstance(plan, Exception):
             raise plan
         todo, skipped = plan
         mine = shard(todo, ctx.rank, ctx.world)
         local = _run_share(encoder, mine, store, frequency, save_tokens, strict, progress and ctx.rank == 0, ctx)
-        results = _gather(local, ctx)
+        results = ctx.gather(local)
         if ctx.distributed:
-            import torch.distributed as dist
-
-            dist.barrier()
+            ctx.barrier()
             if ctx.rank == 0:
                 store.merge_rank_manifests()
         summary = ExtractSummary(store.folder, skipped=skipped, rank=ctx.rank)
@@ -262,13 +212,11 @@ def extract_features(
                     summary.failures.append(record)
         return summary
     finally:
-        if ctx.owns_group:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
+        ctx.close()
 
 
-def _model_name(name: str | os.PathLike | None) -> str:
+def model_name(name: str | os.PathLike | None) -> str:
+    """How the config names a model: a local folder's resolved path, else the hub id (``None``: the dense baseline)."""
     if name is None:
         return "none (dense)"
     path = Path(os.fspath(name)).expanduser()
@@ -276,7 +224,7 @@ def _model_name(name: str | os.PathLike | None) -> str:
 
 
 def _run_share(encoder, videos, store, frequency, save_tokens, strict, show, ctx) -> list[dict[str, Any]]:
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # deferred: tqdm only for the progress bar
 
     rank_manifest = ctx.rank if ctx.distributed else None
     records = []

@@ -17,10 +17,13 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.jsonl"
@@ -115,8 +118,6 @@ class ExtractionStore:
 
     def write_features(self, video_id: str, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> Path:
         """Write one video's tensors (+ JSON metadata under the ``"autogaze_fast"`` key) atomically."""
-        from safetensors.torch import save
-
         data = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
                     metadata={"autogaze_fast": json.dumps(metadata, sort_keys=True)})
         path = self.feature_path(video_id)
@@ -161,8 +162,6 @@ class ExtractionStore:
 
 def read_metadata(path: Path) -> dict[str, Any] | None:
     """The ``autogaze_fast`` JSON metadata of a result file, or ``None`` if it is unreadable."""
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}

@@ -1,15 +1,13 @@
 """Fast gaze-decoder forward over a static KV cache.
 
 Uses the same parameters as :class:`autogaze_fast.reference.llama.GazeDecoder` (so checkpoints
-load unchanged); attention goes through the causal cached attention kernel
-(:func:`autogaze_fast.kernels.decode_attention.decode_attention`: Triton on CUDA or under the
-interpreter; on plain CPU the twin's fused-attention path with the additive mask built once per
-call and shared by every layer). An unmasked CPU variant
-(:func:`~autogaze_fast.kernels.decode_attention_cpu.all_valid_attention_cpu`, cache attended without
-a mask and merged with the causal block of the new tokens) is off by default
-(:data:`CPU_ALL_VALID_PATH`): it was at most 1.07x faster and its different rounding flips
-near-tie picks (1 of 45 tiles of the 1080p AnyRes bench no longer matched upstream, and a tile's
-gaze then depended on its batch).
+load unchanged). Attention over the cache (:class:`CachedAttention`): on CUDA, or on CPU under
+``TRITON_INTERPRET=1``, the Triton kernels of
+:func:`autogaze_fast.kernels.decode_attention.decode_attention`; on plain CPU one fused attention
+call per layer with an additive mask
+(:func:`~autogaze_fast.kernels.decode_attention_cpu.fused_cpu_attention`), the mask built once per
+call by :func:`~autogaze_fast.kernels.decode_attention_cpu.cpu_attention_bias` and shared by every
+layer.
 
 Generation needs only the last position's final hidden state, so the last layer runs its queries,
 attention output and MLP for the last two positions only (its keys/values are still written for
@@ -25,16 +23,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from autogaze_fast.kernels.decode_attention_cpu import all_valid_attention_cpu, twin_attention_bias, twin_attention_with_bias
+from autogaze_fast.fast.cache import StaticKVCache
+from autogaze_fast.kernels.decode_attention_cpu import cpu_attention_bias, fused_cpu_attention
 from autogaze_fast.kernels.dispatch import use_triton
 from autogaze_fast.reference.llama import GazeDecoder, rope_cos_sin
-from autogaze_fast.fast.cache import StaticKVCache
 
 LAST_LAYER_ROWS = 2  # positions the last layer computes past its keys/values (see the module docstring)
 MIN_BUCKET = 256  # smallest cache-size bucket of the attention's split plan
-# CPU: the unmasked fused path while every cached key is valid. Off: exact gaze comes first (see the
-# module docstring); bench/bench_cpu_decode.py switches it on to compare the two in one process.
-CPU_ALL_VALID_PATH = False
 
 
 def kv_bucket(length: int, capacity: int) -> int:
@@ -68,11 +63,12 @@ def gather_weights(decoder: GazeDecoder) -> list[LayerWeights]:
     for layer in decoder.model.layers:
         attn, mlp = layer.self_attn, layer.mlp
         layers.append(LayerWeights(
-            torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]).t().contiguous(),
-            attn.o_proj.weight.t().contiguous(),
-            torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).t().contiguous(),
-            mlp.down_proj.weight.t().contiguous(),
-            layer.input_layernorm.weight, layer.post_attention_layernorm.weight,
+            qkv=torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]).t().contiguous(),
+            o=attn.o_proj.weight.t().contiguous(),
+            gate_up=torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).t().contiguous(),
+            down=mlp.down_proj.weight.t().contiguous(),
+            input_norm=layer.input_layernorm.weight,
+            post_norm=layer.post_attention_layernorm.weight,
         ))
     return layers
 
@@ -118,13 +114,7 @@ class CachedAttention:
                 end = torch.full((1,), end, dtype=torch.long, device=cache.keys.device)
             self.lens = {rows: (end - rows, end) for rows in {n, min(LAST_LAYER_ROWS, n)}}
         else:
-            start = int(start)
-            self.end = start + n
-            # every key valid (no eos pad cached yet): the unmasked fused path, no mask to build
-            self.all_valid = (CPU_ALL_VALID_PATH and dtype == torch.float32
-                              and bool(cache.key_valid[:, :self.end].all()))
-            if not self.all_valid:
-                self.bias, self.empty = twin_attention_bias(cache.key_valid, start, n, dtype)
+            self.bias, self.empty = cpu_attention_bias(cache.key_valid, int(start), n, dtype)
 
     def __call__(self, layer: int, q: torch.Tensor) -> torch.Tensor:
         """q: (B, Hq, rows, D) queries of the last ``rows`` new positions → (B, Hq, rows, D)."""
@@ -134,12 +124,11 @@ class CachedAttention:
             from autogaze_fast.kernels.decode_attention import decode_attention  # imports Triton: only when it runs
 
             q_start, end = self.lens[rows]
-            return decode_attention(q, keys, values, self.cache.key_valid, end, q_start, kv_bucket=self.bucket)
-        if self.all_valid:
-            return all_valid_attention_cpu(q, keys, values, self.end, q.shape[-1] ** -0.5)
+            return decode_attention(q, keys, values, self.cache.key_valid, cache_len=end, q_start=q_start,
+                                    kv_bucket=self.bucket)
         bias = self.bias[:, :, self.n - rows:]
         empty = None if self.empty is None else self.empty[:, :, self.n - rows:]
-        return twin_attention_with_bias(q, keys, values, bias, empty, q.shape[-1] ** -0.5)
+        return fused_cpu_attention(q, keys, values, bias, empty=empty, scale=q.shape[-1] ** -0.5)
 
 
 def decode_step(

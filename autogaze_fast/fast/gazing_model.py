@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from autogaze_fast.reference.gazing_model import GazingModel, check_streaming_caches
-from autogaze_fast.reference.stem import frame_tokens
 from autogaze_fast.fast.cache import FastDecodeState, StaticKVCache
 from autogaze_fast.fast.generation import generate_frames
 from autogaze_fast.fast.graphed import DEFAULT_STOP_LAG, generate_frames_graphed
 from autogaze_fast.fast.sequence import sequence_hidden_states
 from autogaze_fast.fast.teacher_forced import teacher_forced
+from autogaze_fast.reference.gazing_model import GazingModel, check_streaming_caches
+from autogaze_fast.reference.stem import frame_tokens
 
 
 class FastGazingModel(GazingModel):
@@ -90,8 +90,9 @@ class FastGazingModel(GazingModel):
                 state = self._reusable_state[1]  # its cache and graphs serve this call again
                 state.reset()
             else:
-                cache = StaticKVCache(dec.num_hidden_layers, b, dec.num_key_value_heads, dec.head_dim, capacity,
-                                      tokens.dtype, tokens.device)
+                cache = StaticKVCache(num_layers=dec.num_hidden_layers, batch=b, kv_heads=dec.num_key_value_heads,
+                                      head_dim=dec.head_dim, capacity=capacity, dtype=tokens.dtype,
+                                      device=tokens.device)
                 state = FastDecodeState(cache, b, tokens.device)
                 if graph_ready and not use_cache:
                     self._reusable_state = (key, state)

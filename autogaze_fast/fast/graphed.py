@@ -27,11 +27,11 @@ from __future__ import annotations
 
 import torch
 
-from autogaze_fast.reference.generation import NEG_INF
-from autogaze_fast.reference.llama import GazeDecoder
 from autogaze_fast.fast.cache import FastDecodeState, StaticKVCache
 from autogaze_fast.fast.decoder import LayerWeights, decode_step, gather_weights, kv_bucket
 from autogaze_fast.fast.generation import prefill_frame
+from autogaze_fast.reference.generation import NEG_INF
+from autogaze_fast.reference.llama import GazeDecoder
 
 DEFAULT_STOP_LAG = 2
 
@@ -129,8 +129,8 @@ class GraphedDecode:
     def _body(self, bucket: int) -> None:
         """One K-token step on the static buffers: decode the previous tokens, pick the next."""
         x = self.decoder.embed(self.tokens)
-        hidden = decode_step(self.decoder, self.weights, x, self.positions, self.new_valid, self.cache,
-                             start=self.start, bucket=bucket)
+        hidden = decode_step(self.decoder, self.weights, x, positions=self.positions, new_valid=self.new_valid,
+                             cache=self.cache, start=self.start, bucket=bucket)
         self.start.add_(self.k)
         self.pick(hidden, self.k, first=False)
 

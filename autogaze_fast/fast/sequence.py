@@ -2,13 +2,13 @@
 
 Attention is the causal cached-attention family in prefill mode (all queries at once,
 ``q_start = 0``): on CUDA (or under ``TRITON_INTERPRET=1``) the Triton kernel, wrapped in an
-autograd Function whose backward recomputes the attention with the differentiable torch twin (a
-documented trade: a Triton backward for this one-off shape is not worth its maintenance); on plain
-CPU the twin itself (:func:`~autogaze_fast.kernels.decode_attention.prefill_attention_torch`: one
-fused causal pass that skips the blocks above the diagonal and builds no (L, L) mask) under
-autograd, so the backward never redoes the forward. RoPE and attention form one autograd Function
-(:class:`RopeAttention`) so that the backward hands the stacked q/k/v projection its gradient in
-one buffer.
+autograd Function whose backward recomputes the attention under autograd with
+:func:`~autogaze_fast.kernels.decode_attention_cpu.prefill_attention_torch` (a documented trade: a
+Triton backward for this one-off shape is not worth its maintenance); on plain CPU
+``prefill_attention_torch`` itself (one fused causal attention call that skips the blocks above the
+diagonal and builds no (L, L) mask) under autograd, so the backward never redoes the forward.
+RoPE and attention form one autograd Function (:class:`RopeAttention`) so that the backward hands
+the stacked q/k/v projection its gradient in one buffer.
 
 Scoring needs the final hidden state of only a few positions (about one gaze token in ``K`` of each
 frame, and the last vision token), so the last layer runs its attention output projection, MLP and
@@ -21,10 +21,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from autogaze_fast.fast.decoder import RopeTables, gather_weights, rms_norm
 from autogaze_fast.kernels.decode_attention_cpu import prefill_attention_torch
 from autogaze_fast.kernels.dispatch import use_triton
 from autogaze_fast.reference.llama import GazeDecoder
-from autogaze_fast.fast.decoder import RopeTables, gather_weights, rms_norm
 
 
 class PrefillAttention(torch.autograd.Function):
@@ -36,7 +36,7 @@ class PrefillAttention(torch.autograd.Function):
 
         ctx.save_for_backward(q, k, v, key_valid)
         n = q.shape[2]
-        return decode_attention(q.contiguous(), k.contiguous(), v.contiguous(), key_valid, n, 0)
+        return decode_attention(q.contiguous(), k.contiguous(), v.contiguous(), key_valid, cache_len=n, q_start=0)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -159,7 +159,8 @@ def sequence_hidden_states(decoder: GazeDecoder, embeds: torch.Tensor, position_
     for i, w in enumerate(weights):
         qkv = (rms_norm(x, w.input_norm, eps) @ w.qkv).view(b, n, h + 2 * hkv, d)
         last = rows is not None and i == len(weights) - 1  # last layer: only the wanted positions go on
-        attn = rows_attention(qkv, rope, key_valid, rows, h, hkv) if last and not use_triton(qkv) else None
+        attn = (rows_attention(qkv, rope, key_valid, rows, heads=h, kv_heads=hkv)
+                if last and not use_triton(qkv) else None)
         if attn is None:
             attn = RopeAttention.apply(qkv, rope.cos, rope.sin_signed, key_valid, h, hkv)  # (B, L, H, D)
             attn = attn[:, rows] if last else attn

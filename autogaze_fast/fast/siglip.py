@@ -70,7 +70,7 @@ class FastSiglipVisionTransformer(SiglipVisionTransformer):
         b, n, c = x.shape
         q, k, v = (proj(x).view(b, n, attn.num_heads, attn.head_dim).transpose(1, 2)
                    for proj in (attn.q_proj, attn.k_proj, attn.v_proj))
-        out = sparse_attention(q, k, v, frame_ids, pad, attn_type, attn.head_dim ** -0.5)
+        out = sparse_attention(q, k, v, frame_ids, pad, attn_type=attn_type, scale=attn.head_dim ** -0.5)
         return attn.out_proj(out.transpose(1, 2).reshape(b, n, c))
 
     def mlp(self, layer: SiglipEncoderLayer, h: torch.Tensor) -> torch.Tensor:

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import torch
 
+from autogaze_fast.fast.sequence import sequence_hidden_states
 from autogaze_fast.reference.gazing_model import GazingModel, gaze_token_ids
 from autogaze_fast.reference.stem import frame_tokens
-from autogaze_fast.fast.sequence import sequence_hidden_states
 
 
 def distinct_clips(video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -76,7 +76,8 @@ def interleave_layout(n_vision: int, counts: list[int], k: int, device: torch.de
     source, gaze_index, slot = [], [], []
     offset, seen = 0, 0
     for t, n in enumerate(counts):
-        source += [torch.arange(t * n_vision, (t + 1) * n_vision), torch.arange(frames * n_vision + seen, frames * n_vision + seen + n)]
+        source += [torch.arange(t * n_vision, (t + 1) * n_vision),
+                   torch.arange(frames * n_vision + seen, frames * n_vision + seen + n)]
         gaze_index.append(torch.arange(offset + n_vision, offset + n_vision + n))
         slot.append(torch.arange(n) % k)
         offset, seen = offset + n_vision + n, seen + n

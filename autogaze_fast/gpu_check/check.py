@@ -24,7 +24,6 @@ smallest, used by the tests).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime
 import os
@@ -36,16 +35,18 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 
-from autogaze_fast.gpu_check.context import DEFAULT_FIXTURES, PROFILES, REPO_ROOT, CheckContext, CheckSizes
+from autogaze_fast.devices import resolve_device
+from autogaze_fast.gpu_check.context import DEFAULT_FIXTURES, PROFILES, REPO_ROOT, CheckContext
 from autogaze_fast.gpu_check.kernels import kernels
 from autogaze_fast.gpu_check.models import end_to_end, parity
-from autogaze_fast.gpu_check.report import PYTEST_LOG, PYTEST_TRITON_LOG, write_report
+from autogaze_fast.gpu_check.report import PYTEST_LOG, PYTEST_TRITON_LOG
 from autogaze_fast.gpu_check.timing import SectionTimeout, tf32_flags
 
 #: The SIGALRM backstop fires this long (plus half the cap) after a section's cap, should a case
@@ -78,7 +79,7 @@ def environment(ctx: CheckContext, results: dict) -> None:
     results["platform"] = platform.platform()
     results["torch"] = torch.__version__
     try:
-        import triton
+        import triton  # deferred: optional (Linux + CUDA only); its absence is reported
 
         results["triton"] = triton.__version__
     except Exception as e:
@@ -281,9 +282,8 @@ def run_check(out_dir: str | os.PathLike, device: str | None = None, quick: bool
         fixtures: upstream fixture folder (default: tests/fixtures/upstream of the source tree).
         pytest_args: arguments of the pytest run (default: ``-m gpu -q -rfE -p no:cacheprovider tests``).
     """
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' asked for but torch sees no CUDA device; run without --device for CPU mode")
+    dev = resolve_device(device or None, message=f"device {device!r} asked for but torch sees no CUDA device; "
+                                                 "run without --device for CPU mode")
     unknown = sorted(set(sections or []) - set(SECTIONS))
     if unknown:
         raise ValueError(f"unknown sections {unknown}; choose among {list(SECTIONS)}")

@@ -18,11 +18,12 @@ runs its CPU backends. Every row has its max |Δ| against a float32 naive oracle
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from autogaze_fast.gpu_check.context import CheckContext, error_text
 from autogaze_fast.gpu_check.timing import free_memory, time_call
@@ -36,17 +37,13 @@ TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 2e-2}
 
 
 def _sdpa_backend(name: str):
-    """``torch.nn.attention.sdpa_kernel`` for one backend (a no-op context on CPU or old torch)."""
-    try:
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-    except ImportError:  # pragma: no cover - torch < 2.3
-        return contextlib.nullcontext()
+    """``torch.nn.attention.sdpa_kernel`` restricted to one backend (``"MATH"``, ``"FLASH_ATTENTION"``, ...)."""
     return sdpa_kernel(getattr(SDPBackend, name))
 
 
 # ----------------------------------------------------------------------------- decode attention
 def decode_cases(ctx: CheckContext, dtype: torch.dtype) -> list[dict[str, Any]]:
-    from autogaze_fast.kernels.decode_attention import decode_attention, decode_attention_torch
+    from autogaze_fast.kernels.decode_attention import decode_attention, decode_attention_torch  # deferred: imports Triton
 
     s_max, context = ctx.sizes.decode_cache, ctx.sizes.decode_context
     cuda = ctx.device.type == "cuda"
@@ -104,7 +101,7 @@ def _gaze_layout(frames: int, slots: int, g: torch.Generator) -> tuple[torch.Ten
 
 
 def sparse_cases(ctx: CheckContext, dtype: torch.dtype) -> list[dict[str, Any]]:
-    from autogaze_fast.kernels.sparse_attention import sparse_attention
+    from autogaze_fast.kernels.sparse_attention import sparse_attention  # deferred: imports Triton
 
     frames, cuda = ctx.sizes.sparse_frames, ctx.device.type == "cuda"
     cases = []
@@ -157,7 +154,7 @@ def unfold_gather_linear(frames: list[torch.Tensor], idx, weight, bias, pos) -> 
 
 
 def patch_embed_cases(ctx: CheckContext, dtype: torch.dtype) -> list[dict[str, Any]]:
-    from autogaze_fast.kernels.gathered_patch_embed import gathered_patch_embed
+    from autogaze_fast.kernels.gathered_patch_embed import gathered_patch_embed  # deferred: imports Triton
 
     frames, cuda = ctx.sizes.sparse_frames, ctx.device.type == "cuda"
     cases = []

@@ -9,15 +9,24 @@ records its error text and the section goes on.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
+from safetensors.torch import load_file
 
+from autogaze_fast.fast.graphed import DEFAULT_STOP_LAG
 from autogaze_fast.gpu_check.context import CheckContext, error_text
 from autogaze_fast.gpu_check.timing import SectionTimeout, exact_fp32, free_memory, synchronize, time_call
+from autogaze_fast.media.synthetic import synthetic_clip
+from autogaze_fast.model import AutoGaze
+from autogaze_fast.presets import random_autogaze, random_siglip, siglip_b16_config
+from autogaze_fast.processing.autogaze import NVIDIA_PREPROCESSING, AutoGazeImageProcessor
+from autogaze_fast.siglip import SiglipVisionModel
 
 #: Task-loss stop for the seeded random NVIDIA-shaped model (its loss head predicts values around 0,
 #: std ~0.3): frames stop after a few dozen tokens, at different steps (as bench/bench_autogaze.py).
@@ -44,8 +53,6 @@ TILES_SHARE = 0.4
 # ----------------------------------------------------------------------------- parity: fixtures
 def _fixture_cases(fixtures: Path) -> list[dict[str, Any]]:
     """The upstream gaze cases: name, model, video (B, T, 3, H, W), call kwargs, expected tensors."""
-    from safetensors.torch import load_file
-
     meta = json.loads((fixtures / "meta.json").read_text())
     gaze = load_file(str(fixtures / "gaze_cases.safetensors"))
     anyres = load_file(str(fixtures / "anyres_cases.safetensors"))
@@ -129,8 +136,6 @@ def _verdict(differ: list[str], worst: float | None) -> str:
 
 def fixture_rows(ctx: CheckContext, rows: list) -> None:
     """Fast and reference AutoGaze on every upstream gaze case, then tiny SigLIP on its case."""
-    from autogaze_fast.model import AutoGaze
-
     models: dict[tuple[str, str], Any] = {}
     for case in _fixture_cases(ctx.fixtures):
         ctx.check(f"fixture {case['case']}")
@@ -165,10 +170,6 @@ def fixture_rows(ctx: CheckContext, rows: list) -> None:
 
 def _siglip_fixture_row(ctx: CheckContext) -> dict[str, Any]:
     """tiny_siglip (reference and fast) on the stop_k10 gaze vs upstream's last hidden state."""
-    from safetensors.torch import load_file
-
-    from autogaze_fast.siglip import SiglipVisionModel
-
     row: dict[str, Any] = {"case": "siglip_stop_k10", "model": "tiny_siglip", "tolerance": SCORE_TOL}
     try:
         case = load_file(str(ctx.fixtures / "siglip_cases.safetensors"))
@@ -196,17 +197,11 @@ def _siglip_fixture_row(ctx: CheckContext) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- parity: NVIDIA-shaped clip
 def nvidia_clip(frames: int, device: torch.device) -> torch.Tensor:
     """The built-in synthetic clip, preprocessed as for nvidia/AutoGaze: (1, T, 3, 224, 224) float32."""
-    from autogaze_fast.processing.autogaze import NVIDIA_PREPROCESSING
-    from autogaze_fast.processing.autogaze import AutoGazeImageProcessor
-    from autogaze_fast.media.synthetic import synthetic_clip
-
     processor = AutoGazeImageProcessor.from_dict(NVIDIA_PREPROCESSING)
     return processor(synthetic_clip(num_frames=frames, size=224, seed=0)).pixel_values[None].to(device)
 
 
 def gaze_model(impl: str, device: torch.device, dtype: torch.dtype = torch.float32):
-    from autogaze_fast.presets import random_autogaze
-
     return random_autogaze(0, impl=impl).to(device=device, dtype=dtype)
 
 
@@ -308,8 +303,6 @@ def _graph_call(model) -> dict | None:
     """Switch on CUDA-graph decode: the extra call kwargs (``forward(..., cuda_graphs=True)``), or
     ``{}`` after setting a ``cuda_graphs`` attribute of the model or its gazing model (the fast
     model's switch); None when there is no such option."""
-    import inspect
-
     if "cuda_graphs" in inspect.signature(model.forward).parameters:
         return {"cuda_graphs": True}
     for owner in (model, getattr(model, "gazing_model", None)):
@@ -333,8 +326,6 @@ def gaze_timing_rows(ctx: CheckContext, rows: list) -> None:
     """Gaze the NVIDIA-shaped clip: reference, fast eager, fast + CUDA graphs (fp32; and bf16 on
     CUDA). ``x_reference``: the reference's time over the row's; ``x_fast_eager``: the eager fast
     loop's time (same dtype) over the row's (the CUDA graphs' gain)."""
-    from autogaze_fast.fast.graphed import DEFAULT_STOP_LAG
-
     frames, cuda = ctx.sizes.frames, ctx.device.type == "cuda"
     video = nvidia_clip(frames, ctx.device)
     lag = DEFAULT_STOP_LAG
@@ -405,9 +396,6 @@ def gaze_timing_rows(ctx: CheckContext, rows: list) -> None:
 
 def siglip_model(impl: str, scales: list[int] | None, layers: int | None, device: torch.device, dtype: torch.dtype):
     """SigLIP-B/16 with seeded random weights (presets.random_siglip); ``layers`` cuts its depth (small CPU modes)."""
-    from autogaze_fast.presets import random_siglip, siglip_b16_config
-    from autogaze_fast.siglip import SiglipVisionModel
-
     if layers is None:
         return random_siglip(0, impl=impl, scales=scales).to(device=device, dtype=dtype)
     config = dataclasses.replace(siglip_b16_config(scales), num_hidden_layers=layers)

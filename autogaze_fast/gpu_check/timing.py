@@ -6,11 +6,18 @@ from __future__ import annotations
 import contextlib
 import gc
 import statistics
+import sys
 import time
 import warnings
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
+
+try:
+    import resource
+except ImportError:  # pragma: no cover - not on Windows
+    resource = None
 
 
 class SectionTimeout(Exception):
@@ -31,14 +38,10 @@ def free_memory(device: torch.device) -> None:
 
 def _peak_rss_mb() -> float | None:
     """The process's peak resident set size so far (Linux/macOS), in MiB; None where unknown."""
-    try:
-        import resource
-        import sys
-
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
-    except Exception:  # pragma: no cover - platform without resource
+    if resource is None:  # pragma: no cover - platform without resource
         return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
 
 
 def time_call(fn: Callable[[], Any], device: torch.device, warmup: int, repeats: int,

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
-from autogaze_fast.media.video import check_rgb_frames, atomic_output, write_video
+from autogaze_fast.media.video import atomic_output, check_rgb_frames, write_video
 
 # Outline colours, coarsest scale first (red, orange, yellow, cyan, then more for extra scales).
 SCALE_COLOURS: tuple[tuple[int, int, int], ...] = (
@@ -89,7 +90,7 @@ def _check_masks(gazing_mask: Sequence, num_frames: int, scales: list[int] | Non
 
 def _font(pixels: int):
     """Pillow's default font at ``pixels`` px (a bitmap font of fixed size on Pillow < 10.1)."""
-    from PIL import ImageFont
+    from PIL import ImageFont  # Pillow is imported only when a picture is drawn
 
     try:
         return ImageFont.load_default(size=pixels)
@@ -176,7 +177,7 @@ def label_frames(
     frame's height is left out; on narrow frames the number is written without "frame", and left
     out if even that does not fit (frames under about 30 px).
     """
-    from PIL import Image, ImageDraw
+    from PIL import Image, ImageDraw  # Pillow is imported only when a picture is drawn
 
     t, h, w, _ = frames.shape
     font = _font(max(10, min(h, w) // 24))
@@ -287,7 +288,7 @@ def save_gaze_video(path: str | os.PathLike, frames, fps: float = 8.0) -> Path:
     if path.suffix.lower() == ".gif":
         if not (np.isfinite(fps) and fps > 0):
             raise ValueError(f"fps must be a positive number, got {fps}")
-        from PIL import Image
+        from PIL import Image  # Pillow is imported only when a picture is drawn
 
         images = [Image.fromarray(f) for f in frames]
         with atomic_output(path) as tmp:
@@ -305,7 +306,7 @@ def save_gaze_grid(path: str | os.PathLike, frames, columns: int | None = None, 
 
     The file appears only once complete (written to a temporary file, then renamed).
     """
-    from PIL import Image
+    from PIL import Image  # Pillow is imported only when a picture is drawn
 
     frames = check_rgb_frames(frames)
     t, h, w, _ = frames.shape
@@ -436,7 +437,7 @@ def label_lines(frames: np.ndarray, lines: Sequence[Sequence[str]]) -> np.ndarra
         lines: per frame, the lines to write (e.g. frame number, PSNR).
     Font as :func:`label_frames`; lines that would run below the frame are left out.
     """
-    from PIL import Image, ImageDraw
+    from PIL import Image, ImageDraw  # Pillow is imported only when a picture is drawn
 
     t, h, w, _ = frames.shape
     if len(lines) != t:

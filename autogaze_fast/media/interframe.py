@@ -18,10 +18,14 @@ from __future__ import annotations
 import csv
 import math
 import os
+import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
+
+from autogaze_fast.checks import check_int
+from autogaze_fast.media.video import atomic_output, current_umask
 
 PSNR_EMA_FACTOR = 0.9
 """Weight of the past in the PSNR's EMA: ``ema_t = 0.9 · ema_{t-1} + 0.1 · psnr_t``."""
@@ -29,16 +33,11 @@ PSNR_EMA_FACTOR = 0.9
 CSV_COLUMNS = ("frame", "psnr", "psnr_ema", "gazed_fraction", "keyframe")
 
 
-def _check_keyframe_every(keyframe_every: int) -> int:
-    if isinstance(keyframe_every, bool) or not isinstance(keyframe_every, (int, np.integer)) or keyframe_every < 1:
-        raise ValueError(f"keyframe_every must be an integer >= 1 (1 refreshes every frame), got {keyframe_every!r}")
-    return int(keyframe_every)
-
-
 def is_keyframe(num_frames: int, keyframe_every: int, first_frame: int = 0) -> np.ndarray:
     """``(T,)`` bool: True at frames ``0, K, 2K, …`` of the video (frame 0 is always a keyframe),
     for ``T`` frames numbered from ``first_frame``."""
-    k = _check_keyframe_every(keyframe_every)
+    k = check_int(keyframe_every, "keyframe_every",
+                  message=f"keyframe_every must be an integer >= 1 (1 refreshes every frame), got {keyframe_every!r}")
     return (first_frame + np.arange(num_frames)) % k == 0
 
 
@@ -140,11 +139,10 @@ def gazed_fraction(masks_in_source_pixels: np.ndarray) -> np.ndarray:
 
 class InterframeCsv:
     """The CSV of :func:`write_interframe_csv`, written row by row as a stream goes (to a temporary
-    file renamed onto ``path`` by :meth:`close`; :meth:`abort` deletes it)."""
+    file renamed onto ``path`` by :meth:`close`; :meth:`abort` deletes it). As a context manager it
+    closes when the ``with`` block ends without an error and aborts otherwise."""
 
     def __init__(self, path: str | os.PathLike) -> None:
-        import tempfile
-
         self.path = Path(os.fspath(path)).expanduser()
         if not self.path.parent.is_dir():
             raise FileNotFoundError(f"cannot write {self.path}: directory {self.path.parent} does not exist")
@@ -155,6 +153,15 @@ class InterframeCsv:
         self._writer.writerow(CSV_COLUMNS)
         self._rows = 0
 
+    def __enter__(self) -> InterframeCsv:
+        return self
+
+    def __exit__(self, kind, value, tb) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
+
     def write(self, psnr_values: Sequence[float], ema: Sequence[float], fraction: Sequence[float],
               keyframes: Sequence[bool]) -> None:
         for p, e, g, k in zip(psnr_values, ema, fraction, keyframes, strict=True):
@@ -163,9 +170,7 @@ class InterframeCsv:
 
     def close(self) -> Path:
         self._file.close()
-        from autogaze_fast.media.video import _current_umask
-
-        os.chmod(self._tmp, 0o666 & ~_current_umask())
+        os.chmod(self._tmp, 0o666 & ~current_umask())
         os.replace(self._tmp, self.path)
         return self.path
 
@@ -181,8 +186,6 @@ def write_interframe_csv(path: str | os.PathLike, psnr_values: Sequence[float], 
     Infinite PSNRs are written as ``inf`` (which ``float()`` reads back). The file appears only
     once complete.
     """
-    from autogaze_fast.media.video import atomic_output
-
     if not len(psnr_values) == len(ema) == len(fraction) == len(keyframes):
         raise ValueError("psnr, ema, gazed_fraction and keyframes need one value per frame each")
     path = Path(os.fspath(path)).expanduser()

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from autogaze_fast.media.video import _container_format, _import_av, atomic_output, check_rgb_frames
+from autogaze_fast.media.draw import save_gaze_grid
+from autogaze_fast.media.video import atomic_output, check_rgb_frames, container_format, import_av
 
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -37,7 +38,7 @@ class FrameSink:
         self._stack = contextlib.ExitStack()
         self._tmp: Path | None = None
 
-    def __enter__(self) -> "FrameSink":
+    def __enter__(self) -> FrameSink:
         self._tmp = self._stack.enter_context(atomic_output(self.path))
         return self
 
@@ -86,9 +87,9 @@ class VideoSink(FrameSink):
         self._container = self._stream = None
 
     def _open(self, height: int, width: int) -> None:
-        av = _import_av()
+        av = import_av()
         codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
-        self._container = av.open(str(self._tmp), mode="w", format=_container_format(self.path))
+        self._container = av.open(str(self._tmp), mode="w", format=container_format(self.path))
         self._stream = self._container.add_stream(codec, rate=Fraction(self.fps).limit_denominator(1001))
         self._stream.height, self._stream.width = height + height % 2, width + width % 2
         self._stream.pix_fmt = "yuv420p"
@@ -96,7 +97,7 @@ class VideoSink(FrameSink):
             self._stream.options = {"crf": str(self.crf)}
 
     def _write_frame(self, frame: np.ndarray) -> None:
-        av = _import_av()
+        av = import_av()
         h, w = frame.shape[:2]
         if self._container is None:
             self._open(h, w)
@@ -125,7 +126,7 @@ class GifSink(FrameSink):
         self._duration = round(1000 / self.fps)
 
     def _write_frame(self, frame: np.ndarray) -> None:
-        from PIL import GifImagePlugin, Image
+        from PIL import GifImagePlugin, Image  # Pillow is deferred until a GIF is written
 
         image = Image.fromarray(frame).convert("P", palette=Image.Palette.ADAPTIVE)
         if self._file is None:
@@ -157,8 +158,6 @@ class GridSink(FrameSink):
         self._frames.append(frame.copy())
 
     def _finish(self) -> None:
-        from autogaze_fast.media.draw import save_gaze_grid
-
         save_gaze_grid(self._tmp, np.stack(self._frames))
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from autogaze_fast.checks import check_int, is_integer
+
 
 def _bounce(p0: float, v: float, t: np.ndarray | float, lo: float, hi: float) -> np.ndarray | float:
     """Position at time ``t`` of a point starting at ``p0`` with speed ``v``, reflected inside [lo, hi]."""
@@ -46,13 +48,11 @@ def synthetic_clip(num_frames: int = 16, size: int | tuple[int, int] = 224, seed
     Returns:
         ``(T, H, W, 3)`` uint8 RGB array.
     """
-    if isinstance(num_frames, bool) or not isinstance(num_frames, (int, np.integer)) or num_frames < 1:
-        raise ValueError(f"num_frames must be a positive int, got {num_frames!r}")
+    num_frames = check_int(num_frames, "num_frames", message=f"num_frames must be a positive int, got {num_frames!r}")
     h, w = (size, size) if isinstance(size, (int, np.integer)) else tuple(size)
-    if not all(isinstance(s, (int, np.integer)) and s >= 8 for s in (h, w)):
+    if not all(is_integer(s) and s >= 8 for s in (h, w)):
         raise ValueError(f"size must be an int >= 8 or a (height, width) pair of such ints, got {size!r}")
-    if isinstance(num_shapes, bool) or not isinstance(num_shapes, (int, np.integer)) or num_shapes < 0:
-        raise ValueError(f"num_shapes must be an int >= 0, got {num_shapes!r}")
+    num_shapes = check_int(num_shapes, "num_shapes", minimum=0, message=f"num_shapes must be an int >= 0, got {num_shapes!r}")
 
     rng = np.random.default_rng(seed)
     background = _background(h, w, rng)

@@ -10,19 +10,20 @@ import contextlib
 import os
 import tempfile
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 
 _INSTALL_HINT = "reading and writing video files needs PyAV: pip install 'autogaze-fast[video]' (or pip install av)"
 
 
-def _import_av():
+def import_av():
+    """The ``av`` module (PyAV), or an ImportError that says how to install it."""
     try:
-        import av
+        import av  # PyAV is optional (the [video] extra)
     except ImportError as e:
         raise ImportError(_INSTALL_HINT) from e
     return av
@@ -43,7 +44,9 @@ class VideoInfo:
     codec: str
 
 
-def _check_file(path: str | os.PathLike) -> Path:
+def check_video_file(path: str | os.PathLike) -> Path:
+    """``path`` as a ``Path`` (``~`` expanded) once it names a non-empty file; FileNotFoundError or
+    ValueError otherwise."""
     path = Path(os.fspath(path)).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"no video file at {path}")
@@ -55,9 +58,9 @@ def _check_file(path: str | os.PathLike) -> Path:
 
 
 @contextlib.contextmanager
-def _open_video(path: Path) -> Iterator[tuple[object, object]]:
+def open_video(path: Path) -> Iterator[tuple[object, object]]:
     """Open ``path`` and yield ``(container, first video stream)``, with ValueErrors naming the path."""
-    av = _import_av()
+    av = import_av()
     try:
         container = av.open(str(path))
     except av.error.FFmpegError as e:
@@ -77,9 +80,9 @@ def video_info(path: str | os.PathLike) -> VideoInfo:
         FileNotFoundError: no file at ``path``.
         ValueError: the file is empty, not a video, or has no video stream.
     """
-    path = _check_file(path)
-    av = _import_av()
-    with _open_video(path) as (container, stream):
+    path = check_video_file(path)
+    av = import_av()
+    with open_video(path) as (container, stream):
         num_frames = int(stream.frames or 0)
         if num_frames == 0:
             try:
@@ -122,15 +125,15 @@ def read_video(path: str | os.PathLike, indices: Sequence[int] | np.ndarray | No
             last frame (the message gives the frame count).
         ImportError: PyAV is not installed.
     """
-    path = _check_file(path)
+    path = check_video_file(path)
     idx = None if indices is None else _check_indices(indices, path)
-    av = _import_av()
+    av = import_av()
     wanted = None if idx is None else set(idx.tolist())
     last = None if idx is None else int(idx.max())
     decoded: dict[int, np.ndarray] = {}
     frames: list[np.ndarray] = []
     count = 0
-    with _open_video(path) as (container, stream):
+    with open_video(path) as (container, stream):
         expected = int(stream.frames or 0)
         stream.thread_type = "AUTO"
         try:
@@ -173,14 +176,15 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
-        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes 0600; give the usual permissions
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
 
 
-def _current_umask() -> int:
+def current_umask() -> int:
+    """The process's umask (read by setting it and putting it back)."""
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
@@ -212,7 +216,7 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float = 8.0, c
     frames = check_rgb_frames(frames)
     if not (np.isfinite(fps) and fps > 0):
         raise ValueError(f"fps must be a positive number, got {fps}")
-    av = _import_av()
+    av = import_av()
     pad_h, pad_w = frames.shape[1] % 2, frames.shape[2] % 2
     if pad_h or pad_w:
         frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
@@ -220,7 +224,7 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float = 8.0, c
         codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
     path = Path(os.fspath(path)).expanduser()
     with atomic_output(path) as tmp:
-        with av.open(str(tmp), mode="w", format=_container_format(path)) as container:
+        with av.open(str(tmp), mode="w", format=container_format(path)) as container:
             stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
             stream.height, stream.width = frames.shape[1], frames.shape[2]
             stream.pix_fmt = "yuv420p"
@@ -234,7 +238,7 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float = 8.0, c
     return path
 
 
-def _container_format(path: Path) -> str | None:
+def container_format(path: Path) -> str | None:
     """FFmpeg muxer for ``path``'s suffix (the temp file's suffix would confuse guessing)."""
     return {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm", ".avi": "avi"}.get(
         path.suffix.lower()

@@ -25,12 +25,15 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Mapping, Sequence, Union
+from typing import Any
 
 import numpy as np
 import torch
+
+from autogaze_fast.checks import check_int, is_integer
+from autogaze_fast.loading import read_preprocessor_config
 
 IMAGENET_STANDARD_MEAN = (0.5, 0.5, 0.5)
 IMAGENET_STANDARD_STD = (0.5, 0.5, 0.5)
@@ -53,7 +56,7 @@ per frame) and the gaze model then squashes the frame to 224 × 224, shrinking t
 ratio: beyond 8 : 1 objects along that axis are squeezed to slivers a few pixels wide. Crop such
 frames to the region of interest or cut them into tiles instead."""
 
-VideoInput = Union[np.ndarray, torch.Tensor, Sequence[Any]]
+VideoInput = np.ndarray | torch.Tensor | Sequence[Any]
 
 _PARAMS = (
     "do_resize",
@@ -90,14 +93,14 @@ class ProcessorOutput:
         return ["pixel_values"]
 
 
-def _size_dict(size: Any, param: str, default_to_square: bool) -> dict[str, int]:
+def size_dict(size: Any, param: str, default_to_square: bool) -> dict[str, int]:
     """Normalise a size given as dict, int or (height, width) the way Hugging Face configs do.
 
     An int means ``{"shortest_edge": n}`` when ``default_to_square`` is false, else a square.
     """
     if isinstance(size, Mapping):
         out = dict(size)
-    elif isinstance(size, (int, np.integer)) and not isinstance(size, bool):
+    elif is_integer(size):
         out = {"height": int(size), "width": int(size)} if default_to_square else {"shortest_edge": int(size)}
     elif isinstance(size, (tuple, list)) and len(size) == 2:
         out = {"height": size[0], "width": size[1]}
@@ -110,13 +113,12 @@ def _size_dict(size: Any, param: str, default_to_square: bool) -> dict[str, int]
     if keys not in ({"shortest_edge"}, {"height", "width"}):
         raise ValueError(f"{param} must have the key 'shortest_edge' or the keys 'height' and 'width'; got {sorted(keys)}")
     for k, v in out.items():
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"{param}[{k!r}] must be a positive int, got {v!r}")
-        out[k] = int(v)
+        out[k] = check_int(v, f"{param}[{k!r}]", message=f"{param}[{k!r}] must be a positive int, got {v!r}")
     return out
 
 
-def _channel_stats(value: Any, name: str) -> tuple[float, ...]:
+def channel_stats(value: Any, name: str) -> tuple[float, ...]:
+    """Per-channel ``(r, g, b)`` floats from one number or three (``image_mean`` / ``image_std``); finite."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         value = [value] * 3
     vals = tuple(float(v) for v in value)
@@ -415,20 +417,20 @@ class AutoGazeImageProcessor:
         image_std: float | Sequence[float] | None = None,
     ) -> None:
         self.do_resize = bool(do_resize)
-        self.size = _size_dict(size if size is not None else {"shortest_edge": 256}, "size", default_to_square=False)
+        self.size = size_dict(size if size is not None else {"shortest_edge": 256}, "size", default_to_square=False)
         self.resample = int(resample)
         self.do_center_crop = bool(do_center_crop)
-        self.crop_size = _size_dict(crop_size if crop_size is not None else {"height": 224, "width": 224}, "crop_size", True)
+        self.crop_size = size_dict(crop_size if crop_size is not None else {"height": 224, "width": 224}, "crop_size", True)
         self.do_rescale = bool(do_rescale)
         self.rescale_factor = float(rescale_factor)
         self.offset = bool(offset)
         self.do_normalize = bool(do_normalize)
-        self.image_mean = _channel_stats(image_mean if image_mean is not None else IMAGENET_STANDARD_MEAN, "image_mean")
-        self.image_std = _channel_stats(image_std if image_std is not None else IMAGENET_STANDARD_STD, "image_std")
+        self.image_mean = channel_stats(image_mean if image_mean is not None else IMAGENET_STANDARD_MEAN, "image_mean")
+        self.image_std = channel_stats(image_std if image_std is not None else IMAGENET_STANDARD_STD, "image_std")
         self._validate()
 
     def _validate(self) -> None:
-        from PIL import Image
+        from PIL import Image  # deferred: Pillow loads on first use, not on import
 
         if self.resample not in {int(r) for r in Image.Resampling}:
             raise ValueError(f"resample must be a PIL resampling filter (0-5, bilinear = 2), got {self.resample}")
@@ -443,7 +445,7 @@ class AutoGazeImageProcessor:
 
     # ------------------------------------------------------------------ config
     @classmethod
-    def from_dict(cls, config: Mapping[str, Any], **overrides: Any) -> "AutoGazeImageProcessor":
+    def from_dict(cls, config: Mapping[str, Any], **overrides: Any) -> AutoGazeImageProcessor:
         """Build from a ``preprocessor_config.json`` dict; unknown keys are ignored, ``overrides`` win.
 
         Raises:
@@ -457,7 +459,7 @@ class AutoGazeImageProcessor:
         return cls(**params)
 
     @classmethod
-    def from_pretrained(cls, path_or_repo_id: str | os.PathLike, **overrides: Any) -> "AutoGazeImageProcessor":
+    def from_pretrained(cls, path_or_repo_id: str | os.PathLike, **overrides: Any) -> AutoGazeImageProcessor:
         """Load ``preprocessor_config.json`` from a local model directory or a hub id.
 
         ``overrides`` replace config values, e.g. ``size=(392, 392)`` for the any-resolution path.
@@ -465,23 +467,11 @@ class AutoGazeImageProcessor:
         Raises:
             autogaze_fast.loading.CheckpointError: the directory or config file is missing or unreadable.
         """
-        from autogaze_fast.loading import CheckpointError, resolve_model_dir
-
-        model_dir = resolve_model_dir(path_or_repo_id, allow_patterns=["*.json"])
-        path = Path(model_dir) / "preprocessor_config.json"
-        if not path.is_file():
-            raise CheckpointError(f"no preprocessor_config.json in {model_dir}")
-        try:
-            config = json.loads(path.read_text())
-        except (OSError, ValueError) as e:
-            raise CheckpointError(f"{path} is not readable JSON ({type(e).__name__}: {e})") from None
-        if not isinstance(config, dict):
-            raise CheckpointError(f"{path} must hold a JSON object, got {type(config).__name__}")
-        return cls.from_dict(config, **overrides)
+        return cls.from_dict(read_preprocessor_config(path_or_repo_id), **overrides)
 
     @classmethod
     def from_pretrained_or_default(cls, path_or_repo_id: str | os.PathLike, default: dict[str, Any] | None = None,
-                                   **overrides: Any) -> "AutoGazeImageProcessor":
+                                   **overrides: Any) -> AutoGazeImageProcessor:
         """The checkpoint's processor, or ``default`` (:data:`NVIDIA_PREPROCESSING`) when the checkpoint
         ships no ``preprocessor_config.json`` (upstream's own checkpoints rely on that default).
 
@@ -489,12 +479,10 @@ class AutoGazeImageProcessor:
             autogaze_fast.loading.CheckpointError: the checkpoint cannot be had, or its
                 ``preprocessor_config.json`` is there but unreadable (a broken file is never ignored).
         """
-        from autogaze_fast.loading import resolve_model_dir
-
-        model_dir = resolve_model_dir(path_or_repo_id, allow_patterns=["*.json"])
-        if not (Path(model_dir) / "preprocessor_config.json").is_file():
-            return cls.from_dict(dict(NVIDIA_PREPROCESSING if default is None else default), **overrides)
-        return cls.from_pretrained(model_dir, **overrides)
+        config = read_preprocessor_config(path_or_repo_id, missing_ok=True)
+        if config is None:
+            config = dict(NVIDIA_PREPROCESSING if default is None else default)
+        return cls.from_dict(config, **overrides)
 
     def to_dict(self) -> dict[str, Any]:
         """Parameters as a JSON-serialisable dict (the ``preprocessor_config.json`` layout)."""
@@ -517,7 +505,7 @@ class AutoGazeImageProcessor:
 
     def _resize(self, video: np.ndarray) -> np.ndarray:
         """``(T, H, W, 3)`` uint8 → ``(T, H', W', 3)`` uint8 with Pillow, frame by frame."""
-        from PIL import Image
+        from PIL import Image  # deferred: Pillow loads on first use, not on import
 
         out_h, out_w = resize_output_size(video.shape[1], video.shape[2], self.size)
         resized = np.empty((video.shape[0], out_h, out_w, 3), dtype=np.uint8)

@@ -29,22 +29,24 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
+from autogaze_fast.loading import read_preprocessor_config
 from autogaze_fast.processing.autogaze import (
     IMAGENET_STANDARD_MEAN,
     IMAGENET_STANDARD_STD,
     ProcessorOutput,
     VideoInput,
-    _channel_stats,
-    _size_dict,
     as_videos,
+    channel_stats,
     processor_output,
     rescale_and_normalize,
+    size_dict,
 )
+from autogaze_fast.siglip_config import SiglipVisionConfig
 
 __all__ = ["SiglipImageProcessor", "ProcessorOutput"]
 
@@ -67,7 +69,7 @@ _PARAMS = (
 
 def _fixed_size(size: Any) -> dict[str, int]:
     """``{"height": h, "width": w}`` from a dict, an int (a square) or a ``(height, width)`` pair."""
-    out = _size_dict(size, "size", default_to_square=True)
+    out = size_dict(size, "size", default_to_square=True)
     if "shortest_edge" in out:
         raise ValueError(
             f"size {out} is not supported: SiglipImageProcessor resizes to a fixed size, so size must have "
@@ -78,7 +80,7 @@ def _fixed_size(size: Any) -> dict[str, int]:
 
 def _convert_pil_to_rgb(videos: Any) -> Any:
     """Replace every PIL image not in mode ``RGB`` (in a nested list too) by its RGB conversion."""
-    from PIL import Image
+    from PIL import Image  # deferred: Pillow loads on first use, not on import
 
     if isinstance(videos, Image.Image):
         return videos if videos.mode == "RGB" else videos.convert("RGB")
@@ -121,13 +123,13 @@ class SiglipImageProcessor:
         self.do_rescale = bool(do_rescale)
         self.rescale_factor = float(rescale_factor)
         self.do_normalize = bool(do_normalize)
-        self.image_mean = _channel_stats(image_mean if image_mean is not None else IMAGENET_STANDARD_MEAN, "image_mean")
-        self.image_std = _channel_stats(image_std if image_std is not None else IMAGENET_STANDARD_STD, "image_std")
+        self.image_mean = channel_stats(image_mean if image_mean is not None else IMAGENET_STANDARD_MEAN, "image_mean")
+        self.image_std = channel_stats(image_std if image_std is not None else IMAGENET_STANDARD_STD, "image_std")
         self.do_convert_rgb = None if do_convert_rgb is None else bool(do_convert_rgb)
         self._validate()
 
     def _validate(self) -> None:
-        from PIL import Image
+        from PIL import Image  # deferred: Pillow loads on first use, not on import
 
         if self.resample not in {int(r) for r in Image.Resampling}:
             raise ValueError(f"resample must be a PIL resampling filter (0-5, bicubic = 3), got {self.resample}")
@@ -138,7 +140,7 @@ class SiglipImageProcessor:
 
     # ------------------------------------------------------------------ config
     @classmethod
-    def from_dict(cls, config: Mapping[str, Any], **overrides: Any) -> "SiglipImageProcessor":
+    def from_dict(cls, config: Mapping[str, Any], **overrides: Any) -> SiglipImageProcessor:
         """Build from a ``preprocessor_config.json`` dict; unknown keys are ignored, ``overrides`` win.
 
         Raises:
@@ -161,7 +163,7 @@ class SiglipImageProcessor:
     @classmethod
     def from_pretrained(
         cls, path_or_repo_id: str | os.PathLike, *, defaults_if_missing: bool = False, **overrides: Any
-    ) -> "SiglipImageProcessor":
+    ) -> SiglipImageProcessor:
         """Load ``preprocessor_config.json`` from a local model directory or a hub id.
 
         Args:
@@ -174,24 +176,11 @@ class SiglipImageProcessor:
             autogaze_fast.loading.CheckpointError: the directory is missing, or the config file is
                 missing (unless ``defaults_if_missing``) or unreadable.
         """
-        from autogaze_fast.loading import CheckpointError, resolve_model_dir
-
-        model_dir = resolve_model_dir(path_or_repo_id, allow_patterns=["*.json"])
-        path = Path(model_dir) / "preprocessor_config.json"
-        if not path.is_file():
-            if defaults_if_missing:
-                return cls.from_dict({}, **overrides)
-            raise CheckpointError(
-                f"no preprocessor_config.json in {model_dir}; pass defaults_if_missing=True to use "
-                "SigLIP's defaults (224x224 bicubic, rescale 1/255, mean/std 0.5), or write the file"
-            )
-        try:
-            config = json.loads(path.read_text())
-        except (OSError, ValueError) as e:
-            raise CheckpointError(f"{path} is not readable JSON ({type(e).__name__}: {e})") from None
-        if not isinstance(config, dict):
-            raise CheckpointError(f"{path} must hold a JSON object, got {type(config).__name__}")
-        return cls.from_dict(config, **overrides)
+        config = read_preprocessor_config(
+            path_or_repo_id, missing_ok=defaults_if_missing,
+            missing_hint="; pass defaults_if_missing=True to use SigLIP's defaults (224x224 bicubic, rescale 1/255, "
+                         "mean/std 0.5), or write the file")
+        return cls.from_dict({} if config is None else config, **overrides)
 
     @classmethod
     def for_vision_model(
@@ -201,7 +190,7 @@ class SiglipImageProcessor:
         *,
         defaults_if_missing: bool = False,
         **overrides: Any,
-    ) -> "SiglipImageProcessor":
+    ) -> SiglipImageProcessor:
         """The processor for a gazed SigLIP: frames resized to its largest scale, ``S × S``.
 
         The gazed model resizes each frame further to every one of its scales itself, so its
@@ -219,8 +208,6 @@ class SiglipImageProcessor:
             TypeError: the first argument is neither a model nor a config.
             ValueError: ``size`` passed in ``overrides``.
         """
-        from autogaze_fast.siglip_config import SiglipVisionConfig
-
         config = getattr(siglip_model_or_config, "config", siglip_model_or_config)
         if not isinstance(config, SiglipVisionConfig):
             raise TypeError(
@@ -256,7 +243,7 @@ class SiglipImageProcessor:
 
     def process_video(self, video: np.ndarray) -> np.ndarray:
         """One validated ``(T, H, W, 3)`` uint8 video → ``(T, 3, H', W')`` float32 numpy array."""
-        from PIL import Image
+        from PIL import Image  # deferred: Pillow loads on first use, not on import
 
         if self.do_resize:
             out_h, out_w = self.size["height"], self.size["width"]

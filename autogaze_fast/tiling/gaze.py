@@ -9,7 +9,7 @@ a row that stops early only emits pads), so the result does not depend on ``tile
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 

@@ -45,28 +45,22 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from autogaze_fast.processing.autogaze import MAX_ASPECT_RATIO, MIN_FRAME_SIDE
+from autogaze_fast.checks import check_int
+from autogaze_fast.processing.autogaze import MAX_ASPECT_RATIO, MIN_FRAME_SIDE, as_videos
 
 POLICIES = ("anyres", "pad", "resize")
 DEFAULT_MAX_TILES = 64
 """Default tile budget: enough for 1080p at 224 (45 tiles); 4K at 224 (180 tiles) is shrunk to fit."""
-
-
-def _positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return int(value)
 
 
 def _anyres_grid(height: int, width: int, tile: int, max_tiles: int) -> tuple[int, int]:
@@ -190,7 +184,7 @@ class TileGrid:
     # ------------------------------------------------------------------ plan
     @classmethod
     def plan(cls, height: int, width: int, tile_size: int = 224, policy: str = "anyres",
-             max_tiles: int = DEFAULT_MAX_TILES, patch_size: int = 16) -> "TileGrid":
+             max_tiles: int = DEFAULT_MAX_TILES, patch_size: int = 16) -> TileGrid:
         """Plan the tiles for ``height × width`` source frames.
 
         Args:
@@ -206,17 +200,16 @@ class TileGrid:
         """
         if policy not in POLICIES:
             raise ValueError(f"tiles policy must be one of {POLICIES}, got {policy!r}")
-        max_tiles = _positive_int(max_tiles, "max_tiles")
-        tile_size = _positive_int(tile_size, "tile_size")
-        patch_size = _positive_int(patch_size, "patch_size")
+        max_tiles = check_int(max_tiles, "max_tiles")
+        tile_size = check_int(tile_size, "tile_size")
+        patch_size = check_int(patch_size, "patch_size")
         if tile_size % patch_size:
             raise ValueError(
                 f"tile_size {tile_size} is not a multiple of the patch size {patch_size}: a tile must hold a whole "
                 f"number of patches; use e.g. {max(patch_size, tile_size // patch_size * patch_size)}"
             )
         for name, side in (("height", height), ("width", width)):
-            if isinstance(side, bool) or not isinstance(side, (int, np.integer)) or side < 0:
-                raise ValueError(f"frame {name} must be a non-negative integer, got {side!r}")
+            check_int(side, name, minimum=0, message=f"frame {name} must be a non-negative integer, got {side!r}")
         height, width = int(height), int(width)
         if height == 0 or width == 0:
             raise ValueError(f"frames of {height}x{width} (H x W) are empty: there is nothing to gaze")
@@ -349,24 +342,25 @@ class TileGrid:
         Args:
             frames: ``(T, H, W, 3)`` or ``(B, T, H, W, 3)`` uint8 (numpy or torch) or lists of frames
                 (whatever :class:`AutoGazeImageProcessor` accepts), of ``source_h × source_w``.
-            processor: an :class:`AutoGazeImageProcessor`; its rescale/normalisation and resampling
-                filter are used, its own resize and centre crop are replaced by the grid's.
+            processor: an :class:`AutoGazeImageProcessor` (or a
+                :class:`~autogaze_fast.processing.siglip.SiglipImageProcessor`); its rescale/normalisation
+                and resampling filter are used, its own resize and centre crop are replaced by the grid's.
         Returns:
             ``(B, T, 3, canvas_h, canvas_w)`` float32 (B = 1 for a single video).
         """
-        from autogaze_fast.processing.autogaze import as_videos
-
         videos, _ = as_videos(frames)
         for b, v in enumerate(videos):
             if v.shape[1:3] != (self.source_h, self.source_w):
                 raise ValueError(f"video {b} has {v.shape[1]}x{v.shape[2]} frames but the grid was planned for "
                                  f"{self.source_h}x{self.source_w} (H x W); plan one grid per frame size")
         if self.policy == "pad":
-            overrides: dict[str, Any] = {"do_resize": False, "do_center_crop": False}
+            overrides: dict[str, Any] = {"do_resize": False}
         else:
-            overrides = {"do_resize": True, "size": {"height": self.canvas_h, "width": self.canvas_w},
-                         "do_center_crop": False}
-        proc = processor.from_dict(processor.to_dict(), **overrides)
+            overrides = {"do_resize": True, "size": {"height": self.canvas_h, "width": self.canvas_w}}
+        params = processor.to_dict()
+        if "do_center_crop" in params:  # AutoGaze's processor may crop; SigLIP's has no crop
+            overrides["do_center_crop"] = False
+        proc = processor.from_dict(params, **overrides)
         lengths = {v.shape[0] for v in videos}
         if len(lengths) > 1:
             raise ValueError(f"the videos of a batch have different frame counts {sorted(lengths)}; prepare them one by one")

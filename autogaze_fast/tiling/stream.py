@@ -19,15 +19,19 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from autogaze_fast.processing.autogaze import AutoGazeImageProcessor, rescale_and_normalize
-from autogaze_fast.tiling.grid import DEFAULT_MAX_TILES, GazedCells, TileGrid, _positive_int
+from autogaze_fast.checks import check_int
+from autogaze_fast.media.video import check_video_file, import_av, open_video
+from autogaze_fast.processing.autogaze import NVIDIA_PREPROCESSING, AutoGazeImageProcessor, rescale_and_normalize
+from autogaze_fast.tiling.gaze import gaze_clip_tiles, tile_layout
+from autogaze_fast.tiling.grid import DEFAULT_MAX_TILES, GazedCells, TileGrid
 
 
 @dataclass
@@ -71,12 +75,10 @@ def _check_frame(frame: Any, index: int, shape: tuple[int, ...] | None) -> np.nd
 
 def _decode_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
     """Every frame of a video file as ``(H, W, 3)`` uint8 RGB, decoded one at a time."""
-    from autogaze_fast.media.video import _check_file, _import_av, _open_video
-
-    path = _check_file(path)
-    av = _import_av()
+    path = check_video_file(path)
+    av = import_av()
     count = 0
-    with _open_video(path) as (container, stream):
+    with open_video(path) as (container, stream):
         stream.thread_type = "SLICE"  # frame threading would hold several decoded frames in flight
         decoder = container.decode(stream)
         while True:
@@ -105,7 +107,7 @@ def iter_frames(source: Any, max_frames: int | None = None) -> Iterator[np.ndarr
     Raises:
         ValueError: frames of the wrong shape or dtype, a size change mid-stream, an empty source.
     """
-    limit = None if max_frames is None else _positive_int(max_frames, "max_frames")
+    limit = None if max_frames is None else check_int(max_frames, "max_frames")
     if isinstance(source, (str, os.PathLike)):
         frames: Iterable[Any] = _decode_frames(source)
     elif isinstance(source, (np.ndarray, torch.Tensor)):
@@ -132,7 +134,7 @@ def iter_clips(source: Any, clip_frames: int, max_frames: int | None = None) -> 
     """Yield ``(t, H, W, 3)`` uint8 clips of ``clip_frames`` frames (the last may be shorter) from
     :func:`iter_frames`: each clip is filled frame by frame into one array, so a clip is the most
     that is ever held (the generator keeps no reference to a clip it has yielded)."""
-    clip_frames = _positive_int(clip_frames, "clip_frames")
+    clip_frames = check_int(clip_frames, "clip_frames")
     box: list[np.ndarray] = []
     filled = 0
     for frame in iter_frames(source, max_frames):
@@ -168,7 +170,7 @@ class ClipCanvas:
     def __init__(self, frames: np.ndarray | None, grid: TileGrid, processor: Any, capacity: int | None = None,
                  release: bool = False) -> None:
         self.grid, self.processor, self.release = grid, processor, release
-        self.capacity = len(frames) if frames is not None else _positive_int(capacity, "capacity")
+        self.capacity = len(frames) if frames is not None else check_int(capacity, "capacity")
         self._resize = not (grid.policy == "pad" or (grid.canvas_h, grid.canvas_w) == (grid.source_h, grid.source_w))
         self._tiles: list[np.ndarray | None] = [None] * grid.n_tiles  # (capacity, th, tw, 3) uint8 each
         self.frames = 0
@@ -184,7 +186,7 @@ class ClipCanvas:
         if self.frames == self.capacity:
             raise ValueError(f"the canvas holds {self.capacity} frames; start a new clip")
         if self._resize:
-            from PIL import Image
+            from PIL import Image  # deferred: Pillow loads on first use, not on import
 
             image = Image.fromarray(np.ascontiguousarray(frame))
             frame = np.asarray(image.resize((g.canvas_w, g.canvas_h), resample=self.processor.resample))
@@ -251,8 +253,6 @@ def gaze_video(
     Yields:
         one :class:`ClipGaze` per clip, in order.
     """
-    from autogaze_fast.tiling.gaze import gaze_clip_tiles, tile_layout
-
     if isinstance(gaze_kwargs.get("gazing_ratio"), (list, tuple)):
         raise ValueError("a streamed video takes one gazing_ratio for every frame (its length is not known ahead)")
     unknown = set(gaze_kwargs) - {"gazing_ratio", "task_loss_requirement", "temperature", "generator"}
@@ -261,15 +261,13 @@ def gaze_video(
                          "temperature or generator")
     if tiles is None and max_tiles is not None:
         raise ValueError("max_tiles needs tiles='anyres' (or 'pad'/'resize')")
-    tile_batch_size = _positive_int(tile_batch_size, "tile_batch_size")
+    tile_batch_size = check_int(tile_batch_size, "tile_batch_size")
     limit = model.config.max_num_frames
-    clip_frames = limit if clip_frames is None else _positive_int(clip_frames, "clip_frames")
+    clip_frames = limit if clip_frames is None else check_int(clip_frames, "clip_frames")
     if clip_frames > limit or clip_frames % model.frame_sampling_rate:
         raise ValueError(f"clip_frames={clip_frames} must be at most the model's max_num_frames={limit} and a "
                          f"multiple of its temporal patch size {model.frame_sampling_rate}")
     if processor is None:
-        from autogaze_fast.processing.autogaze import NVIDIA_PREPROCESSING
-
         processor = AutoGazeImageProcessor.from_dict(NVIDIA_PREPROCESSING)
     device = next(model.parameters()).device
     tile, patch = tile_layout(model.config, None, None)

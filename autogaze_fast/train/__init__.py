@@ -9,10 +9,10 @@ from autogaze_fast.train.algorithms import (
     repeat_for_group,
     task_loss_head_loss,
 )
-from autogaze_fast.train.mae.model import GazedMAE, MAEPrediction
 from autogaze_fast.train.mae.config import MAEConfig
 from autogaze_fast.train.mae.loading import load_mae, load_task_weights, mae_video_processor
 from autogaze_fast.train.mae.loss import PixelTransform, ReconstructionLoss, SiglipFeatureLoss
+from autogaze_fast.train.mae.model import GazedMAE, MAEPrediction
 from autogaze_fast.train.mae.task import MAEReconstructionTask, MAETaskOutput
 from autogaze_fast.train.steps import Rollout, StepResult, TrainBatch, grpo_step, ntp_step
 from autogaze_fast.train.task_rewards import TaskRewards, reconstruction_rewards, sample_frames_to_reconstruct

@@ -14,7 +14,7 @@ NaN target at a pad cannot leak a NaN into the loss, and a discount of 0 is well
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

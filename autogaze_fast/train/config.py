@@ -14,12 +14,18 @@ import dataclasses
 import difflib
 import json
 import os
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 from autogaze_fast.config import ConfigError, parse_scales
+
+try:
+    import yaml
+except ImportError:  # PyYAML is optional: JSON configs and plain overrides work without it
+    yaml = None
 
 __all__ = [
     "AlgorithmConfig", "DataConfig", "ModelConfig", "OptimConfig", "RunConfig", "TaskConfig", "TemperatureConfig",
@@ -44,12 +50,12 @@ class ModelConfig:
             config's strategy when ``gazing_ratio`` is None too, else off).
     """
 
-    checkpoint: Optional[str] = None
-    preset: Optional[str] = None
+    checkpoint: str | None = None
+    preset: str | None = None
     preset_seed: int = 0
     impl: str = "fast"
-    gazing_ratio: Optional[float] = 0.75
-    task_loss_requirement: Optional[float] = None
+    gazing_ratio: float | None = 0.75
+    task_loss_requirement: float | None = None
 
 
 @dataclass
@@ -67,13 +73,13 @@ class TaskConfig:
         init_new_embeddings: initialise the scale/time tables a plain ``vit-mae`` checkpoint lacks.
     """
 
-    recon_model: Optional[str] = None
-    task_weights: Optional[str] = None
+    recon_model: str | None = None
+    task_weights: str | None = None
     scales: str = "32+64+112+224"
     recon_sample_rate: float = 0.125
     loss_type: str = "l1"
     loss_weights: str = "1"
-    siglip2_model: Optional[str] = None
+    siglip2_model: str | None = None
     init_new_embeddings: bool = False
 
 
@@ -97,8 +103,8 @@ class DataConfig:
     """
 
     root: str = ""
-    labels: Optional[str] = None
-    val_labels: Optional[str] = None
+    labels: str | None = None
+    val_labels: str | None = None
     clip_len: int = 16
     frame_sample_rate: int = 1
     random_sample_frame: bool = False
@@ -150,7 +156,7 @@ class OptimConfig:
     min_lr: float = 0.0
     global_batch: int = 64
     micro_batch: int = 2
-    grad_clip: Optional[float] = 1.0
+    grad_clip: float | None = 1.0
     steps: int = 1000
 
 
@@ -208,7 +214,7 @@ class TrainConfig:
     run: RunConfig = field(default_factory=RunConfig)
 
     # ------------------------------------------------------------------ checks
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         """Raise :class:`ConfigError` naming the first inconsistent field; returns ``self``."""
         m, t, d, a, o, r = self.model, self.task, self.data, self.algorithm, self.optim, self.run
         if (m.checkpoint is None) == (m.preset is None):
@@ -291,7 +297,7 @@ def _unknown(name: str, valid: list[str], where: str) -> ConfigError:
 def _coerce(value: Any, hint: Any, name: str) -> Any:
     """``value`` checked/converted to the annotation ``hint`` (str, int, float, bool, Optional, tuple)."""
     origin = typing.get_origin(hint)
-    if origin is Union:
+    if origin is Union or origin is types.UnionType:  # Optional[X] and X | None
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "")):
             return None
@@ -358,15 +364,13 @@ def config_from_dict(values: dict[str, Any]) -> TrainConfig:
 
 def _parse_scalar(text: str) -> Any:
     """An override's value: YAML/JSON scalar syntax when it parses (``1e-4``, ``true``, ``null``), else the string."""
-    try:
-        import yaml
-
-        return yaml.safe_load(text)
-    except ImportError:
+    if yaml is None:
         try:
             return json.loads(text)
         except json.JSONDecodeError:
             return text
+    try:
+        return yaml.safe_load(text)
     except Exception:
         return text
 
@@ -402,11 +406,9 @@ def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
         raise ConfigError(f"no config file at {path}")
     text = path.read_text()
     if path.suffix.lower() in (".yaml", ".yml"):
-        try:
-            import yaml
-        except ImportError:
+        if yaml is None:
             raise ConfigError(f"{path} is YAML but PyYAML is not installed: pip install pyyaml, or write the "
-                              "config as JSON") from None
+                              "config as JSON")
         try:
             values = yaml.safe_load(text)
         except yaml.YAMLError as e:

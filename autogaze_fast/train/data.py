@@ -27,14 +27,16 @@ import glob
 import json
 import logging
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from autogaze_fast.checks import is_integer
 from autogaze_fast.media.video import read_video, video_info
 
 log = logging.getLogger("autogaze_fast.train")
@@ -118,7 +120,7 @@ def _check_label(key: str, entry: Any, clip_len: int, tokens_per_frame: int, whe
                          "frame by frame")
     for t, frame in enumerate(pos):
         low, high = tokens_per_frame * t, tokens_per_frame * (t + 1)
-        bad = [p for p in frame if not isinstance(p, int) or isinstance(p, bool) or not low <= p < high]
+        bad = [p for p in frame if not is_integer(p) or not low <= p < high]
         if bad:
             raise ValueError(f"{where}: frame {t} of {key!r} has positions {bad[:5]} outside [{low}, {high}): label "
                              f"positions are whole-clip (frame t's in [N*t, N*(t+1)), N = {tokens_per_frame})")

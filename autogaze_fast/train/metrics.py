@@ -59,13 +59,14 @@ class MetricsLogger:
         self.file = open(self.path, "a")
         if tensorboard:
             try:
+                # deferred: optional (the tensorboard package), and slow to import
                 from torch.utils.tensorboard import SummaryWriter
 
                 self.tb = SummaryWriter(str(Path(out_dir) / "tensorboard"), purge_step=resume_step)
             except ImportError:
                 self.tb = None
         if progress_total is not None:
-            from tqdm import tqdm
+            from tqdm import tqdm  # deferred: tqdm only for the progress bar
 
             self.bar = tqdm(total=progress_total, initial=progress_start, desc="train", dynamic_ncols=True)
 

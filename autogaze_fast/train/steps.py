@@ -72,13 +72,15 @@ means on when the model is on CUDA. It does nothing on CPU.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
+from autogaze_fast.checks import check_int
 from autogaze_fast.train.algorithms import grpo_loss, ntp_loss, repeat_for_group, task_loss_head_loss
 
 __all__ = ["TrainBatch", "Rollout", "StepResult", "ntp_step", "grpo_step", "sample_rollout"]
@@ -119,7 +121,7 @@ class TrainBatch:
     def batch_size(self) -> int:
         return self.video.shape[0]
 
-    def to(self, device: torch.device | str) -> "TrainBatch":
+    def to(self, device: torch.device | str) -> TrainBatch:
         """A copy with every tensor on ``device``."""
         info = None
         if self.gt_gazing_info is not None:
@@ -147,7 +149,7 @@ class Rollout:
         return {"gazing_pos": self.gazing_pos, "if_padded_gazing": self.if_padded_gazing,
                 "num_gazing_each_frame": self.num_gazing_each_frame}
 
-    def to(self, device: torch.device | str) -> "Rollout":
+    def to(self, device: torch.device | str) -> Rollout:
         return Rollout(self.gazing_pos.to(device), self.if_padded_gazing.to(device), self.num_gazing_each_frame.to(device))
 
 
@@ -355,8 +357,7 @@ def grpo_step(gaze_model: nn.Module, task: nn.Module, batch: TrainBatch, *, grou
         :class:`StepResult`; metrics ``loss``, ``grpo_loss``, ``task_loss_prediction_loss``,
         ``reconstruction_loss``, ``reward``, ``avg_gazing_ratio_per_frame``.
     """
-    if not isinstance(group_size, int) or group_size < 1:
-        raise ValueError(f"group_size must be an int >= 1; got {group_size!r}")
+    group_size = check_int(group_size, "group_size", message=f"group_size must be an int >= 1; got {group_size!r}")
     if batch.video_for_task is None:
         raise ValueError("grpo_step needs batch.video_for_task: the MAE's video transform of the same frames "
                          "(mae_video_processor(recon_model, largest scale))")

@@ -25,11 +25,9 @@ Launch: ``autogaze-fast train --config cfg.yaml [section.field=value ...]`` or
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
 import math
-import os
 import random
 import time
 from contextlib import nullcontext
@@ -39,14 +37,26 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from autogaze_fast.config import ConfigError, parse_scales
-from autogaze_fast.train.checkpoint import (capture_rng_state, find_checkpoint, load_train_state, restore_rng_state,
-                         save_checkpoint)
+from autogaze_fast.devices import resolve_device
+from autogaze_fast.distributed import DistContext, init_distributed
+from autogaze_fast.loading import load_state_dict_strict, read_safetensors
+from autogaze_fast.model import AutoGaze
+from autogaze_fast.presets import random_autogaze
+from autogaze_fast.processing.autogaze import NVIDIA_PREPROCESSING, AutoGazeImageProcessor
+from autogaze_fast.train.checkpoint import (
+    capture_rng_state,
+    find_checkpoint,
+    load_train_state,
+    restore_rng_state,
+    save_checkpoint,
+)
 from autogaze_fast.train.config import TrainConfig
 from autogaze_fast.train.data import ClipDataset, StepBatchSampler, collate_clips, list_split_videos, load_labels
+from autogaze_fast.train.mae.loading import mae_video_processor
+from autogaze_fast.train.mae.task import MAEReconstructionTask
 from autogaze_fast.train.metrics import MetricsLogger
 from autogaze_fast.train.steps import TrainBatch, grpo_step, ntp_step, sample_rollout
 from autogaze_fast.train.task_rewards import sample_frames_to_reconstruct
@@ -97,58 +107,8 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-# ---------------------------------------------------------------------- distributed
-@dataclass
-class _Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    owns_group: bool = False
-
-    def all_mean(self, values: dict[str, float], device: torch.device) -> dict[str, float]:
-        if self.world == 1 or not values:
-            return values
-        keys = sorted(values)
-        t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
-        dist.all_reduce(t)
-        return dict(zip(keys, (t / self.world).tolist()))
-
-    def all_sum(self, t: torch.Tensor) -> torch.Tensor:
-        if self.world > 1:
-            dist.all_reduce(t)
-        return t
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            dist.barrier()
-
-
-def _resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("run.device=cuda but CUDA is not available; use run.device=cpu or auto")
-    return torch.device("cuda" if name in ("cuda", "auto") and torch.cuda.is_available() else "cpu")
-
-
-def _init_distributed(device: torch.device) -> tuple[_Dist, torch.device]:
-    """Join torchrun's process group when launched by it (gloo on CPU, NCCL on CUDA)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if device.type == "cuda":
-        device = torch.device("cuda", local)
-        torch.cuda.set_device(device)
-    if world <= 1:
-        return _Dist(), device
-    if dist.is_initialized():
-        return _Dist(dist.get_rank(), dist.get_world_size(), local), device
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=datetime.timedelta(hours=2))
-    return _Dist(dist.get_rank(), dist.get_world_size(), local, owns_group=True), device
-
-
 # ---------------------------------------------------------------------- building blocks
 def _build_model(cfg: TrainConfig, device: torch.device):
-    from autogaze_fast.model import AutoGaze
-    from autogaze_fast.presets import random_autogaze
-
     m = cfg.model
     if m.checkpoint is not None:
         model = AutoGaze.from_pretrained(m.checkpoint, impl=m.impl)
@@ -162,15 +122,9 @@ def _build_model(cfg: TrainConfig, device: torch.device):
 
 def _gaze_processor(cfg: TrainConfig, side: int):
     """The gaze model's processor (the checkpoint's, else NVIDIA's), resized to the MAE's largest scale."""
-    from autogaze_fast.processing.autogaze import NVIDIA_PREPROCESSING
-    from autogaze_fast.processing.autogaze import AutoGazeImageProcessor
-
     params: dict[str, Any] = dict(NVIDIA_PREPROCESSING)
-    if cfg.model.checkpoint is not None:
-        try:
-            params = AutoGazeImageProcessor.from_pretrained(cfg.model.checkpoint).to_dict()
-        except Exception:  # no preprocessor_config.json: NVIDIA's, as the CLI does
-            pass
+    if cfg.model.checkpoint is not None:  # a broken preprocessor_config.json raises; a missing one: NVIDIA's
+        params = AutoGazeImageProcessor.from_pretrained_or_default(cfg.model.checkpoint).to_dict()
     params = {k: v for k, v in params.items() if k != "image_processor_type"}
     params["size"] = {"shortest_edge": side}
     if cfg.data.center_crop:
@@ -183,9 +137,6 @@ def _build_task(cfg: TrainConfig, device: torch.device):
     t = cfg.task
     if not t.recon_model:
         return None, None
-    from autogaze_fast.train.mae.loading import mae_video_processor
-    from autogaze_fast.train.mae.task import MAEReconstructionTask
-
     task = MAEReconstructionTask.from_pretrained(
         t.recon_model, scales=t.scales, recon_sample_rate=t.recon_sample_rate, siglip2_model=t.siglip2_model,
         task_weights=t.task_weights, init_new_embeddings=t.init_new_embeddings, impl=cfg.model.impl,
@@ -233,7 +184,7 @@ def _val_batches(n: int, micro_batch: int, rank: int, world: int, limit: int) ->
 
 
 @torch.no_grad()
-def _validate(cfg: TrainConfig, model: nn.Module, task, val_set: ClipDataset, ctx: _Dist,
+def _validate(cfg: TrainConfig, model: nn.Module, task, val_set: ClipDataset, ctx: DistContext,
               device: torch.device, step: int) -> dict[str, float]:
     """Greedy gaze (eval mode) → MAE reconstruction loss, and the NTP loss where labels exist;
     sums over every rank's share of the split, returned as means per clip."""
@@ -280,9 +231,7 @@ def _train_state(cfg: TrainConfig, step: int, optimizer, scheduler, rng: list[di
             "config": cfg.to_dict(), "world_size": len(rng)}
 
 
-def _resume(found: Path, model: nn.Module, optimizer, scheduler, ctx: _Dist, num_items: int, cfg: TrainConfig) -> int:
-    from autogaze_fast.loading import load_state_dict_strict, read_safetensors
-
+def _resume(found: Path, model: nn.Module, optimizer, scheduler, ctx: DistContext, num_items: int, cfg: TrainConfig) -> int:
     state = load_train_state(found)
     load_state_dict_strict(model, read_safetensors(found / "model.safetensors"), source=str(found))
     optimizer.load_state_dict(state["optimizer"])
@@ -299,28 +248,19 @@ def _resume(found: Path, model: nn.Module, optimizer, scheduler, ctx: _Dist, num
     return int(state["step"])
 
 
-def _gather_rng(ctx: _Dist) -> list[dict]:
-    mine = capture_rng_state()
-    if ctx.world == 1:
-        return [mine]
-    out: list[Any] = [None] * ctx.world
-    dist.all_gather_object(out, mine)
-    return out
-
-
 def train(cfg: TrainConfig) -> TrainSummary:
     """Run (or resume) the training described by ``cfg`` (already validated); see the module docstring."""
     cfg.validate()
-    device = _resolve_device(cfg.run.device)
-    ctx, device = _init_distributed(device)
+    device = resolve_device(cfg.run.device, error=ConfigError,
+                            message="run.device=cuda but CUDA is not available; use run.device=cpu or auto")
+    ctx = init_distributed(device)
     try:
-        return _run(cfg, ctx, device)
+        return _run(cfg, ctx, ctx.device)
     finally:
-        if ctx.owns_group and dist.is_initialized():
-            dist.destroy_process_group()
+        ctx.close()
 
 
-def _run(cfg: TrainConfig, ctx: _Dist, device: torch.device) -> TrainSummary:
+def _run(cfg: TrainConfig, ctx: DistContext, device: torch.device) -> TrainSummary:
     out_dir = Path(cfg.run.out_dir)
     accum, _ = cfg.batch_plan(ctx.world)
     _seed_everything(cfg.run.seed + ctx.rank)
@@ -377,7 +317,7 @@ def _run(cfg: TrainConfig, ctx: _Dist, device: torch.device) -> TrainSummary:
                     (result.loss / accum).backward()
                 for name, v in {**result.metrics, **{f"time_{t}": s for t, s in result.timings.items()}}.items():
                     sums[name] = sums.get(name, 0.0) + v / accum
-            metrics = ctx.all_mean(sums, device)
+            metrics = ctx.all_mean(sums)
             if math.isfinite(metrics.get("loss", 0.0)):
                 if o.grad_clip:
                     metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip))
@@ -397,7 +337,7 @@ def _run(cfg: TrainConfig, ctx: _Dist, device: torch.device) -> TrainSummary:
                 val = _validate(cfg, model, task, val_set, ctx, device, done)
                 metrics_log.log(done, val, split="val")
             if (cfg.run.save_every and done % cfg.run.save_every == 0) or done == o.steps:
-                rng = _gather_rng(ctx)
+                rng = ctx.gather(capture_rng_state())  # every rank's RNG state, in rank order
                 if ctx.rank == 0:
                     path = save_checkpoint(out_dir, done, model, _train_state(cfg, done, optimizer, scheduler, rng,
                                                                                len(train_set)),

@@ -7,14 +7,12 @@ import re
 import numpy as np
 import pytest
 import torch
-
-from autogaze_fast import AutoGaze
-from autogaze_fast.tiling.chunks import chunk_bounds, gaze_in_chunks
-from autogaze_fast.cli.main import main
-from autogaze_fast.media.video import write_video
-
 from conftest import FIXTURES, SHARED
 
+from autogaze_fast import AutoGaze
+from autogaze_fast.cli.main import main
+from autogaze_fast.media.video import write_video
+from autogaze_fast.tiling.chunks import chunk_bounds, gaze_in_chunks
 
 #: Video files need PyAV (an optional extra); without it these tests cannot make or read one.
 needs_av = pytest.mark.skipif(importlib.util.find_spec("av") is None, reason="needs PyAV: pip install av")
@@ -63,8 +61,8 @@ def test_gaze_video_file(tmp_path, capsys):
     """The printed summary is the gaze of the decoded, preprocessed clip: per-frame counts (pads
     excluded) and the kept ratio equal a direct call of the model with the CLI's defaults
     (the checkpoint's processor, task-loss requirement 0.7), and the overlay PNG is written."""
-    from autogaze_fast.processing.autogaze import AutoGazeImageProcessor
     from autogaze_fast.media.video import read_video
+    from autogaze_fast.processing.autogaze import AutoGazeImageProcessor
 
     frames = (np.random.default_rng(0).random((3, 48, 64, 3)) * 255).astype(np.uint8)
     video = write_video(tmp_path / "clip.mp4", frames, fps=4)
@@ -151,18 +149,24 @@ def test_gaze_refuses_a_too_thin_video_with_the_reason(tmp_path, capsys):
 
 
 def test_chunked_overlay_numbers_frames_across_chunks(tmp_path):
+    """The demo's writer (each chunk's overlay streamed into the file as it is gazed)."""
+    import argparse
+
     from PIL import Image
 
-    from autogaze_fast.cli.main import save_overlay
-    from autogaze_fast.processing.autogaze import AutoGazeImageProcessor
-    from autogaze_fast.media.synthetic import synthetic_clip
+    from autogaze_fast.cli.demo import gaze_and_report
     from autogaze_fast.media.draw import gaze_overlay
+    from autogaze_fast.media.synthetic import synthetic_clip
+    from autogaze_fast.processing.autogaze import AutoGazeImageProcessor
 
     model = AutoGaze.from_pretrained(FIXTURES / "tiny_k10", impl="reference")
     frames = synthetic_clip(num_frames=3, size=64, seed=1)
-    video = AutoGazeImageProcessor.from_pretrained(FIXTURES / "tiny_k10")(frames).pixel_values[None]
+    processor = AutoGazeImageProcessor.from_pretrained(FIXTURES / "tiny_k10")
+    video = processor(frames).pixel_values[None]
     outputs = [out for _, _, out in gaze_in_chunks(model, video, chunk_frames=2, progress=False, gazing_ratio=0.1)]
-    save_overlay(str(tmp_path / "grid.png"), frames, outputs, model.scales)
+    args = argparse.Namespace(chunk_frames=2, gazing_ratio=0.1, task_loss_requirement=None, quiet=True,
+                              out=str(tmp_path / "grid.png"))
+    gaze_and_report(model, processor, frames, args)
     # oracle: one overlay of the whole clip, numbered 0, 1, 2
     masks = [torch.cat([out["gazing_mask"][k][0] for out in outputs]) for k in range(len(model.scales))]
     whole = gaze_overlay(frames, masks, model.scales)
@@ -177,9 +181,9 @@ TILED_ARGS = ["--model", str(FIXTURES / "tiny_k10"), "--gazing-ratio", "0.2", "-
 
 def _direct_tiled_cells(video, frames_hw=(120, 250)):
     """Oracle: the model called directly on the AnyRes canvas of the decoded clip."""
+    from autogaze_fast.media.video import read_video
     from autogaze_fast.processing.autogaze import AutoGazeImageProcessor
     from autogaze_fast.tiling.grid import TileGrid
-    from autogaze_fast.media.video import read_video
 
     frames = read_video(video)
     grid = TileGrid.plan(*frames_hw, policy="anyres")
@@ -320,3 +324,28 @@ def test_gaze_interframe_without_tiles_writes_video_and_csv(tmp_path, capsys, su
 def test_gaze_view_options_refused_before_loading(tmp_path, capsys, extra, message):
     assert main(["gaze", str(tmp_path / "not-read.mp4"), "--model", str(tmp_path / "no-model"), *extra]) == 2
     assert message in capsys.readouterr().err
+
+
+@needs_av
+@pytest.mark.parametrize("view", ["overlay", "interframe"])
+def test_gaze_that_yields_no_clip_fails_and_leaves_no_file(tmp_path, capsys, monkeypatch, view):
+    """A stream that ends before its first clip (no video file with zero decodable frames opens, so
+    the stream is made empty here): a clear error, and neither the picture nor the CSV (nor a
+    temporary file) is left behind."""
+    import autogaze_fast.cli.views
+
+    video = write_video(tmp_path / "clip.mp4", np.zeros((2, 32, 32, 3), dtype=np.uint8), fps=4)
+    monkeypatch.setattr(autogaze_fast.cli.views, "gaze_video", lambda *args, **kwargs: iter(()))
+    assert main(["gaze", str(video), "--model", str(FIXTURES / "tiny_k10"), "--quiet", "--view", view,
+                 "--out", str(tmp_path / "out.png")]) == 2
+    assert "no frames were gazed" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
+
+
+@needs_av
+def test_gaze_failing_on_its_first_clip_leaves_no_picture_or_csv(tmp_path, capsys):
+    video = write_video(tmp_path / "thin.mp4", np.zeros((2, 64, 4, 3), dtype=np.uint8), fps=4)
+    assert main(["gaze", str(video), "--model", str(FIXTURES / "tiny_k10"), "--quiet", "--view", "interframe",
+                 "--out", str(tmp_path / "inter.gif")]) == 2
+    assert "64x4 (H x W)" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["thin.mp4"]

@@ -24,7 +24,7 @@ def _run(*args: str, interpret: bool = False, timeout: int = 1800) -> subprocess
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     if interpret:
         env["TRITON_INTERPRET"] = "1"
-    return subprocess.run([sys.executable, "-m", "autogaze_fast.cli.compile_kernels", *args], env=env,
+    return subprocess.run([sys.executable, "-m", "autogaze_fast", "compile-kernels", *args], env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 

@@ -343,7 +343,7 @@ def test_encoder_tiles_equal_each_tile_gazed_and_encoded_alone(checkpoints, torc
     model = AutoGaze.from_pretrained(gaze_dir, impl="fast")
     siglip = SiglipVisionModel.from_pretrained(vision_dir, impl="fast")
     gaze_tiles = grid.cut(grid.prepare(frames, encoder.gaze_processor))
-    vision_tiles = grid.cut(encoder._vision_canvas(frames, grid))
+    vision_tiles = grid.cut(grid.prepare(frames, encoder.vision_processor))
     pooled_sum, count = torch.zeros(2, 64), torch.zeros(2)
     for k in range(grid.n_tiles):
         with torch.inference_mode():

@@ -5,11 +5,10 @@ import json
 
 import pytest
 import torch
+from conftest import FIXTURES
 from safetensors.torch import load_file
 
 from autogaze_fast import AutoGaze
-
-from conftest import FIXTURES
 
 CASES = load_file(str(FIXTURES / "gaze_cases.safetensors"))
 META = json.loads((FIXTURES / "meta.json").read_text())
@@ -90,7 +89,10 @@ def test_teacher_forced_group_copies_share_the_vision_stem(torch_twins):
     for key in ("log_action_probs", "task_loss_prediction"):
         torch.testing.assert_close(outs[1][key], outs[0][key], atol=1e-5, rtol=1e-5, msg=lambda m: f"{key}: {m}")
     for (name, p_ref), (_, p_fast) in zip(ref.named_parameters(), fast.named_parameters()):
-        torch.testing.assert_close(p_fast.grad, p_ref.grad, atol=1e-5, rtol=1e-4, msg=lambda m: f"{name}: {m}")
+        # float32 sums of thousands of terms: the rounding scales with the tensor's largest gradient
+        # (embed_tokens' reaches ~3e3, so an element near 0 may differ by 2e-5 on another CPU).
+        atol = 1e-5 * max(1.0, float(p_ref.grad.abs().max()) / 100)
+        torch.testing.assert_close(p_fast.grad, p_ref.grad, atol=atol, rtol=1e-4, msg=lambda m: f"{name}: {m}")
 
 
 def test_distinct_clips_compares_rows_exactly():

@@ -3,14 +3,13 @@ patch-14 any-resolution layout, the dense baseline, gradients; CPU twins and Tri
 
 import pytest
 import torch
+from conftest import FIXTURES
 from safetensors.torch import load_file
 
 from autogaze_fast.fast.siglip import FastSiglipVisionTransformer
 from autogaze_fast.reference.siglip import SiglipVisionTransformer
 from autogaze_fast.siglip import SiglipVisionModel
 from autogaze_fast.siglip_config import ATTN_TYPES, SiglipVisionConfig
-
-from conftest import FIXTURES
 
 GAZE = load_file(str(FIXTURES / "gaze_cases.safetensors"))
 SIGLIP_CASE = load_file(str(FIXTURES / "siglip_cases.safetensors"))

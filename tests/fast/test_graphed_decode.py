@@ -11,6 +11,7 @@ from collections import defaultdict
 
 import pytest
 import torch
+from conftest import FIXTURES
 from safetensors.torch import load_file
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -20,8 +21,6 @@ from autogaze_fast import AutoGaze
 from autogaze_fast.fast.decoder import MIN_BUCKET, kv_bucket
 from autogaze_fast.fast.generation import choose_step_tokens
 from autogaze_fast.fast.graphed import GraphedDecode, generate_frames_graphed, greedy_pick
-
-from conftest import FIXTURES
 
 CASES = load_file(str(FIXTURES / "gaze_cases.safetensors"))
 META = json.loads((FIXTURES / "meta.json").read_text())

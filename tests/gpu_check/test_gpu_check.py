@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from autogaze_fast.gpu_check import check as gpu_check
 from autogaze_fast.cli.main import main
+from autogaze_fast.gpu_check import check as gpu_check
 from autogaze_fast.gpu_check.check import SECTIONS, parse_pytest_output, run_check
 from autogaze_fast.gpu_check.targets import target_rows
 
@@ -157,7 +157,8 @@ def test_hard_cap_interrupts_a_stuck_section(tmp_path, monkeypatch):
 
 def test_pytest_run_past_its_cap_is_stopped(tmp_path):
     report = run_check(tmp_path, device="cpu", quick=True, sections=["pytest"], caps={"pytest": 0.5},
-                       pytest_args=["-q", "-p", "no:cacheprovider", "tests/gpu_check/test_gpu_check.py::test_parse_pytest_output"])
+                       pytest_args=["-q", "-p", "no:cacheprovider",
+                                    "tests/gpu_check/test_gpu_check.py::test_parse_pytest_output"])
     entry = report["sections"]["pytest"]
     assert entry["status"] == "timeout" and entry["results"]["timed_out"]
     assert entry["results"]["summary"].startswith("timed out after")

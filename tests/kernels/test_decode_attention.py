@@ -9,6 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+# The module itself (``da``): the launch-configuration tests read its private kernels and tile picks
+# (_decode_attn_*_kernel, _pick_split_config, _TWIN_Q_TILE), which have no public counterpart.
 from autogaze_fast.kernels import decode_attention as da
 from autogaze_fast.kernels.decode_attention import decode_attention, decode_attention_torch
 
@@ -196,25 +198,20 @@ def test_twin_default_path_rows_without_any_key_are_zero():
     (40, 40, 40, 2, 2),  # the first prefill: no key before the new ones
     (1, 1, 251, 2, 2),  # one-token decode
 ])
-def test_all_valid_cpu_path_matches_twin_and_naive(rows, n, ctx, Hq, Hkv):
-    """The fast model's CPU path while no cached key is a pad (unmasked flash + causal block, merged
-    by log-sum-exp) equals the twin's masked fused path and the float64 oracle; keys past the end,
+def test_fused_cpu_attention_on_trailing_rows_matches_naive(rows, n, ctx, Hq, Hkv):
+    """The fast model's CPU decode path as it calls it: one mask for the ``n`` new tokens, a layer
+    attending with its last ``rows`` of them; equals the float64 oracle, and keys past the end,
     even NaN, are never read."""
-    if DEVICE != "cpu":
-        pytest.skip("the all-valid path is CPU-only")
     g = torch.Generator().manual_seed(7)
     q = torch.randn(2, Hq, rows, 32, generator=g)
     k, v = (torch.randn(2, Hkv, ctx + 5, 32, generator=g) for _ in range(2))
     k[:, :, ctx:], v[:, :, ctx:] = float("nan"), float("nan")
     kv = torch.ones(2, ctx + 5, dtype=torch.bool)
-    bias, empty = da.twin_attention_bias(kv, ctx - n, n, q.dtype)
-    twin = da.twin_attention_with_bias(q, k, v, bias[:, :, n - rows:], empty, 0.3)
-    out = da.all_valid_attention_cpu(q, k, v, ctx, 0.3)
-    torch.testing.assert_close(out, twin, atol=1e-6, rtol=0)
+    bias, empty = da.cpu_attention_bias(kv, ctx - n, n, q.dtype)
+    assert empty is None
+    out = da.fused_cpu_attention(q, k, v, bias[:, :, n - rows:], empty=None, scale=0.3)
     want = naive_attention(q, k.nan_to_num(0.0), v.nan_to_num(0.0), kv, ctx, ctx - rows, scale=0.3)
     torch.testing.assert_close(out.double(), want, atol=2e-6, rtol=0)
-    with pytest.raises(ValueError, match="fp32"):
-        da.all_valid_attention_cpu(q.double(), k.double(), v.double(), ctx, 0.3)
 
 
 @pytest.mark.parametrize("backend", ["triton", "torch"])
@@ -250,7 +247,7 @@ def test_every_launch_configuration_is_in_aot_specs():
                if s.fn is da._decode_attn_combine_kernel}
     direct = {(tuple(sorted(s.constexprs.items())), s.signature["O_PART"]) for s in da.AOT_SPECS
               if s.fn is da._decode_attn_split_kernel}
-    for dtype, tname in da._DTYPES.items():
+    for dtype, tname in da.TRITON_DTYPE_NAMES.items():
         for head_dim in range(1, da.MAX_HEAD_DIM + 1):
             for rows in (1, 10, 16, 17, 20, 64, 200, 1000):
                 cfg = da._pick_split_config(dtype, head_dim, rows)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import KERNEL_DEVICE as DEVICE
 
 from autogaze_fast.kernels.gathered_patch_embed import (
     gather_patches,
@@ -20,8 +21,6 @@ from autogaze_fast.kernels.gathered_patch_embed import (
     patch_layout,
     scale_views,
 )
-
-from conftest import KERNEL_DEVICE as DEVICE
 
 pytestmark = pytest.mark.triton
 

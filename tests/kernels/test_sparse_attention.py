@@ -11,20 +11,22 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import KERNEL_DEVICE as DEVICE
 
+# Private helpers tested directly: the tile-walk plan (_tile_summaries, _key/_query_tile_ranges) has no
+# public entry point, and the twin's chunk size (``chunk``) is a knob only the private functions take.
 from autogaze_fast.kernels.sparse_attention import (
     ATTN_TYPES,
-    _bwd_torch,
-    _fwd_torch,
     _key_tile_ranges,
     _query_tile_ranges,
     _tile_summaries,
+    _torch_forward,
+    _twin_backward,
+    _twin_forward,
     sparse_attention,
     sparse_attention_backward,
     sparse_attention_forward,
 )
-
-from conftest import KERNEL_DEVICE as DEVICE
 
 pytestmark = pytest.mark.triton
 
@@ -154,14 +156,14 @@ def test_twin_walk_with_small_chunks(attn_type):
     q, k, v, frame, pad = make_inputs(B, H, N, D, torch.float32, seed=31, n_frames=6, all_pad_row=True, device="cpu")
     t, scale = ATTN_TYPES[attn_type], D ** -0.5
     ref = naive_attention(q, k, v, frame, pad, attn_type)
-    out, lse = _fwd_torch(q, k, v, frame, pad, t, scale, need_lse=True, chunk=16)
+    out, lse = _twin_forward(q, k, v, frame, pad, attn_type=t, scale=scale, chunk=16)
     torch.testing.assert_close(out.double(), ref, atol=2e-5, rtol=2e-5)
-    out_fast, _ = _fwd_torch(q, k, v, frame, pad, t, scale, need_lse=False, chunk=16)
+    out_fast, _ = _torch_forward(q, k, v, frame, pad, attn_type=t, scale=scale, need_lse=False, chunk=16)
     torch.testing.assert_close(out_fast.double(), ref, atol=2e-5, rtol=2e-5)
     dout = torch.randn(B, H, N, D, generator=torch.Generator().manual_seed(32))
     q64, k64, v64 = (x.double().requires_grad_() for x in (q, k, v))
     naive_attention(q64, k64, v64, frame, pad, attn_type).backward(dout.double())
-    grads = _bwd_torch(q, k, v, out, lse, dout, frame, pad, t, scale, chunk=16)
+    grads = _twin_backward(q, k, v, out, lse, dout, frame_ids=frame, pad=pad, attn_type=t, scale=scale, chunk=16)
     for got, want in zip(grads, (q64.grad, k64.grad, v64.grad)):
         torch.testing.assert_close(got.double(), want, atol=5e-5, rtol=5e-5)
 
@@ -203,8 +205,8 @@ def test_tile_ranges_cover_every_needed_tile(attn_type, sorted_frames, bm, bn):
     pad = torch.rand(B, N, generator=g) < 0.3
     t = ATTN_TYPES[attn_type]
     q_sum, k_sum = _tile_summaries(frame, bm), _tile_summaries(frame, bn)
-    k_lo, k_hi = _key_tile_ranges(q_sum, k_sum, t, N, bm, bn)
-    q_lo, q_hi = _query_tile_ranges(q_sum, k_sum, t, N, bm, bn)
+    k_lo, k_hi = _key_tile_ranges(q_sum, k_sum, attn_type=t, N=N, block_m=bm, block_n=bn)
+    q_lo, q_hi = _query_tile_ranges(q_sum, k_sum, attn_type=t, N=N, block_m=bm, block_n=bn)
     need = _needed_tiles(frame, pad, attn_type, bm, bn)
     n_qt, n_kt = need.shape[1:]
     kt = torch.arange(n_kt)[None, None, :]
@@ -226,7 +228,7 @@ def test_block_causal_walk_skips_future_frames():
     N = 16 * 198
     frame = (torch.arange(N) // 198).to(torch.int32)[None]
     s = _tile_summaries(frame, 64)
-    lo, hi = _key_tile_ranges(s, s, ATTN_TYPES["block_causal"], N, 64, 64)
+    lo, hi = _key_tile_ranges(s, s, attn_type=ATTN_TYPES["block_causal"], N=N, block_m=64, block_n=64)
     visited = int((hi - lo).sum())
     n_t = s[0].shape[1]
     assert visited < 0.56 * n_t * n_t
@@ -308,7 +310,8 @@ def test_inference_frame_spans_with_cross_half_merge(dtype, n_frames):
     pad = torch.zeros(B, N, dtype=torch.bool)
     for attn_type in TYPES:
         ref = naive_attention(q, k, v, frame, pad, attn_type)
-        out, lse = _fwd_torch(q, k, v, frame, pad, ATTN_TYPES[attn_type], D ** -0.5, need_lse=False)
+        out, lse = _torch_forward(q, k, v, frame, pad, attn_type=ATTN_TYPES[attn_type], scale=D ** -0.5,
+                                  need_lse=False)
         assert lse is None and out.dtype == dtype
         torch.testing.assert_close(out.double(), ref, atol=TOL[dtype], rtol=TOL[dtype], msg=attn_type)
 

@@ -13,6 +13,7 @@ import math
 import numpy as np
 import pytest
 
+from autogaze_fast.media.draw import box_pixel_spans, cells_pixel_mask
 from autogaze_fast.media.interframe import (
     PSNR_EMA_FACTOR,
     gazed_fraction,
@@ -23,7 +24,6 @@ from autogaze_fast.media.interframe import (
     write_interframe_csv,
 )
 from autogaze_fast.tiling.grid import TileGrid
-from autogaze_fast.media.draw import box_pixel_spans, cells_pixel_mask
 
 
 # ------------------------------------------------------------------ stream

@@ -5,8 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
-from autogaze_fast.media.synthetic import synthetic_clip
 from autogaze_fast.media.draw import SCALE_COLOURS, gaze_overlay, save_gaze_grid, save_gaze_video
+from autogaze_fast.media.synthetic import synthetic_clip
 
 H = W = 112  # 2x2 grid -> 56 px cells, 4x4 -> 28 px, 7x7 -> 16 px
 

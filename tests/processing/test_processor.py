@@ -68,7 +68,8 @@ def test_batch_of_videos(processor, upstream):
     ref = processor(raw).pixel_values
     flipped = raw[:, :, ::-1]
     ref_flipped = processor(flipped).pixel_values
-    for batch in ([raw, flipped], [list(raw), list(flipped)], np.stack([raw, flipped]), torch.from_numpy(np.stack([raw, flipped]))):
+    for batch in ([raw, flipped], [list(raw), list(flipped)], np.stack([raw, flipped]),
+                  torch.from_numpy(np.stack([raw, flipped]))):
         out = processor(batch).pixel_values
         assert out.shape == (2, 2, 3, 224, 224)
         torch.testing.assert_close(out[0], ref, rtol=0, atol=0)
@@ -126,7 +127,8 @@ def test_constructor_defaults_are_upstreams():
 
 @pytest.mark.parametrize("crop", [(150, 231), (301, 101)])  # inside the frame, and taller than it (zero padding)
 def test_center_crop(crop):
-    proc = AutoGazeImageProcessor(size={"shortest_edge": 200}, do_center_crop=True, crop_size={"height": crop[0], "width": crop[1]})
+    proc = AutoGazeImageProcessor(size={"shortest_edge": 200}, do_center_crop=True,
+                                  crop_size={"height": crop[0], "width": crop[1]})
     video = np.random.default_rng(2).integers(0, 256, (1, 240, 320, 3), dtype=np.uint8)
     out = proc(video).pixel_values.numpy()
     assert out.shape == (1, 3, *crop)

@@ -30,8 +30,8 @@ from PIL import Image
 
 from autogaze_fast.loading import CheckpointError
 from autogaze_fast.processing.autogaze import ProcessorOutput
-from autogaze_fast.siglip_config import SiglipVisionConfig
 from autogaze_fast.processing.siglip import SiglipImageProcessor
+from autogaze_fast.siglip_config import SiglipVisionConfig
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "siglip_processor"
 META = json.loads(FIXTURE.with_suffix(".json").read_text())

@@ -83,7 +83,7 @@ def naive_embeddings(
         for k in range(pos.shape[1]):
             idx = 0 if pad[b, k] else int(pos[b, k])
             t, r = divmod(idx, n)
-            for si, g in enumerate(grids):
+            for si, g in enumerate(grids):  # noqa: B007 (si and g are read after the loop)
                 if r < g * g:
                     break
                 r -= g * g

@@ -12,10 +12,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import FIXTURES
 
 from autogaze_fast import AutoGaze
-
-from conftest import FIXTURES
 
 TARGET_SCALES, PATCH = [56, 112, 196, 336], 14
 TILE_PX, TILES = 196, 2  # each tile's largest grid is the model's 14 × 14

@@ -15,14 +15,13 @@ import weakref
 import numpy as np
 import pytest
 import torch
+from conftest import FIXTURES
 from PIL import Image
 
 from autogaze_fast import AutoGaze
-from autogaze_fast.processing.autogaze import AutoGazeImageProcessor
 from autogaze_fast.media.synthetic import synthetic_clip
+from autogaze_fast.processing.autogaze import AutoGazeImageProcessor
 from autogaze_fast.tiling.grid import TileGrid, resize_region
-
-from conftest import FIXTURES
 
 av = pytest.importorskip("av")
 
@@ -273,8 +272,8 @@ def test_cli_streams_clips_to_the_picture_and_csv(tmp_path, capsys, monkeypatch)
     at a time, and the interframe CSV equals the view of the whole video under the streamed gaze."""
     import autogaze_fast.media.video
     from autogaze_fast.cli.main import main
-    from autogaze_fast.media.sinks import FrameSink
     from autogaze_fast.cli.views import InterframeView
+    from autogaze_fast.media.sinks import FrameSink
     from autogaze_fast.tiling.stream import gaze_video
 
     path = write_video(tmp_path / "clip.mp4", synthetic_clip(5, size=(120, 250), seed=2), fps=4)
@@ -309,9 +308,9 @@ def test_cli_streams_clips_to_the_picture_and_csv(tmp_path, capsys, monkeypatch)
 def test_encoder_streams_a_file_clip_by_clip(tmp_path, monkeypatch):
     """encoder.encode_stream(path) / encoder(path) decode clip by clip (never the whole video) and give
     the features of the decoded frames encoded as an array; anyres tiles included."""
-    import autogaze_fast.media.video
     from extract_videos import tiny_checkpoints
 
+    import autogaze_fast.media.video
     from autogaze_fast.encoder import ClipFeatures, GazedVideoEncoder
 
     gaze_dir, vision_dir = tiny_checkpoints(tmp_path / "ckpt")

@@ -13,13 +13,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import FIXTURES
 from safetensors.torch import load_file
 
 from autogaze_fast import AutoGaze
 from autogaze_fast.processing.autogaze import AutoGazeImageProcessor
 from autogaze_fast.tiling.grid import TileGrid
-
-from conftest import FIXTURES
 
 META = json.loads((FIXTURES / "meta.json").read_text())
 REQUIREMENT = META["stop_k10_task_loss_requirement"]

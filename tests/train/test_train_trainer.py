@@ -23,14 +23,21 @@ from train_runs import CLIP_LEN, GAZE, N, grpo_args, label_for, make_dataset, nt
 from autogaze_fast import AutoGaze
 from autogaze_fast.cli.main import main as cli_main
 from autogaze_fast.config import ConfigError
+from autogaze_fast.presets import NVIDIA_PREPROCESSING
+from autogaze_fast.processing.autogaze import AutoGazeImageProcessor
 from autogaze_fast.train.checkpoint import find_checkpoint, list_checkpoints
 from autogaze_fast.train.config import load_config
-from autogaze_fast.train.data import (ClipDataset, GazeLabel, StepBatchSampler, collate_clips, list_split_videos,
-                                      load_labels, sample_frame_indices)
+from autogaze_fast.train.data import (
+    ClipDataset,
+    GazeLabel,
+    StepBatchSampler,
+    collate_clips,
+    list_split_videos,
+    load_labels,
+    sample_frame_indices,
+)
 from autogaze_fast.train.metrics import read_metrics
 from autogaze_fast.train.trainer import lr_factor, scheduled_temperature, train
-from autogaze_fast.processing.autogaze import AutoGazeImageProcessor
-from autogaze_fast.presets import NVIDIA_PREPROCESSING
 
 
 @pytest.fixture(scope="module")

@@ -52,6 +52,7 @@ def grpo_args(root: Path, out: Path, steps: int = 2, micro_batch: int = 1, save_
     return [f"model.checkpoint={GAZE}", f"data.root={root}", f"data.clip_len={CLIP_LEN}", "algorithm.name=grpo",
             "algorithm.group_size=2", "algorithm.discount_factor=0.9", "algorithm.optimize_task_loss_prediction=true",
             f"task.recon_model={MAE}", "task.recon_sample_rate=0.5", "model.gazing_ratio=0.1",
-            f"optim.global_batch={global_batch}", f"optim.micro_batch={micro_batch}", f"optim.steps={steps}", "optim.warmup_steps=1",
+            f"optim.global_batch={global_batch}", f"optim.micro_batch={micro_batch}", f"optim.steps={steps}",
+            "optim.warmup_steps=1",
             "optim.lr=1e-3", f"run.save_every={save_every}", f"run.keep_last={keep_last}", f"run.out_dir={out}",
             "run.device=cpu", "run.progress=false", "run.val_every=0", "data.random_sample_frame=true"]

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from autogaze_fast.config import ConfigError, parse_scales
+from autogaze_fast.config import ConfigError, parse_scales, patch_tokens_per_scale
 from autogaze_fast.siglip_config import HIDDEN_ACTS
 
 __all__ = ["LOSS_TYPES", "MAEConfig"]
@@ -90,7 +90,8 @@ class MAEConfig:
 
     @property
     def tokens_per_scale(self) -> list[int]:
-        return [(s // self.patch_size) ** 2 for s in self.scales]
+        """Patches per frame at each scale, ``(s // patch_size)²``."""
+        return patch_tokens_per_scale(self.scales, self.patch_size)
 
     @property
     def tokens_per_frame(self) -> int:
@@ -143,7 +144,7 @@ class MAEConfig:
 
     # ------------------------------------------------------------------ I/O
     @classmethod
-    def from_dict(cls, d: dict[str, Any], **overrides: Any) -> "MAEConfig":
+    def from_dict(cls, d: dict[str, Any], **overrides: Any) -> MAEConfig:
         """Build from a parsed ``vit_mae`` ``config.json``; ``overrides`` (e.g. upstream's
         ``recon_model_config`` items and ``scales``) replace its values. Unknown keys in ``d`` are
         ignored; an unknown override is an error (a typo would otherwise be silently dropped)."""
@@ -163,7 +164,7 @@ class MAEConfig:
         return cls(**merged)
 
     @classmethod
-    def from_json_file(cls, path: str | Path, **overrides: Any) -> "MAEConfig":
+    def from_json_file(cls, path: str | Path, **overrides: Any) -> MAEConfig:
         """Read ``config.json``; a missing or malformed file raises :class:`ConfigError`."""
         path = Path(path)
         try:

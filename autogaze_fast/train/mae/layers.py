@@ -20,6 +20,7 @@ from torch import nn
 
 from autogaze_fast.kernels.sparse_attention import sparse_attention
 from autogaze_fast.reference.siglip import activation, attention_allowed
+
 # the encoder's position tables resize as SigLIP's do (bicubic, align_corners=False, identity at the same size)
 from autogaze_fast.reference.siglip import interpolate_position_table as interpolate_position_grid
 

@@ -23,10 +23,16 @@ from typing import Any
 
 import torch
 
-from autogaze_fast.loading import CheckpointError, load_state_dict_strict, read_safetensors, resolve_model_dir
+from autogaze_fast.loading import (
+    CheckpointError,
+    load_state_dict_strict,
+    read_preprocessor_config,
+    read_safetensors,
+    resolve_model_dir,
+)
 from autogaze_fast.processing.autogaze import AutoGazeImageProcessor
-from autogaze_fast.train.mae.model import GazedMAE
 from autogaze_fast.train.mae.config import MAEConfig
+from autogaze_fast.train.mae.model import GazedMAE
 
 __all__ = ["NEW_EMBEDDING_KEYS", "load_mae", "load_task_weights", "mae_video_processor", "read_mae_weights"]
 
@@ -148,18 +154,9 @@ def mae_video_processor(path_or_repo_id: str | os.PathLike, scale: int) -> AutoG
     ImageNet mean/std), then the shortest edge set to ``scale``. Upstream quirk kept: the crop size
     stays the config's (224 by default) whatever ``scale`` is.
     """
-    import json
-
-    model_dir = resolve_model_dir(path_or_repo_id, allow_patterns=("*.json",))
-    path = model_dir / "preprocessor_config.json"
     params = dict(VIVIT_DEFAULTS)
-    if path.is_file():
-        try:
-            found = json.loads(path.read_text())
-        except (OSError, ValueError) as e:
-            raise CheckpointError(f"{path} is not readable JSON ({type(e).__name__}: {e})") from None
-        if not isinstance(found, dict):
-            raise CheckpointError(f"{path} must hold a JSON object")
+    found = read_preprocessor_config(path_or_repo_id, missing_ok=True)
+    if found is not None:
         params.update({k: v for k, v in found.items() if k in VIVIT_DEFAULTS})
     params["size"] = {"shortest_edge": int(scale)}
     return AutoGazeImageProcessor.from_dict(params)

@@ -16,15 +16,16 @@ normalised space:
 
 from __future__ import annotations
 
-import json
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
+from autogaze_fast.loading import PREPROCESSOR_CONFIG, read_preprocessor_config, resolve_model_dir
 from autogaze_fast.siglip import SiglipVisionModel
 from autogaze_fast.train.mae.config import MAEConfig
 
@@ -46,7 +47,7 @@ class PixelTransform:
     do_normalize: bool = True
 
     @classmethod
-    def from_processor(cls, processor: Any) -> "PixelTransform":
+    def from_processor(cls, processor: Any) -> PixelTransform:
         """From an image processor object or a ``preprocessor_config.json`` mapping (SigLIP defaults fill gaps)."""
         get = processor.get if isinstance(processor, Mapping) else (lambda k, d=None: getattr(processor, k, d))
         return cls(
@@ -59,15 +60,21 @@ class PixelTransform:
         )
 
     @classmethod
-    def from_pretrained(cls, model_dir: str | os.PathLike) -> "PixelTransform":
-        """``preprocessor_config.json`` of a local directory, or SigLIP's standard transform when it has none."""
-        path = Path(model_dir) / "preprocessor_config.json"
-        if not path.is_file():
+    def from_pretrained(cls, model_dir: str | os.PathLike) -> PixelTransform:
+        """``preprocessor_config.json`` of a local directory, or SigLIP's standard transform when it has none.
+
+        Raises:
+            autogaze_fast.loading.CheckpointError: the file is there but not a JSON object.
+            ValueError: its values are not an image processor's.
+        """
+        config = read_preprocessor_config(model_dir, missing_ok=True)
+        if config is None:
             return cls.from_processor(SIGLIP_TRANSFORM)
         try:
-            return cls.from_processor(json.loads(path.read_text()))
+            return cls.from_processor(config)
         except (ValueError, TypeError) as e:
-            raise ValueError(f"{path} is not a readable image processor config ({type(e).__name__}: {e})") from None
+            raise ValueError(f"{Path(model_dir) / PREPROCESSOR_CONFIG} is not a readable image processor config "
+                             f"({type(e).__name__}: {e})") from None
 
     def _stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         shape = (-1, 1, 1)
@@ -130,10 +137,8 @@ class SiglipFeatureLoss(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path_or_repo_id: str | os.PathLike, mae_config: MAEConfig, source: PixelTransform,
-                        impl: str | None = None) -> "SiglipFeatureLoss":
+                        impl: str | None = None) -> SiglipFeatureLoss:
         """Load a SigLIP / SigLIP2 checkpoint (e.g. ``google/siglip2-base-patch16-224``) for frames of the MAE's size."""
-        from autogaze_fast.loading import resolve_model_dir
-
         side = mae_config.scales[-1]
         model_dir = resolve_model_dir(path_or_repo_id)
         model = SiglipVisionModel.from_pretrained(model_dir, scales=str(side), attn_type="bidirectional", impl=impl)
@@ -143,7 +148,7 @@ class SiglipFeatureLoss(nn.Module):
                              f"checkpoint of image size {side}")
         return cls(model, source, PixelTransform.from_pretrained(model_dir))
 
-    def train(self, mode: bool = True) -> "SiglipFeatureLoss":
+    def train(self, mode: bool = True) -> SiglipFeatureLoss:
         super().train(mode)
         self.model.eval()  # frozen, as upstream
         return self

@@ -9,15 +9,16 @@ task-loss head its per-token targets (:func:`~.task_rewards.reconstruction_rewar
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
-from autogaze_fast.train.mae.model import GazedMAE
 from autogaze_fast.train.mae.loading import load_mae, mae_video_processor
 from autogaze_fast.train.mae.loss import PixelTransform, ReconstructionLoss, SiglipFeatureLoss
+from autogaze_fast.train.mae.model import GazedMAE
 from autogaze_fast.train.task_rewards import TaskRewards, reconstruction_rewards, sample_frames_to_reconstruct
 
 __all__ = ["MAEReconstructionTask", "MAETaskOutput"]
@@ -72,7 +73,7 @@ class MAEReconstructionTask(nn.Module):
     def from_pretrained(cls, recon_model: str | os.PathLike, *, scales: str, recon_sample_rate: float = 1.0,
                         siglip2_model: str | os.PathLike | None = None, task_weights: str | os.PathLike | None = None,
                         init_new_embeddings: bool = False, impl: str | None = None, **recon_model_config: Any
-                        ) -> "MAEReconstructionTask":
+                        ) -> MAEReconstructionTask:
         """Upstream's ``VideoMAEReconstruction(recon_model, recon_model_config, scales, recon_sample_rate)``.
 
         ``siglip2_model`` is ``recon_model_config.siglip2_loss_config.model`` (needed when

@@ -1,0 +1,92 @@
+"""``autogaze-fast gaze VIDEO``: decode, gaze and draw a video file clip by clip (memory flat in its
+length); also the options and the model loading it shares with ``autogaze-fast demo``."""
+
+from __future__ import annotations
+
+import argparse
+
+from autogaze_fast.cli.common import DEFAULT_MODEL, checkpoint_or_random, resolve_requirement
+from autogaze_fast.cli.views import check_view_options, stream_views
+from autogaze_fast.media.video import video_info
+from autogaze_fast.model import AutoGaze
+from autogaze_fast.presets import random_autogaze
+from autogaze_fast.processing.autogaze import NVIDIA_PREPROCESSING, AutoGazeImageProcessor
+
+__all__ = ["add_gaze_options", "add_parser", "load_model_and_processor", "run"]
+
+
+def load_model_and_processor(model_id: str, impl: str | None, allow_random: bool
+                             ) -> tuple[AutoGaze, AutoGazeImageProcessor, bool]:
+    """The checkpoint's model and processor (NVIDIA's preprocessing when it ships none), and False;
+    if the checkpoint cannot be had and ``allow_random``, a seeded random model of the NVIDIA shape
+    with NVIDIA's preprocessing (after a loud warning), and True."""
+    model, is_random = checkpoint_or_random(
+        lambda: AutoGaze.from_pretrained(model_id, impl=impl), lambda: random_autogaze(0, impl=impl),
+        allow_random=allow_random, what=f"'{model_id}'",
+        refusal=f"\n\nFor real gaze, pass --model DIR with a local snapshot of the checkpoint "
+                f"(`huggingface-cli download {DEFAULT_MODEL} --local-dir DIR`, where there is internet). "
+                "To check only that the pipeline runs, add --allow-random: a RANDOMLY INITIALISED model "
+                "(meaningless gaze).",
+        fallback="Falling back to a RANDOMLY INITIALISED model of the NVIDIA shape (seed 0). Its gaze is MEANINGLESS: "
+                 "use it only to check that the pipeline runs and how fast. Pass --model DIR with a local snapshot "
+                 "of nvidia/AutoGaze for real gaze.")
+    if is_random:
+        return model, AutoGazeImageProcessor.from_dict(NVIDIA_PREPROCESSING), True
+    return model, AutoGazeImageProcessor.from_pretrained_or_default(model_id), False
+
+
+def add_gaze_options(p: argparse.ArgumentParser) -> None:
+    """The options ``demo`` and ``gaze`` share."""
+    p.add_argument("--model", default=DEFAULT_MODEL, help="local checkpoint directory or hub id (default: %(default)s)")
+    p.add_argument("--impl", choices=["reference", "fast"], default=None, help="implementation (default: $AUTOGAZE_IMPL or fast)")
+    p.add_argument("--gazing-ratio", type=float, default=0.75, help="max fraction of tokens gazed per frame")
+    p.add_argument("--task-loss-requirement", type=float, default=None,
+                   help="stop a frame once the predicted task loss <= this (default 0.7 with a real checkpoint; "
+                        "off for the random fallback model, whose loss predictions are meaningless)")
+    p.add_argument("--chunk-frames", type=int, default=None,
+                   help="frames per independently gazed chunk (default: max_num_frames)")
+    p.add_argument("--out", default=None, help="write a gaze overlay (.mp4/.gif video or .png grid)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("gaze", help="gaze a video file")
+    p.add_argument("video")
+    add_gaze_options(p)
+    p.add_argument("--max-frames", type=int, default=None, help="only the first N frames")
+    p.add_argument("--allow-random", action="store_true", help="fall back to a random model if the checkpoint is unavailable")
+    p.add_argument("--tiles", choices=["anyres", "pad", "resize"], default=None,
+                   help="gaze square tiles of the model's size over the frame (anyres: a grid close to the frame's "
+                        "aspect, frame resized onto it; pad: pixels kept, edges padded; resize: one squashed tile); "
+                        "the overlay is drawn on the full-resolution frames. Default: one squashed 224x224 frame")
+    p.add_argument("--max-tiles", type=int, default=None, help="most tiles per frame with --tiles (default 64)")
+    p.add_argument("--tile-batch-size", type=int, default=None, help="tiles gazed per batch with --tiles (default 8)")
+    p.add_argument("--view", choices=["overlay", "interframe"], default="overlay",
+                   help="overlay: gazed cells on the frames; interframe: gazed cells update from the current frame, "
+                        "the rest keeps the previous output, full refresh at keyframes, with PSNR against the input "
+                        "and its EMA (factor 0.9) on each picture and in OUT's .csv")
+    p.add_argument("--keyframe-every", type=int, default=None,
+                   help="with --view interframe: full refresh every K frames, frame 0 included (default 16)")
+    return p
+
+
+def print_squash_note(height: int, width: int, side: int) -> None:
+    """Say so when non-square frames will be squashed to the gaze model's square input."""
+    if height != width:
+        print(f"note: {height}x{width} (H x W) frames are squashed to {side}x{side} for the gaze model, "
+              "so their aspect ratio is not kept (pass --tiles anyres to gaze square tiles that keep it)")
+
+
+def run(args) -> int:
+    """Decode, gaze and draw the video clip by clip (memory flat in its length)."""
+    check_view_options(args)
+    if args.max_frames is not None and args.max_frames < 1:
+        raise ValueError(f"--max-frames must be >= 1, got {args.max_frames}")
+    info = video_info(args.video)
+    model, processor, is_random = load_model_and_processor(args.model, args.impl, allow_random=args.allow_random)
+    resolve_requirement(args, is_random)
+    frames = min(info.num_frames, args.max_frames) if args.max_frames else info.num_frames
+    print(f"{args.video}: {frames} frames of {info.height}x{info.width}")
+    if args.tiles is None:
+        print_squash_note(info.height, info.width, model.config.input_img_size)
+    return stream_views(model, processor, args, info.height, info.width, info.num_frames)
