@@ -25,7 +25,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
 from memory_probe import measure
 
 VIDEO_SECONDS, FPS, FREQUENCY = 8, 8, 2.0

@@ -139,7 +139,8 @@ def write_report(result: dict) -> None:
     ours, up = result["ours"], result.get("upstream")
     if up is None:
         lines += ["Upstream runner not available: our side only.", ""]
-    lines += ["| phase | ours best (s) | ours median (s) | upstream best (s) | upstream median (s) | speed-up (best) | speed-up (median) |",
+    lines += ["| phase | ours best (s) | ours median (s) | upstream best (s) | upstream median (s) "
+              "| speed-up (best) | speed-up (median) |",
               "|---|---|---|---|---|---|---|"]
     for phase in PHASES:
         o = ours[phase]

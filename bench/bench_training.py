@@ -124,7 +124,7 @@ def test_fast_gradients_equal_reference():
     batch = make_batch(device)
     models = [build(impl, device, batch) for impl in ("reference", "fast")]
     losses = []
-    for model, forward in models:
+    for _model, forward in models:
         loss = forward()
         loss.backward()
         losses.append(loss.detach())

@@ -16,7 +16,7 @@ import numpy as np
 from autogaze_fast.media.synthetic import synthetic_clip
 from autogaze_fast.media.video import write_video
 
-FIXTURES = Path(__file__).parents[1] / "fixtures" / "upstream"
+FIXTURES = Path(__file__).parent / "fixtures" / "upstream"
 SIGLIP_PREPROCESSING = {"do_resize": True, "size": {"height": 224, "width": 224}, "resample": 3, "do_rescale": True,
                         "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": [0.5] * 3, "image_std": [0.5] * 3}
 
