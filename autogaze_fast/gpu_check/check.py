@@ -18,7 +18,7 @@ recorded and the next section runs):
 
 On CUDA the sizes are the models' own (16 frames, SigLIP-B/16 at 3,168 tokens, medians of >= 10)
 and the whole check is sized to finish within ~6 minutes on an H200. Without CUDA the same report
-runs on the torch-twin path at small sizes (``cpu``: < 2 minutes on 2 cores; ``--quick``: the
+runs on the fast model's torch CPU paths at small sizes (``cpu``: < 2 minutes on 2 cores; ``--quick``: the
 smallest, used by the tests).
 """
 
@@ -96,7 +96,7 @@ def environment(ctx: CheckContext, results: dict) -> None:
         results["cudnn"] = torch.backends.cudnn.version()
         results.update({f"default {k}": v for k, v in tf32_flags().items()})
     else:
-        results["gpu"] = "none (CPU mode: the fast model runs its torch twins)"
+        results["gpu"] = "none (CPU mode: the fast model runs its torch CPU paths, never Triton)"
     results["TRITON_INTERPRET"] = os.environ.get("TRITON_INTERPRET", "")
     results["git_commit"] = _run_text(["git", "rev-parse", "--short", "HEAD"])
     status = _run_text(["git", "status", "--porcelain", "--untracked-files=no"])
@@ -225,7 +225,7 @@ def _hard_cap(seconds: float) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _twin_path(device: torch.device) -> Iterator[None]:
-    """Without CUDA, run the fast model's torch twins (never the Triton interpreter) for a section."""
+    """Without CUDA, run the fast model's torch CPU paths (never the Triton interpreter) for a section."""
     if device.type == "cuda":
         yield
         return

@@ -12,7 +12,8 @@ bench/bench_siglip_kernels.py).
 * gathered patch embedding (hidden 768, patch 16, scales 32+64+112+224) vs upstream's way: unfold
   every patch of every scale, gather the gazed rows, linear, add positions.
 
-On CUDA the kernel row is ``triton``; on CPU (no CUDA) the torch twin stands in for it and SDPA
+On CUDA the kernel row is ``triton``; on CPU (no CUDA) the row named ``twin`` is the
+kernel's torch path (for decode and sparse attention, the production CPU path) and SDPA
 runs its CPU backends. Every row has its max |Δ| against a float32 naive oracle of the same inputs.
 """
 
