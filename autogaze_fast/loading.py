@@ -1,5 +1,6 @@
-"""Checkpoint loading shared by AutoGaze and SigLIP: resolve a directory, read safetensors and
-``preprocessor_config.json``, load a state dict strictly with an error that lists every mismatch."""
+"""Checkpoint files shared by AutoGaze and SigLIP: resolve a directory, read safetensors and
+``preprocessor_config.json``, load a state dict strictly with an error that lists every mismatch,
+and write a checkpoint folder back (``save_pretrained``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 PREPROCESSOR_CONFIG = "preprocessor_config.json"
@@ -112,3 +113,39 @@ def read_preprocessor_config(path_or_repo_id: str | os.PathLike, *, missing_ok: 
     if not isinstance(config, dict):
         raise CheckpointError(f"{path} must hold a JSON object, got {type(config).__name__}")
     return config
+
+
+def _write_atomically(path: Path, write) -> None:
+    """``write(tmp_path)``, fsync, then rename onto ``path``: a reader sees the old file or the whole new one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def save_pretrained_files(directory: str | os.PathLike, state_dict: dict[str, torch.Tensor], config: dict[str, Any],
+                          preprocessor: dict[str, Any] | None = None) -> Path:
+    """Write a checkpoint folder that ``from_pretrained`` reads: ``model.safetensors`` (the tensors,
+    copied to CPU), ``config.json`` and, when given, ``preprocessor_config.json``.
+
+    Each file is written to a temporary name in ``directory`` and renamed into place, weights first
+    and ``config.json`` last, so an interrupted save never leaves a folder that looks complete.
+    Returns the folder.
+    """
+    directory = Path(os.fspath(directory)).expanduser()
+    if directory.exists() and not directory.is_dir():
+        raise CheckpointError(f"{directory} is a file; save_pretrained writes a folder (config.json, model.safetensors)")
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
+    _write_atomically(directory / "model.safetensors",
+                      lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
+    if preprocessor is not None:
+        _write_atomically(directory / PREPROCESSOR_CONFIG,
+                          lambda tmp: tmp.write_text(json.dumps(preprocessor, indent=2) + "\n"))
+    _write_atomically(directory / "config.json", lambda tmp: tmp.write_text(json.dumps(config, indent=2) + "\n"))
+    return directory

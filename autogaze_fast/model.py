@@ -26,6 +26,7 @@ import os
 import sys
 import warnings
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -35,7 +36,7 @@ from autogaze_fast.checks import check_int
 from autogaze_fast.config import AutoGazeConfig
 from autogaze_fast.fast.gazing_model import FastGazingModel
 from autogaze_fast.impl import resolve_impl
-from autogaze_fast.loading import load_state_dict_strict, read_safetensors, resolve_model_dir
+from autogaze_fast.loading import load_state_dict_strict, read_safetensors, resolve_model_dir, save_pretrained_files
 from autogaze_fast.processing.autogaze import MAX_ASPECT_RATIO, MIN_FRAME_SIDE
 from autogaze_fast.reference import autogaze as reference_autogaze
 from autogaze_fast.reference.gazing_model import GazingModel
@@ -122,6 +123,17 @@ class AutoGaze(nn.Module):
         if device is not None or dtype is not None:
             model.to(device=device, dtype=dtype)
         return model
+
+    def save_pretrained(self, directory: str | os.PathLike, processor=None) -> Path:
+        """Write a checkpoint folder that :meth:`from_pretrained` (either impl) loads back:
+        ``config.json`` (the config's dict), ``model.safetensors`` (the weights, on CPU, in their
+        current dtype) and, with ``processor`` (an :class:`AutoGazeImageProcessor`),
+        ``preprocessor_config.json``. Files are written atomically; returns the folder."""
+        if not self.config.raw:
+            raise ValueError("this AutoGazeConfig was not built from a config.json dict (AutoGazeConfig.from_dict), "
+                             "so there is no config.json to write; build the model from AutoGazeConfig.from_dict(...)")
+        return save_pretrained_files(directory, self.state_dict(), self.config.raw,
+                                     preprocessor=None if processor is None else processor.to_dict())
 
     def forward(
         self,

@@ -17,7 +17,13 @@ import torch
 from torch import nn
 
 from autogaze_fast.impl import resolve_impl
-from autogaze_fast.loading import CheckpointError, load_state_dict_strict, read_safetensors, resolve_model_dir
+from autogaze_fast.loading import (
+    CheckpointError,
+    load_state_dict_strict,
+    read_safetensors,
+    resolve_model_dir,
+    save_pretrained_files,
+)
 from autogaze_fast.reference.siglip import SiglipVisionOutput
 from autogaze_fast.reference.siglip import SiglipVisionTransformer as ReferenceSiglipVisionTransformer
 from autogaze_fast.siglip_config import SiglipVisionConfig
@@ -106,6 +112,15 @@ class SiglipVisionModel(nn.Module):
     @property
     def scales(self) -> list[int]:
         return self.config.scales
+
+    def save_pretrained(self, directory: str | os.PathLike, processor=None) -> Path:
+        """Write a checkpoint folder that :meth:`from_pretrained` loads back: a vision-only
+        ``config.json`` (scales and attention mode included), ``model.safetensors`` (the
+        ``vision_model.*`` weights, on CPU, in their current dtype) and, with ``processor`` (a
+        :class:`~autogaze_fast.SiglipImageProcessor`), ``preprocessor_config.json``. Files are
+        written atomically; returns the folder."""
+        return save_pretrained_files(directory, self.state_dict(), self.config.to_dict(),
+                                     preprocessor=None if processor is None else processor.to_dict())
 
     def forward(
         self,
