@@ -101,8 +101,11 @@ def test_torchrun_two_gloo_ranks_match_one_process_with_the_same_global_batch(da
     expected, got = _final(single), _final(ranks)
     initial = load_file(str(Path(__file__).parents[1] / "fixtures" / "upstream" / "tiny_k10" / "model.safetensors"))
     assert sorted(initial) == sorted(expected) and any(not torch.equal(expected[k], initial[k]) for k in expected)
-    for name in expected:  # float32 sums in another order at most
-        torch.testing.assert_close(got[name], expected[name], rtol=1e-6, atol=2e-7, msg=lambda m: f"{name}: {m}")
+    # float32 sums in another order at most. After Adam's first steps a gradient element near 0
+    # moves its weight by up to ~lr whatever its size, so such rounding can reach 5e-7 in one weight
+    # (seen in 1 of 4,096 o_proj weights on this CPU); atol 1e-6 is still far below any real change.
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-6, atol=1e-6, msg=lambda m: f"{name}: {m}")
     single_lines, rank_lines = _train_lines(single), _train_lines(ranks)
     for a, b in zip(single_lines, rank_lines):
         for key in ("loss", "grpo_loss", "reconstruction_loss", "reward", "grad_norm"):
