@@ -1,0 +1,1 @@
+"""`autogaze-fast evaluate`: gaze selectors side by side at equal token budgets."""

@@ -1,0 +1,4 @@
+"""Gaze policies returning the gaze dict AutoGaze returns.
+
+autogaze, uniform, random, frame-difference, run-length, motion-vectors.
+"""
