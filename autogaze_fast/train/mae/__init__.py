@@ -1,5 +1,5 @@
 """The gazed multi-scale MAE (the GRPO task): ``config``, ``layers``, ``model`` (:class:`GazedMAE`),
-``loading`` (checkpoints of transformers 4.x layout), ``loss`` (pixel and SigLIP-feature losses),
+``loading`` + ``key_layout`` (checkpoints of transformers 4.x and 5.x layouts), ``loss`` (pixel and SigLIP-feature losses),
 ``task`` (gaze → reconstruction → per-frame loss)."""
 
 from autogaze_fast.train.mae.config import MAEConfig

@@ -5,7 +5,8 @@ Two formats, both strict (every missing, unexpected or mis-shaped key is named):
 * a ``ViTMAEForPreTraining`` directory: ``config.json`` (``model_type`` ``vit_mae``) and
   ``model.safetensors`` (or ``pytorch_model.bin``) with keys ``vit.*`` / ``decoder.*`` — what
   upstream's ``save_pretrained`` writes, and what Hugging Face ``vit-mae`` checkpoints
-  (``facebook/vit-mae-base`` …) hold. A plain ``vit-mae`` checkpoint lacks the four multi-scale /
+  (``facebook/vit-mae-base`` …) hold; the key names of transformers 4.x and 5.x both load
+  (:mod:`.key_layout`). A plain ``vit-mae`` checkpoint lacks the four multi-scale /
   time tables (``vit.embeddings.{scale_embed,time_embed}``, ``decoder.{decoder_scale_embed,time_embed}``);
   with ``init_new_embeddings=True`` exactly those may be missing and are drawn from
   N(0, initializer_range²), as upstream's ``from_pretrained`` initialises them;
@@ -32,6 +33,7 @@ from autogaze_fast.loading import (
 )
 from autogaze_fast.processing.autogaze import AutoGazeImageProcessor
 from autogaze_fast.train.mae.config import MAEConfig
+from autogaze_fast.train.mae.key_layout import to_canonical_mae_keys
 from autogaze_fast.train.mae.model import GazedMAE
 
 __all__ = ["NEW_EMBEDDING_KEYS", "load_mae", "load_task_weights", "mae_video_processor", "read_mae_weights"]
@@ -119,12 +121,27 @@ def load_mae(
     model = GazedMAE(config, impl=impl)
     if task_weights is None:
         state, source = read_mae_weights(model_dir)
+        state = to_canonical_mae_keys(state, source)
         if init_new_embeddings:
             state = _init_new_embeddings(model, state, generator)
-        load_state_dict_strict(model, state, source=source)
+        _load_strict(model, state, source, init_new_embeddings)
     else:  # videomae.pt holds every MAE key: the directory only gives the config
         load_task_weights(model, task_weights)
     return model.to(device=device).train(False)
+
+
+def _load_strict(model: GazedMAE, state: dict[str, torch.Tensor], source: str, init_new_embeddings: bool) -> None:
+    """:func:`load_state_dict_strict`, its error told how to fix missing scale/time tables."""
+    try:
+        load_state_dict_strict(model, state, source=source)
+    except CheckpointError as e:
+        missing_new = [k for k in NEW_EMBEDDING_KEYS if k in model.state_dict() and k not in state]
+        if not missing_new or init_new_embeddings:
+            raise
+        raise CheckpointError(f"{e}\n  {', '.join(missing_new)} are upstream's multi-scale / time tables, which a plain "
+                              "ViT-MAE checkpoint (facebook/vit-mae-*, or one saved by transformers) lacks: set "
+                              "task.init_new_embeddings=true (load_mae(..., init_new_embeddings=True)) to initialise "
+                              "them, or give upstream's videomae.pt as task.task_weights") from None
 
 
 def load_task_weights(model: GazedMAE, path: str | os.PathLike) -> None:
@@ -143,7 +160,7 @@ def load_task_weights(model: GazedMAE, path: str | os.PathLike) -> None:
         raise CheckpointError(f"{path} is not upstream's MAE task state dict: keys without the 'mae.' prefix, e.g. "
                               f"{foreign[:5]}; pass a ViTMAEForPreTraining directory to load_mae instead")
     mae_state = {k[len("mae."):]: v for k, v in state.items() if not k.startswith(FEATURE_MODEL_PREFIXES)}
-    load_state_dict_strict(model, mae_state, source=str(path))
+    load_state_dict_strict(model, to_canonical_mae_keys(mae_state, str(path)), source=str(path))
 
 
 def mae_video_processor(path_or_repo_id: str | os.PathLike, scale: int) -> AutoGazeImageProcessor:
