@@ -22,6 +22,9 @@ from typing import Any, Union
 
 from autogaze_fast.config import ConfigError, parse_scales
 
+#: ``task.recon_preset`` names (autogaze_fast.train.mae.presets.MAE_PRESETS; kept in sync by a test).
+RECON_PRESETS = ("tiny", "videomae-shape")
+
 try:
     import yaml
 except ImportError:  # PyYAML is optional: JSON configs and plain overrides work without it
@@ -64,7 +67,12 @@ class TaskConfig:
 
     Attributes:
         recon_model: a ``ViTMAEForPreTraining`` directory or hub id (its ``config.json``, preprocessing
-            and, without ``task_weights``, its weights). Needed by GRPO and by validation.
+            and, without ``task_weights``, its weights). GRPO needs it or ``recon_preset``; validation
+            uses either when given.
+        recon_preset: ``"tiny"`` (2 layers, 32 wide: smoke runs on a laptop) or ``"videomae-shape"``
+            (``facebook/vit-mae-large``'s shape): an MAE with seeded random weights, the MAE's sibling of
+            ``model.preset``. At most one of ``recon_model`` / ``recon_preset``.
+        recon_preset_seed: seed of the preset's random weights.
         task_weights: upstream's ``videomae.pt`` (every MAE key; the directory then only gives the config).
         scales: the MAE's scales, ``"32+64+112+224"``; the clip side is the largest.
         recon_sample_rate: fraction of the frames reconstructed per clip (upstream: 0.125).
@@ -74,6 +82,8 @@ class TaskConfig:
     """
 
     recon_model: str | None = None
+    recon_preset: str | None = None
+    recon_preset_seed: int = 0
     task_weights: str | None = None
     scales: str = "32+64+112+224"
     recon_sample_rate: float = 0.125
@@ -235,9 +245,17 @@ class TrainConfig:
         if a.name == "ntp" and not d.labels:
             raise ConfigError("algorithm.name=ntp needs data.labels: the ground-truth gazing labels JSON "
                               "(upstream's gazing_labels.json)")
-        if a.name == "grpo" and not t.recon_model:
+        _choice("task.recon_preset", t.recon_preset, (None, *RECON_PRESETS))
+        if t.recon_model and t.recon_preset:
+            raise ConfigError(f"give at most one of task.recon_model (an MAE checkpoint) and task.recon_preset (a "
+                              f"random MAE); got recon_model={t.recon_model!r}, recon_preset={t.recon_preset!r}")
+        if t.recon_preset and t.task_weights:
+            raise ConfigError("task.task_weights needs task.recon_model (the MAE's config.json); task.recon_preset "
+                              "builds a random MAE and loads no weights")
+        if a.name == "grpo" and not (t.recon_model or t.recon_preset):
             raise ConfigError("algorithm.name=grpo needs task.recon_model: the MAE (a ViTMAEForPreTraining "
-                              "directory or hub id) whose reconstruction loss is the reward")
+                              "directory or hub id) whose reconstruction loss is the reward, or task.recon_preset="
+                              f"{'|'.join(RECON_PRESETS)} for a seeded random one (smoke runs)")
         for name, value in (("data.clip_len", d.clip_len), ("data.frame_sample_rate", d.frame_sample_rate),
                             ("algorithm.group_size", a.group_size), ("optim.global_batch", o.global_batch),
                             ("optim.micro_batch", o.micro_batch), ("optim.steps", o.steps),

@@ -56,6 +56,7 @@ from autogaze_fast.train.checkpoint import (
 from autogaze_fast.train.config import TrainConfig
 from autogaze_fast.train.data import ClipDataset, StepBatchSampler, collate_clips, list_split_videos, load_labels
 from autogaze_fast.train.mae.loading import mae_video_processor
+from autogaze_fast.train.mae.presets import preset_mae_processor
 from autogaze_fast.train.mae.task import MAEReconstructionTask
 from autogaze_fast.train.metrics import MetricsLogger
 from autogaze_fast.train.steps import TrainBatch, grpo_step, ntp_step, sample_rollout
@@ -133,17 +134,24 @@ def _gaze_processor(cfg: TrainConfig, side: int):
 
 
 def _build_task(cfg: TrainConfig, device: torch.device):
-    """The frozen MAE task and its video processor, or (None, None) without ``task.recon_model``."""
+    """The frozen MAE task and its video processor, or (None, None) without ``task.recon_model`` /
+    ``task.recon_preset``."""
     t = cfg.task
-    if not t.recon_model:
+    side = max(parse_scales(t.scales))
+    common = dict(scales=t.scales, recon_sample_rate=t.recon_sample_rate, siglip2_model=t.siglip2_model,
+                  impl=cfg.model.impl, loss_type=t.loss_type, loss_weights=t.loss_weights)
+    if t.recon_preset:
+        task = MAEReconstructionTask.from_preset(t.recon_preset, seed=t.recon_preset_seed, **common)
+        processor = preset_mae_processor(side)
+    elif t.recon_model:
+        task = MAEReconstructionTask.from_pretrained(t.recon_model, task_weights=t.task_weights,
+                                                     init_new_embeddings=t.init_new_embeddings, **common)
+        processor = mae_video_processor(t.recon_model, side)
+    else:
         return None, None
-    task = MAEReconstructionTask.from_pretrained(
-        t.recon_model, scales=t.scales, recon_sample_rate=t.recon_sample_rate, siglip2_model=t.siglip2_model,
-        task_weights=t.task_weights, init_new_embeddings=t.init_new_embeddings, impl=cfg.model.impl,
-        loss_type=t.loss_type, loss_weights=t.loss_weights)
     for p in task.parameters():
         p.requires_grad_(False)
-    return task.to(device).eval(), mae_video_processor(t.recon_model, max(parse_scales(t.scales)))
+    return task.to(device).eval(), processor
 
 
 def _dataset(cfg: TrainConfig, split: str, labels_path: str | None, model, gaze_proc, task_proc) -> ClipDataset:

@@ -19,6 +19,7 @@ from torch import nn
 from autogaze_fast.train.mae.loading import load_mae, mae_video_processor
 from autogaze_fast.train.mae.loss import PixelTransform, ReconstructionLoss, SiglipFeatureLoss
 from autogaze_fast.train.mae.model import GazedMAE
+from autogaze_fast.train.mae.presets import preset_mae_processor, random_mae
 from autogaze_fast.train.task_rewards import TaskRewards, reconstruction_rewards, sample_frames_to_reconstruct
 
 __all__ = ["MAEReconstructionTask", "MAETaskOutput"]
@@ -81,12 +82,28 @@ class MAEReconstructionTask(nn.Module):
         """
         mae = load_mae(recon_model, task_weights=task_weights, init_new_embeddings=init_new_embeddings, impl=impl,
                        scales=scales, **recon_model_config)
+        return cls._with_loss(mae, mae_video_processor(recon_model, mae.config.scales[-1]), siglip2_model, impl,
+                              recon_sample_rate)
+
+    @classmethod
+    def from_preset(cls, name: str, *, scales: str, seed: int = 0, recon_sample_rate: float = 1.0,
+                    siglip2_model: str | os.PathLike | None = None, impl: str | None = None,
+                    **recon_model_config: Any) -> MAEReconstructionTask:
+        """The task over a seeded random MAE of preset ``name`` (``tiny`` / ``videomae-shape``,
+        :mod:`~.presets`), preprocessed by :func:`~.presets.preset_mae_processor`."""
+        mae = random_mae(name, seed, impl=impl, scales=scales, **recon_model_config)
+        return cls._with_loss(mae, preset_mae_processor(mae.config.scales[-1]), siglip2_model, impl,
+                              recon_sample_rate)
+
+    @classmethod
+    def _with_loss(cls, mae: GazedMAE, processor, siglip2_model, impl: str | None,
+                   recon_sample_rate: float) -> MAEReconstructionTask:
         siglip = None
         if "siglip2" in mae.config.loss_type:
             if siglip2_model is None:
                 raise ValueError("loss_type has 'siglip2': pass siglip2_model=<SigLIP checkpoint dir or hub id> "
                                  "(upstream's recon_model_config.siglip2_loss_config.model)")
-            source = PixelTransform.from_processor(mae_video_processor(recon_model, mae.config.scales[-1]))
+            source = PixelTransform.from_processor(processor)
             siglip = SiglipFeatureLoss.from_pretrained(siglip2_model, mae.config, source, impl=impl)
         return cls(mae, ReconstructionLoss(mae.config, siglip), recon_sample_rate)
 
