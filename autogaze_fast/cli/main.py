@@ -1,5 +1,5 @@
 """``autogaze-fast`` command line: ``demo``, ``gaze VIDEO``, ``extract INPUTS --out OUT``, ``train --config CFG``,
-``gpu-check --out DIR`` and ``compile-kernels``."""
+``make-training-data OUT``, ``gpu-check --out DIR`` and ``compile-kernels``."""
 
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 
+from autogaze_fast.config import ConfigError
 from autogaze_fast.train.config import load_config
 from autogaze_fast.train.trainer import train
 
@@ -22,15 +23,21 @@ def add_parser(sub) -> argparse.ArgumentParser:
                                    "Sections: model, task, data, algorithm, optim, temperature, run (see README, "
                                    "'Training').")
     p.add_argument("--config", default=None, help="YAML (.yaml/.yml) or JSON config file")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved config as JSON (defaults included; unset required fields shown as "
+                        "\"<required: ...>\") and exit 0")
     p.add_argument("overrides", nargs="*", metavar="section.field=value", help="config overrides")
     return p
 
 
 def run(args) -> int:
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, args.overrides, validate=not args.print_config)
     if args.print_config:
-        print(json.dumps(cfg.to_dict(), indent=2))
+        print(json.dumps(cfg.to_display_dict(), indent=2))
+        try:
+            cfg.validate()
+        except ConfigError as e:
+            print(f"autogaze-fast train: this config cannot run yet: {e}", file=sys.stderr)
         return 0
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, stream=sys.stderr,

@@ -282,6 +282,34 @@ class TrainConfig:
         parse_scales(t.scales)
         return self
 
+    def missing_required(self) -> dict[str, str]:
+        """The required fields left unset: dotted name → what is needed (``{}`` when none is missing).
+
+        ``model.checkpoint`` / ``model.preset`` (one of them), ``data.root``, ``data.labels`` for NTP,
+        ``task.recon_model`` / ``task.recon_preset`` (one of them) for GRPO.
+        """
+        m, t, d, a = self.model, self.task, self.data, self.algorithm
+        missing: dict[str, str] = {}
+        if m.checkpoint is None and m.preset is None:
+            missing["model.checkpoint"] = missing["model.preset"] = "one of model.checkpoint, model.preset"
+        if not d.root.strip():
+            missing["data.root"] = "dataset folder(s), comma-separated"
+        if a.name == "ntp" and not d.labels:
+            missing["data.labels"] = "by algorithm.name=ntp"
+        if a.name == "grpo" and not (t.recon_model or t.recon_preset):
+            missing["task.recon_model"] = missing["task.recon_preset"] = \
+                "by algorithm.name=grpo, one of task.recon_model, task.recon_preset"
+        return missing
+
+    def to_display_dict(self) -> dict[str, Any]:
+        """:meth:`to_dict` with every field of :meth:`missing_required` shown as ``"<required: …>"``
+        (what ``autogaze-fast train --print-config`` prints)."""
+        values = self.to_dict()
+        for name, need in self.missing_required().items():
+            section, key = name.split(".")
+            values[section][key] = f"<required: {need}>"
+        return values
+
     def batch_plan(self, world_size: int) -> tuple[int, int]:
         """``(micro-batches per rank per step, clips per rank per step)``; a ConfigError if the global
         batch does not split evenly over ``world_size`` ranks of ``micro_batch`` clips."""
@@ -443,8 +471,10 @@ def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
     return values
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> TrainConfig:
-    """Read ``path`` (optional), apply ``key.sub=value`` ``overrides``, check everything.
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None,
+                validate: bool = True) -> TrainConfig:
+    """Read ``path`` (optional), apply ``key.sub=value`` ``overrides``, check everything
+    (``validate=False``: only the fields' names and types, e.g. to print an unfinished config).
 
     Raises:
         ConfigError: missing/unparsable file, unknown field (with the closest valid name), wrong type,
@@ -452,4 +482,5 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
     """
     values = read_config_file(path) if path is not None else {}
     values = _merge(values, parse_overrides(list(overrides or [])))
-    return config_from_dict(values).validate()
+    cfg = config_from_dict(values)
+    return cfg.validate() if validate else cfg
