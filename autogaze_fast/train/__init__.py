@@ -13,12 +13,15 @@ from autogaze_fast.train.mae.config import MAEConfig
 from autogaze_fast.train.mae.loading import load_mae, load_task_weights, mae_video_processor
 from autogaze_fast.train.mae.loss import PixelTransform, ReconstructionLoss, SiglipFeatureLoss
 from autogaze_fast.train.mae.model import GazedMAE, MAEPrediction
+from autogaze_fast.train.mae.presets import MAE_PRESETS, random_mae
 from autogaze_fast.train.mae.task import MAEReconstructionTask, MAETaskOutput
 from autogaze_fast.train.steps import Rollout, StepResult, TrainBatch, grpo_step, ntp_step
+from autogaze_fast.train.synthetic_data import heuristic_gaze_label, make_training_data
 from autogaze_fast.train.task_rewards import TaskRewards, reconstruction_rewards, sample_frames_to_reconstruct
 
 __all__ = [
     "GazedMAE",
+    "MAE_PRESETS",
     "MAEConfig",
     "MAEPrediction",
     "MAEReconstructionTask",
@@ -35,11 +38,14 @@ __all__ = [
     "grpo_advantages",
     "grpo_loss",
     "grpo_step",
+    "heuristic_gaze_label",
     "load_mae",
     "load_task_weights",
     "mae_video_processor",
+    "make_training_data",
     "ntp_loss",
     "ntp_step",
+    "random_mae",
     "reconstruction_rewards",
     "repeat_for_group",
     "sample_frames_to_reconstruct",
