@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from autogaze_fast.checks import check_int
 from autogaze_fast.config import parse_scales, patch_tokens_per_scale
 from autogaze_fast.media.synthetic import synthetic_clip
-from autogaze_fast.media.video import write_video
+from autogaze_fast.media.video import current_umask, write_video
 
 __all__ = ["TrainingData", "heuristic_gaze_label", "make_training_data"]
 
@@ -166,12 +166,14 @@ def make_training_data(out: str | os.PathLike, videos: int = 8, val_videos: int 
     frames = check_int(frames, "frames", message=f"--frames must be an int >= 1, got {frames!r}")
     if not isinstance(size, int) or size < 8:
         raise ValueError(f"--size must be an int >= 8 (pixels), got {size!r}")
+    seed = check_int(seed, "seed", minimum=0, message=f"--seed must be an int >= 0, got {seed!r}")
     if not name or "/" in name or name in (".", ".."):
         raise ValueError(f"--name must be a plain folder name, got {name!r}")
     _check_out(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
+        staging.chmod(0o777 & ~current_umask())  # mkdtemp's folder is private; OUT gets the usual permissions
         jobs = [("train", i, seed * 100003 + i) for i in range(videos)]
         jobs += [("val", i, seed * 100003 + videos + i) for i in range(val_videos)]
         bar = None

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from autogaze_fast.cli.main import main
-from autogaze_fast.media.video import read_video
+from autogaze_fast.media.video import current_umask, read_video
 from autogaze_fast.train import synthetic_data
 from autogaze_fast.train.data import label_key, list_split_videos, load_labels
 from autogaze_fast.train.synthetic_data import heuristic_gaze_label, make_training_data
@@ -33,6 +33,7 @@ def test_cli_writes_upstreams_layout_and_labels_the_trainer_reads(tmp_path, caps
     assert sorted(load_labels(str(out / "val_gazing_labels.json"), 3, N)) == [label_key(val[0])]
     assert read_video(train[0]).shape == (3, 32, 32, 3)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left
+    assert out.stat().st_mode & 0o777 == 0o777 & ~current_umask()  # not mkdtemp's private 0700
 
 
 def test_same_seed_same_labels_other_seed_other_clips(tmp_path):
@@ -57,6 +58,8 @@ def test_non_empty_or_file_out_is_refused_and_left_alone(tmp_path, capsys):
     assert make_training_data(empty, videos=1, val_videos=1, frames=1, size=16, progress=False).root.is_dir()
     assert main(["make-training-data", str(tmp_path / "x"), "--frames", "0", "--quiet"]) == 2
     assert "--frames must be an int >= 1" in capsys.readouterr().err
+    assert main(["make-training-data", str(tmp_path / "x"), "--seed", "-1", "--quiet"]) == 2
+    assert "--seed must be an int >= 0" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
 
 def test_an_interrupted_run_leaves_nothing(tmp_path, monkeypatch):
