@@ -102,7 +102,7 @@ def gaze_settings(model, args, **more) -> dict:
     tiles = getattr(args, "tiles", None)
     side = model.config.input_img_size
     if tiles is None:
-        shown_tiles = f"none (each frame squashed to {side}x{side})"
+        shown_tiles = f"none (each frame resized to {side}x{side})"
     else:
         shown_tiles = f"{tiles} ({side}-px tiles, at most {args.max_tiles or MAX_TILES}, {args.tile_batch_size} per batch)"
     return {"model": weights_origin(model), "impl": model.impl, "gazing_ratio": f"{args.gazing_ratio:g}",

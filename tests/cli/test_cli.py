@@ -155,6 +155,7 @@ def test_chunked_overlay_numbers_frames_across_chunks(tmp_path):
     from PIL import Image
 
     from autogaze_fast.cli.demo import gaze_and_report
+    from autogaze_fast.media.caption import gaze_caption
     from autogaze_fast.media.draw import gaze_overlay
     from autogaze_fast.media.synthetic import synthetic_clip
     from autogaze_fast.processing.autogaze import AutoGazeImageProcessor
@@ -167,11 +168,12 @@ def test_chunked_overlay_numbers_frames_across_chunks(tmp_path):
     args = argparse.Namespace(chunk_frames=2, gazing_ratio=0.1, task_loss_requirement=None, quiet=True,
                               out=str(tmp_path / "grid.png"))
     gaze_and_report(model, processor, frames, args)
-    # oracle: one overlay of the whole clip, numbered 0, 1, 2
+    # oracle: one overlay of the whole clip, numbered 0, 1, 2, captioned with the model's folder, ratio and stop
     masks = [torch.cat([out["gazing_mask"][k][0] for out in outputs]) for k in range(len(model.scales))]
-    whole = gaze_overlay(frames, masks, model.scales)
+    whole = gaze_overlay(frames, masks, model.scales, caption=gaze_caption(str(FIXTURES / "tiny_k10"), 0.1, None))
+    ph = whole.shape[1]  # the frame and its caption strip
     grid = np.asarray(Image.open(tmp_path / "grid.png"))
-    np.testing.assert_array_equal(grid[66:130, :64], whole[2])  # 2x2 grid, gap 2: frame 2 is bottom left
+    np.testing.assert_array_equal(grid[ph + 2:2 * ph + 2, :64], whole[2])  # 2x2 grid, gap 2: frame 2 is bottom left
 
 
 # ------------------------------------------------------------------ pictures on the source frames (issue 13)
@@ -192,6 +194,13 @@ def _direct_tiled_cells(video, frames_hw=(120, 250)):
     with torch.inference_mode():
         out = model({"video": canvas}, tiles=grid, gazing_ratio=0.2, task_loss_requirement=-1000)
     return frames, grid, out["cells"]
+
+
+def _shrunk(box, h, w):
+    """The pixels of the box left inside its outline: 1 px in from each edge, 2 px from one on the frame's edge."""
+    x0, y0, x1, y1 = box.tolist()
+    step = [1.0 + (x0 < 0.5), 1.0 + (y0 < 0.5), -1.0 - (x1 > w - 0.5), -1.0 - (y1 > h - 0.5)]
+    return _inside(box + torch.tensor(step), h, w)
 
 
 def _inside(box, h, w):
@@ -216,6 +225,7 @@ def test_gaze_tiles_anyres_draws_cells_where_they_are_on_the_source_frame(wide_c
     any gazed box covers it, the dimmed source elsewhere — boxes from a direct tiled model call."""
     from PIL import Image
 
+    from autogaze_fast.media.caption import STRIP_BACKGROUND
     from autogaze_fast.media.draw import SCALE_COLOURS
 
     out_png = tmp_path / "overlay.png"
@@ -235,11 +245,12 @@ def test_gaze_tiles_anyres_draws_cells_where_they_are_on_the_source_frame(wide_c
     torch.testing.assert_close(cells.box, by_hand.float())
 
     grid_png = np.asarray(Image.open(out_png))
-    assert grid_png.shape == (2 * 120 + 2, 2 * 250 + 2, 3)  # 3 frames in a 2 x 2 grid, gap 2
     h, w = 120, 250
+    ph = (grid_png.shape[0] - 2) // 2  # each picture: the frame, then its caption strip
+    assert grid_png.shape == (2 * ph + 2, 2 * w + 2, 3) and ph > h  # 3 pictures in a 2 x 2 grid, gap 2
     for t in range(3):
         r, c = divmod(t, 2)
-        shown = grid_png[r * (h + 2):r * (h + 2) + h, c * (w + 2):c * (w + 2) + w]
+        shown = grid_png[r * (ph + 2):r * (ph + 2) + h, c * (w + 2):c * (w + 2) + w]
         expected = np.rint(frames[t] * np.float32(0.35)).astype(np.uint8)
         covered = np.zeros((h, w), bool)
         colour_of = np.full((h, w), -1)
@@ -247,14 +258,14 @@ def test_gaze_tiles_anyres_draws_cells_where_they_are_on_the_source_frame(wide_c
             for box in cells.box[(cells.frame == t) & (cells.scale == s)]:
                 inside = _inside(box, h, w)
                 covered |= inside
-                shrunk = _inside(box + torch.tensor([1.0, 1.0, -1.0, -1.0]), h, w)  # 1 px in from each edge
-                colour_of[inside & ~shrunk] = s
+                colour_of[inside & ~_shrunk(box, h, w)] = s
         expected[covered] = frames[t][covered]
         for s in range(4):
             expected[colour_of == s] = SCALE_COLOURS[s]
-        band = slice(20, 80)  # below the frame number, above the legend
-        np.testing.assert_array_equal(shown[band], expected[band])
-        assert all((colour_of[band] == s).sum() > 0 for s in (2, 3)), "the compared band holds fine outlines"
+        np.testing.assert_array_equal(shown, expected)  # nothing written on the frame: the text is in the strip
+        assert all((colour_of == s).sum() > 0 for s in range(4)), "every scale's outlines are compared"
+        assert (colour_of[:, [0, 1, w - 2, w - 1]] >= 0).any(), "outlines on the frame's edge are drawn inside it"
+        assert (grid_png[r * (ph + 2) + h:r * (ph + 2) + ph, c * (w + 2):c * (w + 2) + w] == STRIP_BACKGROUND).any()
 
 
 @needs_av
@@ -289,13 +300,22 @@ def test_gaze_interframe_view_writes_stream_and_csv(wide_clip, tmp_path, capsys)
     for t in range(3):
         assert float(rows[t]["gazed_fraction"]) == pytest.approx(masks[t].mean(), abs=1e-6)
 
+    from autogaze_fast.media.draw import SCALE_COLOURS
+
     grid_png = np.asarray(Image.open(out_png))
+    ph = (grid_png.shape[0] - 2) // 2  # each picture: the stream's frame, then its caption strip
+    strips = []
     for t in range(3):
         r, c = divmod(t, 2)
-        shown = grid_png[r * (h + 2):r * (h + 2) + h, c * (w + 2):c * (w + 2) + w]
-        np.testing.assert_array_equal(shown[:, 130:], stream[t][:, 130:])  # right of the text block
-        np.testing.assert_array_equal(shown[70:], stream[t][70:])  # below it
-        assert (shown[:60, :100] != stream[t][:60, :100]).any(), "PSNR and frame number are written on the picture"
+        picture = grid_png[r * (ph + 2):r * (ph + 2) + ph, c * (w + 2):c * (w + 2) + w]
+        shown, strips = picture[:h], strips + [picture[h:]]
+        ring = np.zeros((h, w), bool)  # the refreshed (gazed) cells' outlines: the rest is the stream itself
+        for box in cells.box[cells.frame == t]:
+            ring |= _inside(box, h, w) & ~_shrunk(box, h, w)
+        np.testing.assert_array_equal(shown[~ring], stream[t][~ring])
+        finest = np.array([SCALE_COLOURS[s] for s in range(4)], np.uint8)
+        assert ring.any() and (shown[ring][:, None] == finest[None]).all(-1).any(-1).all(), "outlines in scale colours"
+    assert (strips[0] != strips[1]).any() and (strips[1] != strips[2]).any(), "each frame's numbers are in its strip"
 
 
 @needs_av
