@@ -218,7 +218,7 @@ def test_caption_strip_holds_frame_number_tokens_caption_and_legend(still):
     kept = [int(sum(m[i].sum() for m in masks)) for i in range(3)]
     assert tokens_kept(kept[0], 265) == f"{kept[0]} of 265 tokens kept ({kept[0] / 265:.0%})"
     lines = [[f"frame {i}: {kept[i]} of 265 tokens kept ({kept[i] / 265:.0%})"] for i in range(3)]
-    entries = [("112 px", SCALE_COLOURS[0]), ("56 px", SCALE_COLOURS[1]), ("32 px", SCALE_COLOURS[2]), ("16 px", SCALE_COLOURS[3])]
+    entries = [(name, SCALE_COLOURS[k]) for k, name in enumerate(["112 px", "56 px", "32 px", "16 px"])]
     plain = gaze_overlay(still, masks, labels=False)
     np.testing.assert_array_equal(out, add_captions(plain, lines, caption, entries))
     strip = out[0, S:]
