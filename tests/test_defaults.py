@@ -24,6 +24,7 @@ from autogaze_fast.defaults import (
     has_trained_weights,
     resolve_task_loss_requirement,
 )
+from autogaze_fast.extract import extract_features
 from autogaze_fast.media.synthetic import synthetic_clip
 from autogaze_fast.presets import random_autogaze
 from autogaze_fast.tiling import stream
@@ -63,6 +64,9 @@ def test_python_surfaces_share_the_defaults():
             enc["max_tiles"].default, enc["tile_batch_size"].default) == \
         (GAZING_RATIO, AUTO, TILES, MAX_TILES, TILE_BATCH_SIZE)
     assert DEFAULT_MAX_TILES == MAX_TILES
+    ex = inspect.signature(extract_features).parameters
+    assert (ex["gazing_ratio"].default, ex["task_loss_requirement"].default, ex["tiles"].default,
+            ex["max_tiles"].default, ex["tile_batch_size"].default) == (GAZING_RATIO, AUTO, TILES, MAX_TILES, TILE_BATCH_SIZE)
 
 
 def test_auto_stops_only_loaded_weights():

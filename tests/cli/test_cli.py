@@ -369,3 +369,87 @@ def test_gaze_failing_on_its_first_clip_leaves_no_picture_or_csv(tmp_path, capsy
                  "--out", str(tmp_path / "inter.gif")]) == 2
     assert "64x4 (H x W)" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["thin.mp4"]
+
+
+# ------------------------------------------------------------------ settings and messages (issue 20)
+def test_demo_prints_its_settings_and_says_what_n_is(capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["demo", "--model", "nobody-here/not-a-model", "--frames", "1", "--gazing-ratio", "0.05", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    first = out.splitlines()[0]
+    assert first.startswith("demo settings: model=random (NVIDIA shape, seed 0)") and "gazing_ratio=0.05" in first
+    assert "task_loss_requirement=off (the default for random weights" in first and "tiles=none" in first
+    assert "N=265 (N: the multi-scale cells a frame can keep, 4+16+49+196 at scales 32+64+112+224)" in out
+
+
+@needs_av
+def test_gaze_settings_line_and_the_stop_turned_off(tmp_path, capsys):
+    """With a checkpoint the default stop is upstream's 0.7, said on the first line; `none` turns it
+    off, and the counts are then those of the unstopped call."""
+    from autogaze_fast.media.video import read_video
+    from autogaze_fast.processing.autogaze import AutoGazeImageProcessor
+
+    frames = (np.random.default_rng(3).random((2, 48, 48, 3)) * 255).astype(np.uint8)
+    video = write_video(tmp_path / "clip.mp4", frames, fps=4)
+    base = ["gaze", str(video), "--model", str(FIXTURES / "tiny_k10"), "--quiet"]
+    assert main(base) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith(f"gaze settings: model={FIXTURES / 'tiny_k10'}") and "gazing_ratio=0.75" in first
+    assert "task_loss_requirement=0.7 (the default with a checkpoint" in first and "tiles=none" in first
+    assert main(base + ["--task-loss-requirement", "none"]) == 0
+    text = capsys.readouterr().out
+    assert "task_loss_requirement=off " in text.splitlines()[0]
+    printed = [int(c) for c in re.search(r"pads excluded\): ([\d ]+)", text).group(1).split()]
+    model = AutoGaze.from_pretrained(FIXTURES / "tiny_k10")
+    pixels = AutoGazeImageProcessor.from_pretrained(FIXTURES / "tiny_k10")(read_video(video)).pixel_values[None]
+    with torch.inference_mode():
+        out = model({"video": pixels}, gazing_ratio=0.75, generate_only=True)
+    assert printed == [int((~p).sum()) for p in out["if_padded_gazing"].split(out["num_gazing_each_frame"].tolist(), 1)]
+
+
+def test_task_loss_requirement_option_refuses_words_it_does_not_know(capsys):
+    with pytest.raises(SystemExit):
+        main(["gaze", "x.mp4", "--task-loss-requirement", "soon"])
+    assert "expected a number (e.g. 0.7), 'none' or 'auto'" in capsys.readouterr().err
+
+
+@needs_av
+def test_extract_prints_its_settings(tmp_path, capsys):
+    from extract_videos import tiny_checkpoints
+
+    from autogaze_fast.media.synthetic import synthetic_clip
+
+    gaze_dir, vision_dir = tiny_checkpoints(tmp_path / "ckpt")
+    (tmp_path / "in").mkdir()
+    write_video(tmp_path / "in" / "a.mp4", synthetic_clip(4, size=48, seed=0), fps=4)
+    assert main(["extract", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--model", str(gaze_dir), "--vision",
+                 str(vision_dir), "--frequency", "2", "--quiet"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith(f"extract settings: model={gaze_dir}") and "gazing_ratio=0.75" in first
+    assert "task_loss_requirement=0.7 (the default with a checkpoint" in first and f"vision={vision_dir}" in first
+    assert "frequency=2 Hz" in first and "tiles=none" in first
+
+
+@needs_av
+@pytest.mark.parametrize("contents", [[], ["notes.txt"]])
+def test_model_folder_without_config_says_what_a_checkpoint_holds(tmp_path, capsys, monkeypatch, contents):
+    from autogaze_fast.loading import CheckpointError
+
+    folder = tmp_path / "not-a-checkpoint"
+    folder.mkdir()
+    for name in contents:
+        (folder / name).write_text("hello")
+    video = write_video(tmp_path / "clip.mp4", np.zeros((1, 32, 32, 3), dtype=np.uint8), fps=4)
+    assert main(["gaze", str(video), "--model", str(folder), "--quiet"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"{folder} is not a checkpoint folder: there is no config.json" in err
+    assert ("it is empty" if not contents else "it holds notes.txt") in err
+    assert "holds config.json and model.safetensors (and usually preprocessor_config.json)" in err
+    assert "autogaze-fast train" in err and "save_pretrained(DIR)" in err and "nvidia/AutoGaze" in err
+    assert "--allow-random" in err
+    with pytest.raises(CheckpointError, match="not a checkpoint folder"):  # the Python API says the same
+        AutoGaze.from_pretrained(folder)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["gaze", str(video), "--model", str(folder), "--allow-random", "--gazing-ratio", "0.05", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert "not a checkpoint folder" in captured.err and "RANDOMLY INITIALISED" in captured.err
