@@ -50,14 +50,18 @@ def load_model_and_processor(model_id: str, impl: str | None, allow_random: bool
 
 def add_gaze_options(p: argparse.ArgumentParser) -> None:
     """The options ``demo`` and ``gaze`` share."""
-    p.add_argument("--model", default=DEFAULT_MODEL, help="local checkpoint directory or hub id (default: %(default)s)")
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help="checkpoint folder (config.json + model.safetensors [+ preprocessor_config.json], as "
+                        "`autogaze-fast train` and save_pretrained write it) or hub id (default: %(default)s)")
     p.add_argument("--impl", choices=["reference", "fast"], default=None, help="implementation (default: $AUTOGAZE_IMPL or fast)")
     p.add_argument("--gazing-ratio", type=float, default=GAZING_RATIO,
                    help="max fraction of a frame's multi-scale tokens gazed (default: %(default)s)")
     p.add_argument("--task-loss-requirement", type=requirement_arg, default=AUTO, help=REQUIREMENT_HELP)
     p.add_argument("--chunk-frames", type=int, default=None,
                    help="frames per independently gazed chunk (default: max_num_frames)")
-    p.add_argument("--out", default=None, help="write a gaze overlay (.mp4/.gif video or .png grid)")
+    p.add_argument("--out", default=None,
+                   help="write the gaze pictures (.mp4/.gif video or .png grid), each frame above a caption strip: "
+                        "frame number, tokens kept, model, ratio, stop, and the cell size of each outline colour")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -77,7 +81,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--view", choices=["overlay", "interframe"], default="overlay",
                    help="overlay: gazed cells on the frames; interframe: gazed cells update from the current frame, "
                         "the rest keeps the previous output, full refresh at keyframes, with PSNR against the input "
-                        "and its EMA (factor 0.9) on each picture and in OUT's .csv")
+                        "and its EMA (factor 0.9) in each picture's caption and in OUT's .csv (--out inter.gif: inter.csv)")
     p.add_argument("--keyframe-every", type=int, default=None,
                    help=f"with --view interframe: full refresh every K frames, frame 0 included (default {KEYFRAME_EVERY})")
     return p
