@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from autogaze_fast.checks import check_int, is_integer
+from autogaze_fast.defaults import AUTO, GAZING_RATIO, MAX_TILES, TILE_BATCH_SIZE, TILES, resolve_task_loss_requirement
 from autogaze_fast.devices import default_device, torch_dtype
 from autogaze_fast.loading import CheckpointError
 from autogaze_fast.model import AutoGaze
@@ -156,7 +157,9 @@ class GazedVideoEncoder:
         gaze_processor: the AutoGaze preprocessing (ignored in dense mode).
         vision_processor: the SigLIP preprocessing (resizes to the vision model's largest scale).
         num_frames: frames per clip (default: the gaze model's ``max_num_frames``, 16).
-        gazing_ratio, task_loss_requirement: the gaze budget and stop rule (see ``AutoGaze.forward``).
+        gazing_ratio, task_loss_requirement: the gaze budget and stop rule (see ``AutoGaze.forward``);
+            defaults from :mod:`autogaze_fast.defaults`: 0.75, and ``"auto"`` = upstream's 0.7 stop for
+            weights loaded from a checkpoint, no stop for random weights (None: no stop).
         layers: hidden states to return: ``-1`` (default, the output after the post-layernorm), a
             list such as ``[-4, -1]``, ``"-4,-1"`` or ``"all"``. Index 0 is the embeddings, k the
             output of encoder layer k; the last layer is taken after the post-layernorm, as
@@ -180,13 +183,13 @@ class GazedVideoEncoder:
         vision_processor: Any,
         *,
         num_frames: int | None = None,
-        gazing_ratio: float | None = 0.75,
-        task_loss_requirement: float | None = None,
+        gazing_ratio: float | None = GAZING_RATIO,
+        task_loss_requirement: float | str | None = AUTO,
         layers: LayerSpec = -1,
         layer_aggregation: str | None = None,
-        tiles: str | None = None,
-        max_tiles: int = 64,
-        tile_batch_size: int = 8,
+        tiles: str | None = TILES,
+        max_tiles: int = MAX_TILES,
+        tile_batch_size: int = TILE_BATCH_SIZE,
     ) -> None:
         self.gaze_model, self.vision_model = gaze_model, vision_model
         self.gaze_processor, self.vision_processor = gaze_processor, vision_processor
@@ -209,7 +212,9 @@ class GazedVideoEncoder:
                 f"num_frames={self.num_frames} exceeds the gaze model's clip length max_num_frames="
                 f"{gaze_model.config.max_num_frames}"
             )
-        self.gazing_ratio, self.task_loss_requirement = gazing_ratio, task_loss_requirement
+        self.gazing_ratio = gazing_ratio
+        self.task_loss_requirement = None if gaze_model is None else resolve_task_loss_requirement(task_loss_requirement,
+                                                                                                   gaze_model)
         self.layers = parse_layers(layers, vcfg.num_hidden_layers)
         if layer_aggregation not in (None, "mean"):
             raise ValueError(f"layer_aggregation must be None or 'mean', got {layer_aggregation!r}")

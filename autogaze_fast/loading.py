@@ -21,6 +21,26 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, unreadable, or does not match the model built from its config."""
 
 
+GAZE_CHECKPOINT_HELP = (
+    "A checkpoint folder holds config.json and model.safetensors (and usually preprocessor_config.json). "
+    "To get one: train it (`autogaze-fast train ...` writes RUN_DIR/checkpoints/step_XXXXXXXX/), write a model made "
+    "in Python with `model.save_pretrained(DIR)`, or pass a hub id such as nvidia/AutoGaze (where there is no "
+    "internet, `huggingface-cli download nvidia/AutoGaze --local-dir DIR` elsewhere and copy DIR here)."
+)
+"""What an AutoGaze checkpoint folder holds and how to get one (said when a folder is not one)."""
+
+
+def checkpoint_config_file(directory: Path, help_text: str = GAZE_CHECKPOINT_HELP) -> Path:
+    """``directory / "config.json"``, or a :class:`CheckpointError` saying that ``directory`` is not a
+    checkpoint folder (what it holds instead, what one holds, and ``help_text`` on how to get one)."""
+    path = Path(directory) / "config.json"
+    if not path.is_file():
+        present = sorted(p.name for p in Path(directory).iterdir())[:8]
+        holds = f"it holds {', '.join(present)}{' ...' if len(present) == 8 else ''}" if present else "it is empty"
+        raise CheckpointError(f"{directory} is not a checkpoint folder: there is no config.json ({holds}). {help_text}")
+    return path
+
+
 def resolve_model_dir(path_or_repo_id: str | os.PathLike, allow_patterns: Iterable[str] = ("*.json", "*.safetensors")) -> Path:
     """Return a local directory holding the checkpoint.
 

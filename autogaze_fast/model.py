@@ -34,9 +34,16 @@ from torch import nn
 
 from autogaze_fast.checks import check_int
 from autogaze_fast.config import AutoGazeConfig
+from autogaze_fast.defaults import AUTO, GAZING_RATIO, TILE_BATCH_SIZE, TILES, resolve_task_loss_requirement
 from autogaze_fast.fast.gazing_model import FastGazingModel
 from autogaze_fast.impl import resolve_impl
-from autogaze_fast.loading import load_state_dict_strict, read_safetensors, resolve_model_dir, save_pretrained_files
+from autogaze_fast.loading import (
+    checkpoint_config_file,
+    load_state_dict_strict,
+    read_safetensors,
+    resolve_model_dir,
+    save_pretrained_files,
+)
 from autogaze_fast.processing.autogaze import MAX_ASPECT_RATIO, MIN_FRAME_SIDE
 from autogaze_fast.reference import autogaze as reference_autogaze
 from autogaze_fast.reference.gazing_model import GazingModel
@@ -89,6 +96,9 @@ class AutoGaze(nn.Module):
         num_vision_tokens_each_frame: N (265 for the NVIDIA model).
         num_vision_tokens_each_scale_each_frame: N split over the scales, e.g. [4, 16, 49, 196].
         frame_sampling_rate: frames per gazed frame (the temporal patch size).
+        name_or_path: where the weights came from: the directory or hub id given to
+            :meth:`from_pretrained`, ``"random ..."`` for a preset, None when built from a config
+            (see :mod:`autogaze_fast.defaults`: only loaded weights get the task-loss stop by default).
     """
 
     def __init__(self, config: AutoGazeConfig, impl: str | None = None) -> None:
@@ -100,6 +110,7 @@ class AutoGaze(nn.Module):
         self.num_vision_tokens_each_scale_each_frame = config.tokens_per_scale
         self.frame_sampling_rate = config.frame_sampling_rate
         self.gazing_model = FastGazingModel(config) if self.impl == "fast" else GazingModel(config)
+        self.name_or_path: str | None = None
 
     @classmethod
     def from_pretrained(
@@ -116,10 +127,11 @@ class AutoGaze(nn.Module):
         raises :class:`autogaze_fast.loading.CheckpointError` listing them all.
         """
         directory = resolve_model_dir(path_or_repo_id)
-        config = AutoGazeConfig.from_json_file(directory / "config.json")
+        config = AutoGazeConfig.from_json_file(checkpoint_config_file(directory))
         model = cls(config, impl=impl)
         load_state_dict_strict(model, read_safetensors(directory / "model.safetensors"), source=str(directory))
         model.eval()
+        model.name_or_path = os.fspath(path_or_repo_id)
         if device is not None or dtype is not None:
             model.to(device=device, dtype=dtype)
         return model
@@ -153,7 +165,7 @@ class AutoGaze(nn.Module):
         generator: torch.Generator | None = None,
         tiles: str | TileGrid | None = None,
         max_tiles: int | None = None,
-        tile_batch_size: int = 8,
+        tile_batch_size: int = TILE_BATCH_SIZE,
     ) -> dict:
         """Gaze a batch of clips.
 
@@ -255,17 +267,23 @@ class AutoGaze(nn.Module):
         return reference_autogaze.frame_budgets(self.gazing_model, video, gazing_ratio, task_loss_requirement,
                                                 training=self.training, temperature=temperature)
 
-    def gaze_video(self, source: Any, processor=None, **options: Any):
+    def gaze_video(self, source: Any, processor=None, *, tiles: str | None = TILES,
+                   gazing_ratio: float | None = GAZING_RATIO, task_loss_requirement: float | str | None = AUTO,
+                   **options: Any):
         """Gaze a video of any size and length clip by clip, streamed from a file, a ``(T, H, W, 3)``
         uint8 array or an iterable of frames; yields one :class:`~autogaze_fast.tiling.stream.ClipGaze`
-        per clip, with memory flat in the video's length. Options (``tiles="anyres"``,
-        ``max_tiles``, ``tile_batch_size=8``, ``clip_frames``, ``max_frames``, ``gazing_ratio``,
-        ``task_loss_requirement``, ...): see :func:`autogaze_fast.tiling.stream.gaze_video`.
+        per clip, with memory flat in the video's length. The defaults are :mod:`autogaze_fast.defaults`'s
+        (the encoder's and the command line's): no tiles (frames squashed, as upstream), ratio 0.75,
+        ``task_loss_requirement="auto"`` (0.7 for weights loaded from a checkpoint, no stop for random
+        weights; None turns it off). Other options (``max_tiles``, ``tile_batch_size``, ``clip_frames``,
+        ``max_frames``, ...): see :func:`autogaze_fast.tiling.stream.gaze_video`.
 
             >>> for clip in model.gaze_video("long_4k.mp4", processor, tiles="anyres"):
             ...     clip.start, clip.end, clip.cells.box
         """
-        return tiled_stream.gaze_video(self, source, processor, **options)
+        return tiled_stream.gaze_video(self, source, processor, tiles=tiles, gazing_ratio=gazing_ratio,
+                                       task_loss_requirement=resolve_task_loss_requirement(task_loss_requirement, self),
+                                       **options)
 
     def _forward_tiles(self, video, *, tiles, max_tiles, tile_batch_size, gazing_ratio, task_loss_requirement,
                        target_scales, target_patch_size, temperature, generator) -> dict:

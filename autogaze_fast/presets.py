@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from autogaze_fast.config import AutoGazeConfig
+from autogaze_fast.defaults import RANDOM
 from autogaze_fast.devices import default_device, torch_dtype
 from autogaze_fast.encoder import GazedVideoEncoder
 from autogaze_fast.model import AutoGaze
@@ -67,6 +68,7 @@ def random_autogaze(seed: int = 0, impl: str | None = None, num_multi_token_pred
                     p.normal_(0, 0.02)
                 else:
                     p.normal_(0, 0.02 if "pos_embed" not in name else 1.0)
+    model.name_or_path = f"{RANDOM} (NVIDIA shape, seed {seed})"
     return model.eval()
 
 

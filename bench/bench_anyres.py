@@ -104,7 +104,7 @@ def worker_stream(work: Path, video: str, tile_batch_size: int, out: Path | None
     infos = []
     grid = None
     for clip in model.gaze_video(str(work / video), processor, tiles="anyres", tile_batch_size=tile_batch_size,
-                                 gazing_ratio=GAZING_RATIO, keep_frames=False):
+                                 gazing_ratio=GAZING_RATIO, task_loss_requirement=None, keep_frames=False):
         frames, clips, cells, grid = clip.end, clips + 1, cells + len(clip.cells), clip.grid
         if out is not None:
             infos.append({k: clip.tile_gazing_info[k] for k in ("gazing_pos", "if_padded_gazing", "num_gazing_each_frame")})

@@ -1,12 +1,15 @@
 """What the ``autogaze-fast`` commands share: the default checkpoint, loud warnings, loading a
-checkpoint or (when allowed) a seeded random stand-in, and the gaze summary they print."""
+checkpoint or (when allowed) a seeded random stand-in, the gaze options' parsing, the settings line
+each command prints first, and the gaze summary it prints last."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from autogaze_fast.defaults import AUTO, TASK_LOSS_REQUIREMENT
 from autogaze_fast.loading import CheckpointError
 
 DEFAULT_MODEL = "nvidia/AutoGaze"
@@ -42,10 +45,27 @@ def checkpoint_or_random(load: Callable[[], T], make_random: Callable[[], T], *,
         return make_random(), True
 
 
-def resolve_requirement(args, is_random: bool) -> None:
-    """Default task-loss requirement: upstream's recommended 0.7, except for the random fallback model."""
-    if args.task_loss_requirement is None and not is_random:
-        args.task_loss_requirement = 0.7
+REQUIREMENT_HELP = (f"stop gazing a frame once the predicted task loss <= this; 'none' (or 'off'): no stop; 'auto' "
+                    f"(default): {TASK_LOSS_REQUIREMENT:g} (upstream's recommended stop) with a checkpoint, no stop with "
+                    "random weights (their task-loss predictions are meaningless)")
+
+
+def requirement_arg(text: str) -> float | str | None:
+    """``--task-loss-requirement``: a number, ``none``/``off`` (no stop) or ``auto``."""
+    word = text.strip().lower()
+    if word == AUTO:
+        return AUTO
+    if word in ("none", "off"):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number (e.g. 0.7), 'none' or 'auto', got {text!r}") from None
+
+
+def print_settings(command: str, settings: dict[str, Any]) -> None:
+    """The settings in effect, one line, printed before the command's work starts."""
+    print(f"{command} settings: " + "  ".join(f"{k}={v}" for k, v in settings.items()), flush=True)
 
 
 def summarise(outputs: list[dict]) -> tuple[list[int], list[int], int]:
@@ -60,9 +80,11 @@ def summarise(outputs: list[dict]) -> tuple[list[int], list[int], int]:
     return real, padded, n
 
 
-def report(real: list[int], padded: list[int] | None, n: int, seconds: float, frames: int, impl: str) -> None:
-    """Print the gaze summary: per-frame counts (pads excluded), the kept-token ratio and the timing."""
-    print(f"impl={impl}  frames={frames}  tokens/frame N={n}")
+def report(real: list[int], padded: list[int] | None, n: int, seconds: float, frames: int, impl: str,
+           n_means: str | None = None) -> None:
+    """Print the gaze summary: per-frame counts (pads excluded), the kept-token ratio and the timing;
+    ``n_means`` says what N is made of."""
+    print(f"impl={impl}  frames={frames}  tokens/frame N={n}" + (f" ({n_means})" if n_means else ""))
     print("gazed tokens per frame (pads excluded): " + " ".join(str(c) for c in real))
     kept = sum(real) / (n * len(real))
     print(f"kept-token ratio: {kept:.3f} ({sum(real)} of {n * len(real)} multi-scale tokens)")

@@ -7,11 +7,13 @@ command and takes its share of the videos.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from pathlib import Path
 
-from autogaze_fast.cli.common import DEFAULT_MODEL, checkpoint_or_random
+from autogaze_fast.cli.common import DEFAULT_MODEL, REQUIREMENT_HELP, checkpoint_or_random, print_settings, requirement_arg
+from autogaze_fast.defaults import AUTO, GAZING_RATIO, MAX_TILES, TILE_BATCH_SIZE, TILES, describe_requirement, weights_origin
 from autogaze_fast.encoder import GazedVideoEncoder
 from autogaze_fast.extract.run import DEFAULT_FREQUENCY, extract_features, model_name
 from autogaze_fast.extract.sources import list_videos
@@ -52,14 +54,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--layers", default="-1", help="hidden states: -1 (default), '-4,-1', or 'all' (0 = embeddings)")
     p.add_argument("--layer-aggregation", choices=["mean"], default=None,
                    help="average the chosen layers into one (default: keep a layer axis when several)")
-    p.add_argument("--gazing-ratio", type=float, default=0.75,
-                   help="max fraction of tokens gazed per frame (default: %(default)s)")
-    p.add_argument("--task-loss-requirement", type=float, default=None,
-                   help="stop gazing a frame once the predicted task loss <= this (e.g. 0.7)")
-    p.add_argument("--tiles", choices=["anyres", "pad", "resize"], default=None,
-                   help="gaze and encode frames of any size as 224-px tiles (default: squash every frame to a square)")
-    p.add_argument("--max-tiles", type=int, default=64, help="most tiles per frame with --tiles (default: %(default)s)")
-    p.add_argument("--tile-batch-size", type=int, default=8, help="tiles per model call (default: %(default)s)")
+    p.add_argument("--gazing-ratio", type=float, default=GAZING_RATIO,
+                   help="max fraction of a frame's multi-scale tokens gazed (default: %(default)s)")
+    p.add_argument("--task-loss-requirement", type=requirement_arg, default=AUTO, help=REQUIREMENT_HELP)
+    p.add_argument("--tiles", choices=["anyres", "pad", "resize"], default=TILES,
+                   help="gaze and encode frames of any size as 224-px tiles (default: none, squash every frame to a square)")
+    p.add_argument("--max-tiles", type=int, default=MAX_TILES, help="most tiles per frame with --tiles (default: %(default)s)")
+    p.add_argument("--tile-batch-size", type=int, default=TILE_BATCH_SIZE, help="tiles per model call (default: %(default)s)")
     p.add_argument("--dtype", default=None, help="float32 (default), bfloat16 or float16")
     p.add_argument("--impl", choices=["reference", "fast"], default=None, help="implementation (default: $AUTOGAZE_IMPL or fast)")
     p.add_argument("--device", default=None, help="default: cuda:$LOCAL_RANK when CUDA is there, else cpu")
@@ -90,6 +91,20 @@ def load_encoder(args) -> tuple[GazedVideoEncoder, str]:
     return encoder, f"gaze={model_name(gaze)} vision={model_name(args.vision)}"
 
 
+def extract_settings(encoder: GazedVideoEncoder, args, model_id: str) -> dict:
+    """The settings line: the models' weights, the gaze budget and stop, tiles, frames."""
+    if encoder.dense:
+        gaze = {"model": "none (--dense: every patch encoded)", "tiles": "none"}
+    else:
+        gaze = {"model": weights_origin(encoder.gaze_model), "gazing_ratio": f"{encoder.gazing_ratio:g}",
+                "task_loss_requirement": describe_requirement(encoder.task_loss_requirement, args.task_loss_requirement,
+                                                              encoder.gaze_model),
+                "tiles": encoder.tiles or "none (each frame resized to a square)"}
+    vision = "random (SigLIP-B/16 shape, seed 0)" if model_id.startswith("random") else args.vision
+    return {**gaze, "vision": vision, "frequency": "native" if args.frequency is None else f"{args.frequency:g} Hz",
+            "clip_frames": encoder.num_frames, "layers": ",".join(map(str, encoder.layers))}
+
+
 def run(args) -> int:
     """Run the extraction; 0 when every video succeeded, 1 when some failed."""
     # SIGTERM (a scheduler's kill) unwinds like Ctrl-C, so no temporary file is left behind.
@@ -98,6 +113,8 @@ def run(args) -> int:
     ensure_writable(Path(args.out).expanduser())
     list_videos(args.inputs)
     encoder, model_id = load_encoder(args)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print_settings("extract", extract_settings(encoder, args, model_id))
     summary = extract_features(args.inputs, args.out, encoder=encoder, model_id=model_id, frequency=args.frequency,
                                save_tokens=args.save_tokens, strict=args.strict, progress=not args.quiet)
     if summary.rank == 0:

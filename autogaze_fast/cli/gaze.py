@@ -5,14 +5,25 @@ from __future__ import annotations
 
 import argparse
 
-from autogaze_fast.cli.common import DEFAULT_MODEL, checkpoint_or_random, resolve_requirement
+from autogaze_fast.cli.common import DEFAULT_MODEL, REQUIREMENT_HELP, checkpoint_or_random, print_settings, requirement_arg
 from autogaze_fast.cli.views import check_view_options, stream_views
+from autogaze_fast.defaults import (
+    AUTO,
+    GAZING_RATIO,
+    KEYFRAME_EVERY,
+    MAX_TILES,
+    TILE_BATCH_SIZE,
+    TILES,
+    describe_requirement,
+    resolve_task_loss_requirement,
+    weights_origin,
+)
 from autogaze_fast.media.video import video_info
 from autogaze_fast.model import AutoGaze
 from autogaze_fast.presets import random_autogaze
 from autogaze_fast.processing.autogaze import NVIDIA_PREPROCESSING, AutoGazeImageProcessor
 
-__all__ = ["add_gaze_options", "add_parser", "load_model_and_processor", "run"]
+__all__ = ["add_gaze_options", "add_parser", "gaze_settings", "load_model_and_processor", "resolve_gaze_options", "run"]
 
 
 def load_model_and_processor(model_id: str, impl: str | None, allow_random: bool
@@ -23,8 +34,10 @@ def load_model_and_processor(model_id: str, impl: str | None, allow_random: bool
     model, is_random = checkpoint_or_random(
         lambda: AutoGaze.from_pretrained(model_id, impl=impl), lambda: random_autogaze(0, impl=impl),
         allow_random=allow_random, what=f"'{model_id}'",
-        refusal=f"\n\nFor real gaze, pass --model DIR with a local snapshot of the checkpoint "
-                f"(`huggingface-cli download {DEFAULT_MODEL} --local-dir DIR`, where there is internet). "
+        refusal="\n\nFor real gaze, pass --model DIR with a checkpoint folder (config.json + model.safetensors "
+                "[+ preprocessor_config.json]): one written by `autogaze-fast train` (RUN_DIR/checkpoints/step_XXXXXXXX) "
+                f"or by `model.save_pretrained(DIR)`, or a local snapshot of {DEFAULT_MODEL} "
+                f"(`huggingface-cli download {DEFAULT_MODEL} --local-dir DIR`, where there is internet); or a hub id. "
                 "To check only that the pipeline runs, add --allow-random: a RANDOMLY INITIALISED model "
                 "(meaningless gaze).",
         fallback="Falling back to a RANDOMLY INITIALISED model of the NVIDIA shape (seed 0). Its gaze is MEANINGLESS: "
@@ -37,15 +50,18 @@ def load_model_and_processor(model_id: str, impl: str | None, allow_random: bool
 
 def add_gaze_options(p: argparse.ArgumentParser) -> None:
     """The options ``demo`` and ``gaze`` share."""
-    p.add_argument("--model", default=DEFAULT_MODEL, help="local checkpoint directory or hub id (default: %(default)s)")
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help="checkpoint folder (config.json + model.safetensors [+ preprocessor_config.json], as "
+                        "`autogaze-fast train` and save_pretrained write it) or hub id (default: %(default)s)")
     p.add_argument("--impl", choices=["reference", "fast"], default=None, help="implementation (default: $AUTOGAZE_IMPL or fast)")
-    p.add_argument("--gazing-ratio", type=float, default=0.75, help="max fraction of tokens gazed per frame")
-    p.add_argument("--task-loss-requirement", type=float, default=None,
-                   help="stop a frame once the predicted task loss <= this (default 0.7 with a real checkpoint; "
-                        "off for the random fallback model, whose loss predictions are meaningless)")
+    p.add_argument("--gazing-ratio", type=float, default=GAZING_RATIO,
+                   help="max fraction of a frame's multi-scale tokens gazed (default: %(default)s)")
+    p.add_argument("--task-loss-requirement", type=requirement_arg, default=AUTO, help=REQUIREMENT_HELP)
     p.add_argument("--chunk-frames", type=int, default=None,
                    help="frames per independently gazed chunk (default: max_num_frames)")
-    p.add_argument("--out", default=None, help="write a gaze overlay (.mp4/.gif video or .png grid)")
+    p.add_argument("--out", default=None,
+                   help="write the gaze pictures (.mp4/.gif video or .png grid), each frame above a caption strip: "
+                        "frame number, tokens kept, model, ratio, stop, and the cell size of each outline colour")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -55,18 +71,19 @@ def add_parser(sub) -> argparse.ArgumentParser:
     add_gaze_options(p)
     p.add_argument("--max-frames", type=int, default=None, help="only the first N frames")
     p.add_argument("--allow-random", action="store_true", help="fall back to a random model if the checkpoint is unavailable")
-    p.add_argument("--tiles", choices=["anyres", "pad", "resize"], default=None,
+    p.add_argument("--tiles", choices=["anyres", "pad", "resize"], default=TILES,
                    help="gaze square tiles of the model's size over the frame (anyres: a grid close to the frame's "
                         "aspect, frame resized onto it; pad: pixels kept, edges padded; resize: one squashed tile); "
-                        "the overlay is drawn on the full-resolution frames. Default: one squashed 224x224 frame")
-    p.add_argument("--max-tiles", type=int, default=None, help="most tiles per frame with --tiles (default 64)")
-    p.add_argument("--tile-batch-size", type=int, default=None, help="tiles gazed per batch with --tiles (default 8)")
+                        "the overlay is drawn on the full-resolution frames. Default: none, one squashed 224x224 frame")
+    p.add_argument("--max-tiles", type=int, default=None, help=f"most tiles per frame with --tiles (default {MAX_TILES})")
+    p.add_argument("--tile-batch-size", type=int, default=None,
+                   help=f"tiles gazed per batch with --tiles (default {TILE_BATCH_SIZE})")
     p.add_argument("--view", choices=["overlay", "interframe"], default="overlay",
                    help="overlay: gazed cells on the frames; interframe: gazed cells update from the current frame, "
                         "the rest keeps the previous output, full refresh at keyframes, with PSNR against the input "
-                        "and its EMA (factor 0.9) on each picture and in OUT's .csv")
+                        "and its EMA (factor 0.9) in each picture's caption and in OUT's .csv (--out inter.gif: inter.csv)")
     p.add_argument("--keyframe-every", type=int, default=None,
-                   help="with --view interframe: full refresh every K frames, frame 0 included (default 16)")
+                   help=f"with --view interframe: full refresh every K frames, frame 0 included (default {KEYFRAME_EVERY})")
     return p
 
 
@@ -77,14 +94,35 @@ def print_squash_note(height: int, width: int, side: int) -> None:
               "so their aspect ratio is not kept (pass --tiles anyres to gaze square tiles that keep it)")
 
 
+def resolve_gaze_options(args, model) -> None:
+    """Turn ``args.task_loss_requirement`` ``"auto"`` into the model's value (keeping what was asked
+    for in ``args.requested_requirement``)."""
+    args.requested_requirement = args.task_loss_requirement
+    args.task_loss_requirement = resolve_task_loss_requirement(args.task_loss_requirement, model)
+
+
+def gaze_settings(model, args, **more) -> dict:
+    """The settings line of ``gaze`` and ``demo``: the model's weights, the budget, the stop, the tiles."""
+    tiles = getattr(args, "tiles", None)
+    side = model.config.input_img_size
+    if tiles is None:
+        shown_tiles = f"none (each frame resized to {side}x{side})"
+    else:
+        shown_tiles = f"{tiles} ({side}-px tiles, at most {args.max_tiles or MAX_TILES}, {args.tile_batch_size} per batch)"
+    return {"model": weights_origin(model), "impl": model.impl, "gazing_ratio": f"{args.gazing_ratio:g}",
+            "task_loss_requirement": describe_requirement(args.task_loss_requirement, args.requested_requirement, model),
+            "tiles": shown_tiles, "clip_frames": args.chunk_frames or model.config.max_num_frames, **more}
+
+
 def run(args) -> int:
     """Decode, gaze and draw the video clip by clip (memory flat in its length)."""
     check_view_options(args)
     if args.max_frames is not None and args.max_frames < 1:
         raise ValueError(f"--max-frames must be >= 1, got {args.max_frames}")
     info = video_info(args.video)
-    model, processor, is_random = load_model_and_processor(args.model, args.impl, allow_random=args.allow_random)
-    resolve_requirement(args, is_random)
+    model, processor, _ = load_model_and_processor(args.model, args.impl, allow_random=args.allow_random)
+    resolve_gaze_options(args, model)
+    print_settings("gaze", gaze_settings(model, args, view=args.view))
     frames = min(info.num_frames, args.max_frames) if args.max_frames else info.num_frames
     print(f"{args.video}: {frames} frames of {info.height}x{info.width}")
     if args.tiles is None:

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from autogaze_fast.defaults import AUTO, GAZING_RATIO, MAX_TILES, TILE_BATCH_SIZE, TILES
 from autogaze_fast.distributed import init_distributed
 from autogaze_fast.encoder import ClipFeatures, GazedVideoEncoder
 from autogaze_fast.extract.decode import probe_video, sample_clips
@@ -134,11 +135,11 @@ def extract_features(
     num_frames: int | None = None,
     layers: Any = -1,
     layer_aggregation: str | None = None,
-    gazing_ratio: float | None = 0.75,
-    task_loss_requirement: float | None = None,
-    tiles: str | None = None,
-    max_tiles: int = 64,
-    tile_batch_size: int = 8,
+    gazing_ratio: float | None = GAZING_RATIO,
+    task_loss_requirement: float | str | None = AUTO,
+    tiles: str | None = TILES,
+    max_tiles: int = MAX_TILES,
+    tile_batch_size: int = TILE_BATCH_SIZE,
     dtype: str | torch.dtype | None = None,
     impl: str | None = None,
     device: str | torch.device | None = None,

@@ -3,9 +3,18 @@
 Each scale's ``gazing_mask`` is a row-major ``g × g`` grid of patches laid over the whole frame
 (g = 2, 4, 7, 14 for the NVIDIA model's 32/64/112/224 scales), so coarse scales show as large
 boxes and fine scales as small ones. Un-gazed pixels (covered by no gazed patch of any scale) are
-dimmed; every gazed patch gets an outline in its scale's colour. Each frame is labelled with its
-frame number (top left) and a legend of the scale colours (bottom left, e.g. "32px", "64px"), both
-on a darkened backdrop.
+dimmed; every gazed patch gets an outline in its scale's colour, drawn inside the cell (twice as
+wide along the frame's own edge, so border cells read like inner ones, whose edges two cells share).
+
+With ``labels`` (the default) each picture is the frame with a caption strip below it
+(:mod:`autogaze_fast.media.caption`): the frame number and the tokens kept, the shared ``caption``
+(:func:`~autogaze_fast.media.caption.gaze_caption`: model, ratio, stop) and a legend naming each
+scale's colour by the size of its cells in source pixels, largest first. Nothing is written on the
+frame itself.
+
+    >>> pictures = gaze_overlay(frames, [m[0] for m in gaze["gazing_mask"]], model.scales,
+    ...                         caption=gaze_caption("nvidia/AutoGaze", 0.75, 0.7))
+    >>> save_gaze_grid("gaze.png", pictures); save_gaze_video("gaze.mp4", pictures)
 
 A tiled gaze (``AutoGaze(..., tiles="anyres")``) reports its cells as boxes in source pixels;
 :func:`cells_overlay` draws those on the full-resolution source frames, and
@@ -18,10 +27,10 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 
+from autogaze_fast.media.caption import add_captions, cell_size_name, tokens_kept
 from autogaze_fast.media.video import atomic_output, check_rgb_frames, write_video
 
 # Outline colours, coarsest scale first (red, orange, yellow, cyan, then more for extra scales).
@@ -88,132 +97,29 @@ def _check_masks(gazing_mask: Sequence, num_frames: int, scales: list[int] | Non
     return out
 
 
-def _font(pixels: int):
-    """Pillow's default font at ``pixels`` px (a bitmap font of fixed size on Pillow < 10.1)."""
-    from PIL import ImageFont  # Pillow is imported only when a picture is drawn
-
-    try:
-        return ImageFont.load_default(size=pixels)
-    except (TypeError, OSError, ImportError):  # old Pillow, or no FreeType
-        return ImageFont.load_default()
-
-
-def _darken(frame: np.ndarray, box: tuple[int, int, int, int], factor: float = 0.3) -> None:
-    """Darken ``frame[y0:y1, x0:x1]`` in place (a backdrop that keeps white text readable)."""
-    x0, y0, x1, y1 = box
-    region = frame[max(0, y0) : y1, max(0, x0) : x1]
-    region[:] = np.rint(region * np.float32(factor)).astype(np.uint8)
-
-
-def _pad(font) -> int:
-    return max(2, getattr(font, "size", 10) // 4)
-
-
-class _Legend(NamedTuple):
-    swatches: list[tuple[int, int, int, int]]  # (x0, y0, x1, y1) per scale, x1/y1 exclusive
-    origins: list[tuple[int, int]]  # where each name's text starts
-    backdrop: tuple[int, int, int, int]
-
-
-def _legend_layout(width: int, height: int, names: Sequence[str], font) -> _Legend | None:
-    """Place the legend at the bottom left of a ``height × width`` frame: per name a colour swatch
-    and the name, left to right, wrapping onto more rows when the frame is narrow.
-
-    Returns None when the legend would cover more than a third of the frame's height.
-    """
-    pad = _pad(font)
-    line = font.getbbox("0px")[3] + pad
-    swatch = line - pad
-    widths = [swatch + pad + int(font.getlength(n)) + 2 * pad for n in names]
-    rows, x = [[]], pad
-    for k, w in enumerate(widths):
-        if rows[-1] and x + w > width:
-            rows.append([])
-            x = pad
-        rows[-1].append((k, x))
-        x += w
-    top = height - len(rows) * line - pad
-    if top < height * 2 // 3 or max(widths) + pad > width:
-        return None
-    swatches, origins = [None] * len(names), [None] * len(names)
-    right = 0
-    for r, row in enumerate(rows):
-        y = top + r * line + pad // 2
-        for k, x in row:
-            swatches[k] = (x, y, x + swatch, y + swatch)
-            origins[k] = (x + swatch + pad, y)
-            right = max(right, x + widths[k] - pad)
-    return _Legend(swatches, origins, (0, top, min(width, right + pad), height))
-
-
-def _number_box(n: int, width: int, height: int, font) -> tuple[str, tuple[int, int, int, int]] | None:
-    """Text and backdrop box of frame number ``n`` at the top left: "frame n", or the bare number
-    on a narrow frame; None when neither fits in the frame's top half."""
-    pad = _pad(font)
-    for text in (f"frame {n}", f"{n}"):
-        x1, y1 = font.getbbox(text)[2:]
-        box = (0, 0, x1 + 2 * pad, y1 + 2 * pad)
-        if box[2] <= width and box[3] <= height // 2:
-            return text, box
-    return None
-
-
-def label_frames(
-    frames: np.ndarray,
-    names: Sequence[str],
-    colours: Sequence[tuple[int, int, int]] = SCALE_COLOURS,
-    first_frame: int = 0,
-) -> np.ndarray:
-    """Write the frame number (top left) and a scale-colour legend (bottom left) on each frame.
-
-    Args:
-        frames: ``(T, H, W, 3)`` uint8, changed in place and returned.
-        names: one legend entry per scale, coarsest first (e.g. ``["32px", "64px"]``), drawn with a
-            swatch of ``colours[k]``.
-        first_frame: number of the first frame (frames are numbered from it).
-
-    Both sit on a darkened backdrop, in Pillow's default font scaled with the frame
-    (``min(H, W) / 24`` px, at least 10). A legend that would cover more than a third of the
-    frame's height is left out; on narrow frames the number is written without "frame", and left
-    out if even that does not fit (frames under about 30 px).
-    """
-    from PIL import Image, ImageDraw  # Pillow is imported only when a picture is drawn
-
-    t, h, w, _ = frames.shape
-    font = _font(max(10, min(h, w) // 24))
-    legend = _legend_layout(w, h, names, font)
-    pad = _pad(font)
-    white = (255, 255, 255)
-    for i in range(t):
-        number = _number_box(first_frame + i, w, h, font)
-        if number is not None:
-            _darken(frames[i], number[1])
-        if legend is not None:
-            _darken(frames[i], legend.backdrop)
-        img = Image.fromarray(frames[i])
-        draw = ImageDraw.Draw(img)
-        if number is not None:
-            draw.text((pad, pad), number[0], fill=white, font=font)
-        if legend is not None:
-            for k, ((x0, y0, x1, y1), origin) in enumerate(zip(legend.swatches, legend.origins)):
-                draw.rectangle((x0, y0, x1 - 1, y1 - 1), fill=tuple(colours[k % len(colours)]))
-                draw.text(origin, names[k], fill=white, font=font)
-        frames[i] = np.asarray(img)
-    return frames
-
-
 def _cell_index(length: int, g: int) -> np.ndarray:
     """For each pixel along an axis of ``length``, the index of the grid cell (of g) it falls in."""
     return np.minimum((np.arange(length) * g) // length, g - 1)
 
 
 def _cell_border(length: int, g: int, thickness: int) -> np.ndarray:
-    """Pixels along an axis within ``thickness`` of their cell's edge."""
+    """Pixels along an axis within ``thickness`` of their cell's edge (``2 · thickness`` of the frame's edge)."""
     idx = _cell_index(length, g)
     starts = (np.arange(g) * length + g - 1) // g  # first pixel of each cell
     ends = np.append(starts[1:], length)  # one past the last pixel
     pos = np.arange(length)
-    return (pos - starts[idx] < thickness) | (ends[idx] - 1 - pos < thickness)
+    return ((pos - starts[idx] < thickness) | (ends[idx] - 1 - pos < thickness)
+            | (pos < 2 * thickness) | (length - 1 - pos < 2 * thickness))
+
+
+def legend(sizes: Sequence[tuple[float, float]], colours: Sequence[tuple[int, int, int]] | None = None
+           ) -> list[tuple[str, tuple[int, int, int]]]:
+    """``(name, colour)`` legend entries of scales whose cells are ``sizes`` (w, h) source pixels,
+    coarsest scale first: named by cell size (``"112 px"``), largest first."""
+    colours = SCALE_COLOURS if colours is None else colours
+    entries = [(cell_size_name(w, h), tuple(colours[k % len(colours)]), w * h) for k, (w, h) in enumerate(sizes)]
+    entries.sort(key=lambda e: -e[2])  # stable: equal sizes keep the scale order
+    return [(name, colour) for name, colour, _ in entries]
 
 
 def gaze_overlay(
@@ -225,8 +131,9 @@ def gaze_overlay(
     colours: Sequence[tuple[int, int, int]] = SCALE_COLOURS,
     labels: bool = True,
     first_frame: int = 0,
+    caption: str | None = None,
 ) -> np.ndarray:
-    """Draw gazed patches on frames, with frame numbers and a scale-colour legend.
+    """Draw gazed patches on frames, with a caption strip below each frame.
 
     Args:
         frames: ``(T, H, W, 3)`` uint8 RGB (numpy or torch), any size: the patch grids are
@@ -236,14 +143,19 @@ def gaze_overlay(
             be a square ``g²`` with row-major patches.
         scales: optional scale sizes (list or ``"32+64+112+224"``), used to check the grids.
         dim: brightness factor for pixels covered by no gazed patch (0 black, 1 unchanged).
-        thickness: outline width in pixels (default: ``max(1, min(H, W) // 224)``).
+        thickness: outline width in pixels (default: ``max(1, min(H, W) // 224)``; twice that along
+            the frame's edge).
         colours: outline colour per scale, coarsest first (cycled if there are more scales).
-        labels: write each frame's number (top left) and a legend of the scale colours (bottom
-            left: ``"32px"``... with ``scales``, else the grid, ``"2x2"``...); see :func:`label_frames`.
+        labels: append the caption strip (:mod:`autogaze_fast.media.caption`): ``frame N``, the
+            tokens kept (``37 of 265 tokens kept (14%)``: gazed cells of every scale over all cells),
+            ``caption``, and the legend of each scale's cell size in source pixels, largest first
+            (``W/g x H/g``).
         first_frame: number of the first frame, for clips cut from a longer video.
+        caption: shared text of the strip, e.g. :func:`~autogaze_fast.media.caption.gaze_caption`.
 
     Returns:
-        ``(T, H, W, 3)`` uint8 frames.
+        ``(T, H, W, 3)`` uint8 frames, or ``(T, H + S, W, 3)`` with ``labels`` (S: the strip's
+        height, the same for every call on frames of this size with this caption).
 
     Raises:
         ValueError: bad frame or mask shapes, non-0/1 masks, or masks that do not fit ``scales``.
@@ -272,10 +184,12 @@ def gaze_overlay(
     out = np.where(covered[..., None], frames, np.rint(frames * np.float32(dim)).astype(np.uint8))
     for k, border in enumerate(borders):  # coarse first, so finer outlines stay visible on top
         out[border] = np.asarray(colours[k % len(colours)], dtype=np.uint8)
-    if labels:
-        names = [f"{s}px" for s in scales] if scales is not None else [f"{g}x{g}" for _, g in masks]
-        label_frames(out, names, colours, first_frame)
-    return out
+    if not labels:
+        return out
+    kept = sum(m.sum(axis=1) for m, _ in masks)
+    total = sum(g * g for _, g in masks)
+    lines = [[f"frame {first_frame + i}: {tokens_kept(int(kept[i]), total)}"] for i in range(t)]
+    return add_captions(out, lines, caption, legend([(w / g, h / g) for _, g in masks], colours))
 
 
 def save_gaze_video(path: str | os.PathLike, frames, fps: float = 8.0) -> Path:
@@ -369,6 +283,52 @@ def cells_pixel_mask(frame, boxes, num_frames: int, height: int, width: int) -> 
     return mask
 
 
+def default_cells_thickness(spans: np.ndarray, height: int, width: int) -> int:
+    """``max(1, min(min(H, W) // 224, s // 6))`` with ``s`` the smallest box side: small tiled cells
+    keep their interior visible."""
+    sides = np.minimum(spans[:, 2] - spans[:, 0], spans[:, 3] - spans[:, 1])
+    smallest = int(sides[sides > 0].min()) if (sides > 0).any() else 0
+    return max(1, min(min(height, width) // 224, smallest // 6))
+
+
+def outline_cells(out: np.ndarray, frame: np.ndarray, scale: np.ndarray, spans: np.ndarray, num_scales: int,
+                  thickness: int, colours: Sequence[tuple[int, int, int]] = SCALE_COLOURS) -> np.ndarray:
+    """Outline cells on ``out`` ``(T, H, W, 3)`` uint8 in place (and return it): each cell ``thickness``
+    pixels wide just inside its pixel span (``spans`` ``(M, 4)`` from :func:`box_pixel_spans`, clipped
+    to the frame), ``2 · thickness`` along the frame's own edge, in its scale's colour, coarse scales
+    first so finer outlines stay on top."""
+    _, h, w, _ = out.shape
+    for s in range(num_scales):  # coarse first
+        colour = np.asarray(colours[s % len(colours)], dtype=np.uint8)
+        for i in np.flatnonzero(scale == s):
+            x0, y0, x1, y1 = spans[i]
+            f = out[frame[i]]
+            top, bottom = thickness * (1 + (y0 == 0)), thickness * (1 + (y1 == h))
+            left, right = thickness * (1 + (x0 == 0)), thickness * (1 + (x1 == w))
+            f[y0:min(y0 + top, y1), x0:x1] = colour
+            f[max(y1 - bottom, y0):y1, x0:x1] = colour
+            f[y0:y1, x0:min(x0 + left, x1)] = colour
+            f[y0:y1, max(x1 - right, x0):x1] = colour
+    return out
+
+
+def measured_cell_sizes(scale, boxes, scales: Sequence[int]) -> list[tuple[float, float]] | None:
+    """Per scale ``(w, h)`` of its cells in source pixels, measured from the boxes: the largest box of
+    each scale present (an edge box may be clipped), the others scaled from one present (cell sides
+    go as ``1 / scale``). None when there is no box."""
+    scale, b = _to_numpy(scale).astype(np.int64).reshape(-1), _to_numpy(boxes).astype(np.float64).reshape(-1, 4)
+    sizes: list[tuple[float, float] | None] = []
+    for s in range(len(scales)):
+        sel = b[scale == s]
+        sizes.append((float((sel[:, 2] - sel[:, 0]).max()), float((sel[:, 3] - sel[:, 1]).max())) if len(sel) else None)
+    known = [k for k, v in enumerate(sizes) if v is not None]
+    if not known:
+        return None
+    ref = known[-1]  # the finest present scale: its boxes are the least often clipped
+    rw, rh = sizes[ref]
+    return [v if v is not None else (rw * scales[ref] / scales[k], rh * scales[ref] / scales[k]) for k, v in enumerate(sizes)]
+
+
 def cells_overlay(
     frames,
     frame,
@@ -380,23 +340,27 @@ def cells_overlay(
     colours: Sequence[tuple[int, int, int]] = SCALE_COLOURS,
     labels: bool = True,
     first_frame: int = 0,
+    caption: str | None = None,
+    cell_sizes: Sequence[tuple[float, float]] | None = None,
+    tokens_per_frame: int | None = None,
 ) -> np.ndarray:
     """Draw gazed cells given as source-pixel boxes (a tiled gaze's ``cells``) on the source frames.
 
-    Pixels covered by no gazed cell are dimmed; every cell gets an outline ``thickness`` pixels
-    wide just inside its box, in its scale's colour, coarse scales first so finer outlines stay
-    on top. Pixels belong to boxes by :func:`box_pixel_spans`.
+    Pixels covered by no gazed cell are dimmed; every cell is outlined by :func:`outline_cells`.
+    Pixels belong to boxes by :func:`box_pixel_spans`.
 
     Args:
         frames: ``(T, H, W, 3)`` uint8 RGB source frames (numpy or torch).
         frame, scale: ``(M,)`` each cell's frame (0-based in ``frames``) and scale index (0 = coarsest).
         boxes: ``(M, 4)`` ``(x0, y0, x1, y1)`` in source pixels.
-        scales: the scale sizes, coarsest first (legend ``"32px"``…; one per scale index).
-        dim, colours, labels, first_frame: as :func:`gaze_overlay`.
-        thickness: outline width (default: ``max(1, min(min(H, W) // 224, s // 6))`` with ``s`` the
-            smallest box side, so small tiled cells keep their interior visible).
+        scales: the scale sizes, coarsest first (one per scale index).
+        dim, colours, labels, first_frame, caption: as :func:`gaze_overlay`.
+        thickness: outline width (default: :func:`default_cells_thickness`).
+        cell_sizes: per scale ``(w, h)`` of its cells in source pixels, for the legend (default:
+            :func:`measured_cell_sizes`; no legend when there is no box at all).
+        tokens_per_frame: the tokens a frame could keep (all tiles' cells), for ``k of N tokens kept``.
     Returns:
-        ``(T, H, W, 3)`` uint8.
+        ``(T, H, W, 3)`` uint8, or ``(T, H + S, W, 3)`` with ``labels``.
     """
     frames = check_rgb_frames(frames)
     if not 0.0 <= dim <= 1.0:
@@ -405,55 +369,19 @@ def cells_overlay(
     frame, scale, spans = _check_cells(frame, scale, boxes, t)
     if len(scale) and (scale.min() < 0 or scale.max() >= len(scales)):
         raise ValueError(f"cell scales run from {scale.min()} to {scale.max()} but {len(scales)} scales were given")
+    if cell_sizes is not None and len(cell_sizes) != len(scales):
+        raise ValueError(f"cell_sizes has {len(cell_sizes)} entries for {len(scales)} scales; give one (w, h) per scale")
     spans = spans.clip(0, [w, h, w, h])
     if thickness is None:
-        sides = np.minimum(spans[:, 2] - spans[:, 0], spans[:, 3] - spans[:, 1])
-        smallest = int(sides[sides > 0].min()) if (sides > 0).any() else 0
-        thickness = max(1, min(min(h, w) // 224, smallest // 6))
+        thickness = default_cells_thickness(spans, h, w)
     if thickness < 1:
         raise ValueError(f"thickness must be >= 1, got {thickness}")
     covered = cells_pixel_mask(frame, _to_numpy(boxes), t, h, w)
     out = np.where(covered[..., None], frames, np.rint(frames * np.float32(dim)).astype(np.uint8))
-    th = thickness
-    for s in range(len(scales)):  # coarse first
-        colour = np.asarray(colours[s % len(colours)], dtype=np.uint8)
-        for i in np.flatnonzero(scale == s):
-            x0, y0, x1, y1 = spans[i]
-            f = out[frame[i]]
-            f[y0:min(y0 + th, y1), x0:x1] = colour
-            f[max(y1 - th, y0):y1, x0:x1] = colour
-            f[y0:y1, x0:min(x0 + th, x1)] = colour
-            f[y0:y1, max(x1 - th, x0):x1] = colour
-    if labels:
-        label_frames(out, [f"{s}px" for s in scales], colours, first_frame)
-    return out
-
-
-def label_lines(frames: np.ndarray, lines: Sequence[Sequence[str]]) -> np.ndarray:
-    """Write lines of text at the top left of each frame, on a darkened backdrop.
-
-    Args:
-        frames: ``(T, H, W, 3)`` uint8, changed in place and returned.
-        lines: per frame, the lines to write (e.g. frame number, PSNR).
-    Font as :func:`label_frames`; lines that would run below the frame are left out.
-    """
-    from PIL import Image, ImageDraw  # Pillow is imported only when a picture is drawn
-
-    t, h, w, _ = frames.shape
-    if len(lines) != t:
-        raise ValueError(f"got {len(lines)} lists of lines for {t} frames; give one per frame")
-    font = _font(max(10, min(h, w) // 24))
-    pad = _pad(font)
-    step = font.getbbox("0Ag")[3] + pad
-    for i in range(t):
-        shown = [s for k, s in enumerate(lines[i]) if pad + (k + 1) * step <= h]
-        if not shown:
-            continue
-        right = max(int(font.getlength(s)) for s in shown) + 2 * pad
-        _darken(frames[i], (0, 0, min(w, right), pad + len(shown) * step))
-        img = Image.fromarray(frames[i])
-        draw = ImageDraw.Draw(img)
-        for k, s in enumerate(shown):
-            draw.text((pad, pad + k * step), s, fill=(255, 255, 255), font=font)
-        frames[i] = np.asarray(img)
-    return frames
+    outline_cells(out, frame, scale, spans, len(scales), thickness, colours)
+    if not labels:
+        return out
+    sizes = measured_cell_sizes(scale, boxes, scales) if cell_sizes is None else cell_sizes
+    counts = np.bincount(frame, minlength=t)
+    lines = [[f"frame {first_frame + i}: {tokens_kept(int(counts[i]), tokens_per_frame)}"] for i in range(t)]
+    return add_captions(out, lines, caption, legend(sizes, colours) if sizes is not None else ())

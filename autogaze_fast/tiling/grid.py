@@ -56,10 +56,11 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from autogaze_fast.checks import check_int
+from autogaze_fast.defaults import MAX_TILES
 from autogaze_fast.processing.autogaze import MAX_ASPECT_RATIO, MIN_FRAME_SIDE, as_videos
 
 POLICIES = ("anyres", "pad", "resize")
-DEFAULT_MAX_TILES = 64
+DEFAULT_MAX_TILES = MAX_TILES
 """Default tile budget: enough for 1080p at 224 (45 tiles); 4K at 224 (180 tiles) is shrunk to fit."""
 
 

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from autogaze_fast.checks import check_int
+from autogaze_fast.defaults import TILE_BATCH_SIZE, TILES
 from autogaze_fast.media.video import check_video_file, import_av, open_video
 from autogaze_fast.processing.autogaze import NVIDIA_PREPROCESSING, AutoGazeImageProcessor, rescale_and_normalize
 from autogaze_fast.tiling.gaze import gaze_clip_tiles, tile_layout
@@ -227,9 +228,9 @@ def gaze_video(
     source: Any,
     processor: AutoGazeImageProcessor | None = None,
     *,
-    tiles: str | None = "anyres",
+    tiles: str | None = TILES,
     max_tiles: int | None = None,
-    tile_batch_size: int = 8,
+    tile_batch_size: int = TILE_BATCH_SIZE,
     clip_frames: int | None = None,
     max_frames: int | None = None,
     keep_frames: bool = True,

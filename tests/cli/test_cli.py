@@ -155,6 +155,7 @@ def test_chunked_overlay_numbers_frames_across_chunks(tmp_path):
     from PIL import Image
 
     from autogaze_fast.cli.demo import gaze_and_report
+    from autogaze_fast.media.caption import gaze_caption
     from autogaze_fast.media.draw import gaze_overlay
     from autogaze_fast.media.synthetic import synthetic_clip
     from autogaze_fast.processing.autogaze import AutoGazeImageProcessor
@@ -167,11 +168,12 @@ def test_chunked_overlay_numbers_frames_across_chunks(tmp_path):
     args = argparse.Namespace(chunk_frames=2, gazing_ratio=0.1, task_loss_requirement=None, quiet=True,
                               out=str(tmp_path / "grid.png"))
     gaze_and_report(model, processor, frames, args)
-    # oracle: one overlay of the whole clip, numbered 0, 1, 2
+    # oracle: one overlay of the whole clip, numbered 0, 1, 2, captioned with the model's folder, ratio and stop
     masks = [torch.cat([out["gazing_mask"][k][0] for out in outputs]) for k in range(len(model.scales))]
-    whole = gaze_overlay(frames, masks, model.scales)
+    whole = gaze_overlay(frames, masks, model.scales, caption=gaze_caption(str(FIXTURES / "tiny_k10"), 0.1, None))
+    ph = whole.shape[1]  # the frame and its caption strip
     grid = np.asarray(Image.open(tmp_path / "grid.png"))
-    np.testing.assert_array_equal(grid[66:130, :64], whole[2])  # 2x2 grid, gap 2: frame 2 is bottom left
+    np.testing.assert_array_equal(grid[ph + 2:2 * ph + 2, :64], whole[2])  # 2x2 grid, gap 2: frame 2 is bottom left
 
 
 # ------------------------------------------------------------------ pictures on the source frames (issue 13)
@@ -192,6 +194,13 @@ def _direct_tiled_cells(video, frames_hw=(120, 250)):
     with torch.inference_mode():
         out = model({"video": canvas}, tiles=grid, gazing_ratio=0.2, task_loss_requirement=-1000)
     return frames, grid, out["cells"]
+
+
+def _shrunk(box, h, w):
+    """The pixels of the box left inside its outline: 1 px in from each edge, 2 px from one on the frame's edge."""
+    x0, y0, x1, y1 = box.tolist()
+    step = [1.0 + (x0 < 0.5), 1.0 + (y0 < 0.5), -1.0 - (x1 > w - 0.5), -1.0 - (y1 > h - 0.5)]
+    return _inside(box + torch.tensor(step), h, w)
 
 
 def _inside(box, h, w):
@@ -216,6 +225,7 @@ def test_gaze_tiles_anyres_draws_cells_where_they_are_on_the_source_frame(wide_c
     any gazed box covers it, the dimmed source elsewhere — boxes from a direct tiled model call."""
     from PIL import Image
 
+    from autogaze_fast.media.caption import STRIP_BACKGROUND
     from autogaze_fast.media.draw import SCALE_COLOURS
 
     out_png = tmp_path / "overlay.png"
@@ -235,11 +245,12 @@ def test_gaze_tiles_anyres_draws_cells_where_they_are_on_the_source_frame(wide_c
     torch.testing.assert_close(cells.box, by_hand.float())
 
     grid_png = np.asarray(Image.open(out_png))
-    assert grid_png.shape == (2 * 120 + 2, 2 * 250 + 2, 3)  # 3 frames in a 2 x 2 grid, gap 2
     h, w = 120, 250
+    ph = (grid_png.shape[0] - 2) // 2  # each picture: the frame, then its caption strip
+    assert grid_png.shape == (2 * ph + 2, 2 * w + 2, 3) and ph > h  # 3 pictures in a 2 x 2 grid, gap 2
     for t in range(3):
         r, c = divmod(t, 2)
-        shown = grid_png[r * (h + 2):r * (h + 2) + h, c * (w + 2):c * (w + 2) + w]
+        shown = grid_png[r * (ph + 2):r * (ph + 2) + h, c * (w + 2):c * (w + 2) + w]
         expected = np.rint(frames[t] * np.float32(0.35)).astype(np.uint8)
         covered = np.zeros((h, w), bool)
         colour_of = np.full((h, w), -1)
@@ -247,14 +258,14 @@ def test_gaze_tiles_anyres_draws_cells_where_they_are_on_the_source_frame(wide_c
             for box in cells.box[(cells.frame == t) & (cells.scale == s)]:
                 inside = _inside(box, h, w)
                 covered |= inside
-                shrunk = _inside(box + torch.tensor([1.0, 1.0, -1.0, -1.0]), h, w)  # 1 px in from each edge
-                colour_of[inside & ~shrunk] = s
+                colour_of[inside & ~_shrunk(box, h, w)] = s
         expected[covered] = frames[t][covered]
         for s in range(4):
             expected[colour_of == s] = SCALE_COLOURS[s]
-        band = slice(20, 80)  # below the frame number, above the legend
-        np.testing.assert_array_equal(shown[band], expected[band])
-        assert all((colour_of[band] == s).sum() > 0 for s in (2, 3)), "the compared band holds fine outlines"
+        np.testing.assert_array_equal(shown, expected)  # nothing written on the frame: the text is in the strip
+        assert all((colour_of == s).sum() > 0 for s in range(4)), "every scale's outlines are compared"
+        assert (colour_of[:, [0, 1, w - 2, w - 1]] >= 0).any(), "outlines on the frame's edge are drawn inside it"
+        assert (grid_png[r * (ph + 2) + h:r * (ph + 2) + ph, c * (w + 2):c * (w + 2) + w] == STRIP_BACKGROUND).any()
 
 
 @needs_av
@@ -289,13 +300,22 @@ def test_gaze_interframe_view_writes_stream_and_csv(wide_clip, tmp_path, capsys)
     for t in range(3):
         assert float(rows[t]["gazed_fraction"]) == pytest.approx(masks[t].mean(), abs=1e-6)
 
+    from autogaze_fast.media.draw import SCALE_COLOURS
+
     grid_png = np.asarray(Image.open(out_png))
+    ph = (grid_png.shape[0] - 2) // 2  # each picture: the stream's frame, then its caption strip
+    strips = []
     for t in range(3):
         r, c = divmod(t, 2)
-        shown = grid_png[r * (h + 2):r * (h + 2) + h, c * (w + 2):c * (w + 2) + w]
-        np.testing.assert_array_equal(shown[:, 130:], stream[t][:, 130:])  # right of the text block
-        np.testing.assert_array_equal(shown[70:], stream[t][70:])  # below it
-        assert (shown[:60, :100] != stream[t][:60, :100]).any(), "PSNR and frame number are written on the picture"
+        picture = grid_png[r * (ph + 2):r * (ph + 2) + ph, c * (w + 2):c * (w + 2) + w]
+        shown, strips = picture[:h], strips + [picture[h:]]
+        ring = np.zeros((h, w), bool)  # the refreshed (gazed) cells' outlines: the rest is the stream itself
+        for box in cells.box[cells.frame == t]:
+            ring |= _inside(box, h, w) & ~_shrunk(box, h, w)
+        np.testing.assert_array_equal(shown[~ring], stream[t][~ring])
+        finest = np.array([SCALE_COLOURS[s] for s in range(4)], np.uint8)
+        assert ring.any() and (shown[ring][:, None] == finest[None]).all(-1).any(-1).all(), "outlines in scale colours"
+    assert (strips[0] != strips[1]).any() and (strips[1] != strips[2]).any(), "each frame's numbers are in its strip"
 
 
 @needs_av
@@ -349,3 +369,87 @@ def test_gaze_failing_on_its_first_clip_leaves_no_picture_or_csv(tmp_path, capsy
                  "--out", str(tmp_path / "inter.gif")]) == 2
     assert "64x4 (H x W)" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["thin.mp4"]
+
+
+# ------------------------------------------------------------------ settings and messages (issue 20)
+def test_demo_prints_its_settings_and_says_what_n_is(capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["demo", "--model", "nobody-here/not-a-model", "--frames", "1", "--gazing-ratio", "0.05", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    first = out.splitlines()[0]
+    assert first.startswith("demo settings: model=random (NVIDIA shape, seed 0)") and "gazing_ratio=0.05" in first
+    assert "task_loss_requirement=off (the default for random weights" in first and "tiles=none" in first
+    assert "N=265 (N: the multi-scale cells a frame can keep, 4+16+49+196 at scales 32+64+112+224)" in out
+
+
+@needs_av
+def test_gaze_settings_line_and_the_stop_turned_off(tmp_path, capsys):
+    """With a checkpoint the default stop is upstream's 0.7, said on the first line; `none` turns it
+    off, and the counts are then those of the unstopped call."""
+    from autogaze_fast.media.video import read_video
+    from autogaze_fast.processing.autogaze import AutoGazeImageProcessor
+
+    frames = (np.random.default_rng(3).random((2, 48, 48, 3)) * 255).astype(np.uint8)
+    video = write_video(tmp_path / "clip.mp4", frames, fps=4)
+    base = ["gaze", str(video), "--model", str(FIXTURES / "tiny_k10"), "--quiet"]
+    assert main(base) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith(f"gaze settings: model={FIXTURES / 'tiny_k10'}") and "gazing_ratio=0.75" in first
+    assert "task_loss_requirement=0.7 (the default with a checkpoint" in first and "tiles=none" in first
+    assert main(base + ["--task-loss-requirement", "none"]) == 0
+    text = capsys.readouterr().out
+    assert "task_loss_requirement=off " in text.splitlines()[0]
+    printed = [int(c) for c in re.search(r"pads excluded\): ([\d ]+)", text).group(1).split()]
+    model = AutoGaze.from_pretrained(FIXTURES / "tiny_k10")
+    pixels = AutoGazeImageProcessor.from_pretrained(FIXTURES / "tiny_k10")(read_video(video)).pixel_values[None]
+    with torch.inference_mode():
+        out = model({"video": pixels}, gazing_ratio=0.75, generate_only=True)
+    assert printed == [int((~p).sum()) for p in out["if_padded_gazing"].split(out["num_gazing_each_frame"].tolist(), 1)]
+
+
+def test_task_loss_requirement_option_refuses_words_it_does_not_know(capsys):
+    with pytest.raises(SystemExit):
+        main(["gaze", "x.mp4", "--task-loss-requirement", "soon"])
+    assert "expected a number (e.g. 0.7), 'none' or 'auto'" in capsys.readouterr().err
+
+
+@needs_av
+def test_extract_prints_its_settings(tmp_path, capsys):
+    from extract_videos import tiny_checkpoints
+
+    from autogaze_fast.media.synthetic import synthetic_clip
+
+    gaze_dir, vision_dir = tiny_checkpoints(tmp_path / "ckpt")
+    (tmp_path / "in").mkdir()
+    write_video(tmp_path / "in" / "a.mp4", synthetic_clip(4, size=48, seed=0), fps=4)
+    assert main(["extract", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--model", str(gaze_dir), "--vision",
+                 str(vision_dir), "--frequency", "2", "--quiet"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith(f"extract settings: model={gaze_dir}") and "gazing_ratio=0.75" in first
+    assert "task_loss_requirement=0.7 (the default with a checkpoint" in first and f"vision={vision_dir}" in first
+    assert "frequency=2 Hz" in first and "tiles=none" in first
+
+
+@needs_av
+@pytest.mark.parametrize("contents", [[], ["notes.txt"]])
+def test_model_folder_without_config_says_what_a_checkpoint_holds(tmp_path, capsys, monkeypatch, contents):
+    from autogaze_fast.loading import CheckpointError
+
+    folder = tmp_path / "not-a-checkpoint"
+    folder.mkdir()
+    for name in contents:
+        (folder / name).write_text("hello")
+    video = write_video(tmp_path / "clip.mp4", np.zeros((1, 32, 32, 3), dtype=np.uint8), fps=4)
+    assert main(["gaze", str(video), "--model", str(folder), "--quiet"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"{folder} is not a checkpoint folder: there is no config.json" in err
+    assert ("it is empty" if not contents else "it holds notes.txt") in err
+    assert "holds config.json and model.safetensors (and usually preprocessor_config.json)" in err
+    assert "autogaze-fast train" in err and "save_pretrained(DIR)" in err and "nvidia/AutoGaze" in err
+    assert "--allow-random" in err
+    with pytest.raises(CheckpointError, match="not a checkpoint folder"):  # the Python API says the same
+        AutoGaze.from_pretrained(folder)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["gaze", str(video), "--model", str(folder), "--allow-random", "--gazing-ratio", "0.05", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert "not a checkpoint folder" in captured.err and "RANDOMLY INITIALISED" in captured.err

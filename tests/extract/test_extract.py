@@ -44,7 +44,8 @@ def videos(tmp_path_factory):
 @pytest.fixture
 def encoder(checkpoints, torch_twins):
     gaze, vision = checkpoints
-    return GazedVideoEncoder.from_pretrained(gaze, vision, impl="fast", device="cpu", num_frames=CLIP, gazing_ratio=0.3)
+    return GazedVideoEncoder.from_pretrained(gaze, vision, impl="fast", device="cpu", num_frames=CLIP, gazing_ratio=0.3,
+                                             task_loss_requirement=None)
 
 
 # ---------------------------------------------------------------------------------------------- encoder
@@ -55,7 +56,7 @@ def test_encoder_equals_gaze_and_encode_by_hand(checkpoints, torch_twins):
 
     gaze_dir, vision_dir = checkpoints
     encoder = GazedVideoEncoder.from_pretrained(gaze_dir, vision_dir, impl="fast", device="cpu", num_frames=4,
-                                                gazing_ratio=0.3, layers="-2,-1")
+                                                gazing_ratio=0.3, task_loss_requirement=None, layers="-2,-1")
     frames = synthetic_clip(7, size=(60, 80), seed=3)
     out = encoder(frames)
 
@@ -335,7 +336,8 @@ def test_encoder_tiles_equal_each_tile_gazed_and_encoded_alone(checkpoints, torc
 
     gaze_dir, vision_dir = checkpoints
     encoder = GazedVideoEncoder.from_pretrained(gaze_dir, vision_dir, impl="fast", device="cpu", num_frames=4,
-                                                gazing_ratio=0.1, tiles="anyres", tile_batch_size=4)
+                                                gazing_ratio=0.1, task_loss_requirement=None, tiles="anyres",
+                                                tile_batch_size=4)
     frames = synthetic_clip(2, size=(300, 500), seed=4)
     out = encoder(frames)
     grid = TileGrid.plan(300, 500, policy="anyres")

@@ -106,7 +106,8 @@ def test_string_path_never_builds_the_canvas(model, monkeypatch):
 def test_gaze_video_equals_the_tiled_call_clip_by_clip(clips_of_two, processor, policy):
     frames = synthetic_clip(5, size=(120, 250), seed=3)
     grid = TileGrid.plan(120, 250, policy=policy)
-    clips = list(clips_of_two.gaze_video(frames, processor, tiles=policy, tile_batch_size=1, gazing_ratio=0.2))
+    clips = list(clips_of_two.gaze_video(frames, processor, tiles=policy, tile_batch_size=1, gazing_ratio=0.2,
+                                         task_loss_requirement=None))
     assert [(c.start, c.end) for c in clips] == [(0, 2), (2, 4), (4, 5)]
     for c in clips:
         with torch.inference_mode():
@@ -127,7 +128,7 @@ def test_gaze_video_from_a_file_an_iterator_and_an_array_agree(clips_of_two, pro
 
     def cells(source, **kw):
         out = [(c.start, c.end, c.cells.box, c.cells.frame)
-               for c in clips_of_two.gaze_video(source, processor, gazing_ratio=0.3, **kw)]
+               for c in clips_of_two.gaze_video(source, processor, tiles="anyres", gazing_ratio=0.3, **kw)]
         return out
 
     want = cells(decoded)
@@ -136,7 +137,7 @@ def test_gaze_video_from_a_file_an_iterator_and_an_array_agree(clips_of_two, pro
         for (_, _, box, frame), (_, _, box2, frame2) in zip(got, want):
             assert torch.equal(box, box2) and torch.equal(frame, frame2)
     assert [(s, e) for s, e, _, _ in cells(path, max_frames=3)] == [(0, 2), (2, 3)]
-    untiled = list(clips_of_two.gaze_video(decoded, processor, tiles=None, gazing_ratio=0.3))
+    untiled = list(clips_of_two.gaze_video(decoded, processor, gazing_ratio=0.3, task_loss_requirement=None))
     with torch.inference_mode():
         direct = clips_of_two({"video": processor(decoded[:2]).pixel_values[None]}, gazing_ratio=0.3, generate_only=True)
     assert torch.equal(untiled[0].tile_gazing_info["gazing_pos"], direct["gazing_pos"])
@@ -293,7 +294,8 @@ def test_cli_streams_clips_to_the_picture_and_csv(tmp_path, capsys, monkeypatch)
 
     model = AutoGaze.from_pretrained(FIXTURES / "tiny_k10")
     processor = AutoGazeImageProcessor.from_pretrained(FIXTURES / "tiny_k10")
-    clips = list(gaze_video(model, decoded, processor, clip_frames=2, gazing_ratio=0.2, task_loss_requirement=0.7))
+    clips = list(gaze_video(model, decoded, processor, tiles="anyres", clip_frames=2, gazing_ratio=0.2,
+                            task_loss_requirement=0.7))
     frame = np.concatenate([c.cells.frame.numpy() for c in clips])
     box = np.concatenate([c.cells.box.numpy() for c in clips])
     whole = InterframeView(3).update(decoded, frame, box, 0)
