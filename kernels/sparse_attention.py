@@ -41,11 +41,16 @@ What runs where (``backend="auto"``):
 * **CUDA**, inference and under autograd: the Triton forward, and the two backward kernels.
 * **CPU with** ``TRITON_INTERPRET=1``: the same Triton kernels through Triton's interpreter.
 * **Plain CPU, inference** (no gradient; the gazed SigLIP's production CPU path):
-  :func:`_cpu_inference_forward`, torch's fused ``scaled_dot_product_attention`` over spans of the
-  sequence: one call per frame on the gazed layout (:func:`_frame_spans`; no mask where a span holds
-  no pad; block-causal also meets the first half of the frames in one large call merged by
-  log-sum-exp), else one call per 512-token query chunk over its key span with the chunk's boolean
-  mask. No lse is kept.
+  :func:`_cpu_inference_forward`, torch's fused ``scaled_dot_product_attention`` (flash on CPU)
+  over spans of the sequence, never an N×N mask. Block-causal / frame-independent: one call per
+  frame over the keys it may see (block-causal: a prefix; frames sorted first by a stable token
+  permutation when they are not; rows with other frames or pads run one at a time). Without pads
+  no mask at all (block-causal also meets the first half of the frames in one large call merged
+  by log-sum-exp); with pads the pad keys are dropped (real keys gathered once) and each pad
+  query's own key is merged in by log-sum-exp: pads cost nothing as keys (a pad query still
+  costs its row over the real keys its frame allows). Bidirectional: one call; causal without
+  pads: one ``is_causal`` call; causal with pads: 512-token query chunks over their key span
+  with the chunk's boolean mask. No lse is kept.
 * **Plain CPU, under autograd** (training the gazed MAE): :class:`CpuFlashSpanAttention`, per-span
   flash attention: the same spans through torch's fused CPU flash attention (with lse) and its
   fused flash backward, one call per span, ~10x faster than the twin's hand-written fp32 chunks.
