@@ -20,7 +20,8 @@ Repeats are interleaved (round r runs every contender once) so shared-machine lo
 the table gives the median and the minimum over rounds and ``flex / ours`` (> 1: ours is faster).
 
 Run: ``python bench/bench_flex_attention.py [--frames 4 8 16] [--real 1.0 0.25] [--rounds 7]
-[--layout contiguous|projection] [--json out.json]``. Under pytest-benchmark (``make bench``) the
+[--layout contiguous|projection] [--threads N] [--json out.json]``. On a loaded machine
+``--threads 1`` suffers far less from oversubscription (every contender runs OpenMP regions). Under pytest-benchmark (``make bench``) the
 16-frame cases run as group ``flex_attention[...]``.
 """
 
@@ -80,6 +81,7 @@ def contenders(q, k, v, frame, pad) -> dict:
         ok = f[qi] >= f[ki]
         return (ok & ~p[ki]) | (qi == ki) if has_pads else ok
 
+    torch._dynamo.reset()  # a fresh compile per case: no cached or automatically dynamic kernel from another shape
     flex = torch.compile(flex_attention, dynamic=False)
 
     def build_mask():
@@ -149,8 +151,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--real", type=float, nargs="+", default=[1.0, 0.25])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--layout", choices=("contiguous", "projection"), default="contiguous")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rows = []
     for n_frames in args.frames:
         for real in args.real:

@@ -286,3 +286,21 @@ def test_flex_attention_target_rows():
     met = {r[0]: (r[1], r[3]) for r in target_rows(report)}
     assert met[flex + "fwd: flex (mask built per call) / ours"] == ("CUDA only (CPU: bench/bench_flex_attention.py)",
                                                                    "n/a (CPU mode)")
+
+
+@pytest.mark.slow
+def test_flex_cases_forced_on_cpu(tmp_path):
+    """The FlexAttention rows' builder, forced onto the CPU (forward only: FlexAttention has no CPU
+    backward; CUDA adds the forward + backward case): our row (the CPU path) and compiled
+    FlexAttention, mask built per call and prebuilt, all match the dense oracle."""
+    from autogaze_fast.gpu_check.context import PROFILES, CheckContext
+    from autogaze_fast.gpu_check.kernels import _run_case, flex_cases
+
+    ctx = CheckContext(torch.device("cpu"), PROFILES["quick"], tmp_path, tmp_path, {"meta": {}}, time.perf_counter(), [])
+    assert flex_cases(ctx, torch.float32) == []  # not forced: CUDA only
+    rows: list = []
+    for case in flex_cases(ctx, torch.float32, force=True):
+        _run_case(ctx, case, "fp32", torch.float32, rows)
+    assert [r["impl"] for r in rows] == ["twin", "flex+mask", "flex"]
+    assert all(r["within_tol"] and r["median_ms"] > 0 for r in rows), rows
+    assert "first call (compile)" in rows[1]["note"] and rows[1]["kernel_speedup"] > 0
