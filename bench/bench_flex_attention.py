@@ -21,8 +21,8 @@ the table gives the median and the minimum over rounds and ``flex / ours`` (> 1:
 
 Run: ``python bench/bench_flex_attention.py [--frames 4 8 16] [--real 1.0 0.25] [--rounds 7]
 [--layout contiguous|projection] [--threads N] [--json out.json]``. On a loaded machine
-``--threads 1`` suffers far less from oversubscription (every contender runs OpenMP regions). Under pytest-benchmark (``make bench``) the
-16-frame cases run as group ``flex_attention[...]``.
+``--threads 1`` suffers far less from oversubscription (every contender runs OpenMP regions).
+Under pytest-benchmark (``make bench``) the 16-frame cases run as group ``flex_attention[...]``.
 """
 
 from __future__ import annotations
