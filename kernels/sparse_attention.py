@@ -41,11 +41,16 @@ What runs where (``backend="auto"``):
 * **CUDA**, inference and under autograd: the Triton forward, and the two backward kernels.
 * **CPU with** ``TRITON_INTERPRET=1``: the same Triton kernels through Triton's interpreter.
 * **Plain CPU, inference** (no gradient; the gazed SigLIP's production CPU path):
-  :func:`_cpu_inference_forward`, torch's fused ``scaled_dot_product_attention`` over spans of the
-  sequence: one call per frame on the gazed layout (:func:`_frame_spans`; no mask where a span holds
-  no pad; block-causal also meets the first half of the frames in one large call merged by
-  log-sum-exp), else one call per 512-token query chunk over its key span with the chunk's boolean
-  mask. No lse is kept.
+  :func:`_cpu_inference_forward`, torch's fused ``scaled_dot_product_attention`` (flash on CPU)
+  over spans of the sequence, never an N×N mask. Block-causal / frame-independent: one call per
+  frame over the keys it may see (block-causal: a prefix; frames sorted first by a stable token
+  permutation when they are not; rows with other frames or pads run one at a time). Without pads
+  no mask at all (block-causal also meets the first half of the frames in one large call merged
+  by log-sum-exp); with pads the pad keys are dropped (real keys gathered once) and each pad
+  query's own key is merged in by log-sum-exp: pads cost nothing as keys (a pad query still
+  costs its row over the real keys its frame allows). Bidirectional: one call; causal without
+  pads: one ``is_causal`` call; causal with pads: 512-token query chunks over their key span
+  with the chunk's boolean mask. No lse is kept.
 * **Plain CPU, under autograd** (training the gazed MAE): :class:`CpuFlashSpanAttention`, per-span
   flash attention: the same spans through torch's fused CPU flash attention (with lse) and its
   fused flash backward, one call per span, ~10x faster than the twin's hand-written fp32 chunks.
@@ -677,19 +682,90 @@ def _fwd_frame_spans(q, k, v, frame_ids, pad, *, attn_type: int, scale: float, s
     return out
 
 
+def _fwd_real_keys(q, k, v, pad, *, scale: float, spans) -> torch.Tensor:
+    """CPU inference forward with pads over frame-aligned spans: keys compacted to the real tokens.
+
+    ``pad`` (B, N) must be the same in every batch row. The real (non-pad) keys and values are
+    gathered once, ``(B, H, R, D)``; each span's queries (pads included) meet the real keys of its
+    key span ``[k0, k1)`` in one unmasked fused flash call, which keeps the lse. On a frame-aligned
+    span every query attends exactly those keys plus itself: a real query's own key is among them,
+    a pad query's is merged afterwards by log-sum-exp,
+    ``out_i = lerp(o_i, v_i, sigmoid(s_ii - lse_i))`` with ``s_ii = scale <q_i, k_i>`` (``v_i``
+    when its span holds no real key). Pad keys are never loaded: the cost is (queries) × (real keys).
+    """
+    real = ~pad[0]
+    before = torch.cat([real.new_zeros(1, dtype=torch.long), real.long().cumsum(0)]).tolist()
+    real_idx = real.nonzero().squeeze(1)
+    q = q.contiguous()
+    k_real, v_real = k.index_select(2, real_idx), v.index_select(2, real_idx)
+    out = torch.zeros_like(q)
+    lse = torch.full(q.shape[:3], float("-inf"), dtype=torch.float32, device=q.device)
+    for q0, q1, k0, k1 in spans:
+        r0, r1 = before[k0], before[k1]
+        if r1 > r0:  # else: only pads in the span, each of its queries attends itself alone
+            o, l = _CPU_FLASH_WITH_LSE(q[:, :, q0:q1], k_real[:, :, r0:r1], v_real[:, :, r0:r1], scale=scale)
+            out[:, :, q0:q1] = o
+            lse[:, :, q0:q1] = l
+    pad_idx = pad[0].nonzero().squeeze(1)
+    q_p, k_p, v_p = (t.index_select(2, pad_idx).float() for t in (q, k, v))
+    self_weight = torch.sigmoid((q_p * k_p).sum(-1) * scale - lse.index_select(2, pad_idx))
+    merged = torch.lerp(out.index_select(2, pad_idx).float(), v_p, self_weight[..., None])
+    return out.index_copy_(2, pad_idx, merged.to(q.dtype))
+
+
+def _fwd_sorted_row(q, k, v, frame_ids, pad, *, attn_type: int, scale: float) -> torch.Tensor | None:
+    """The CPU inference forward for batch rows sharing one frame-id sequence and one pad pattern
+    (``frame_ids[0]``, ``pad[0]``), for block_causal / frame_independent / bidirectional; None when
+    no fused path applies (then the caller's chunk path runs).
+
+    Unsorted frame ids are first put in order by a stable sort of the tokens (a permutation, so the
+    result is exact: attention does not depend on key order, and each query keeps its own key).
+    Then bidirectional is one span over every key, the others the per-frame spans of
+    :func:`_frame_spans`: without pads through :func:`_fwd_frame_spans`, with pads on CPU through
+    :func:`_fwd_real_keys` (pad keys dropped).
+    """
+    f = frame_ids[:1]
+    perm = None
+    if attn_type != ATTN_TYPES["bidirectional"] and not bool((f[0, 1:] >= f[0, :-1]).all()):
+        perm = torch.sort(f[0], stable=True).indices
+        q, k, v = (t.index_select(2, perm) for t in (q, k, v))
+        f, pad = f[:, perm], pad[:, perm]
+    if attn_type == ATTN_TYPES["bidirectional"]:
+        spans = [(0, q.shape[2], 0, q.shape[2])]
+    else:
+        spans = _frame_spans(f, attn_type)
+    has_pads = bool(pad[0].any())
+    if has_pads and q.device.type == "cpu" and _CPU_FLASH_WITH_LSE is not None:
+        out = _fwd_real_keys(q, k, v, pad[:1].expand(q.shape[0], -1), scale=scale, spans=spans)
+    else:
+        out = _fwd_frame_spans(q, k, v, f.expand(q.shape[0], -1), pad[:1].expand(q.shape[0], -1),
+                               attn_type=attn_type, scale=scale, spans=spans)
+    if perm is not None:
+        out = torch.empty_like(out).index_copy_(2, perm, out)
+    return out
+
+
 def _cpu_inference_forward(q, k, v, frame_ids, pad, *, attn_type: int, scale: float,
                            chunk: int = _TWIN_CHUNK) -> torch.Tensor:
     """The CPU inference path (no gradient, no lse): out (B, H, N, D) in q.dtype.
 
-    On the gazed-SigLIP layout (block_causal / frame_independent, frames sorted, shared across the
-    batch) one fused attention call per frame (:func:`_fwd_frame_spans`), where pad-free spans need
-    no mask; otherwise each query chunk of ``chunk`` tokens attends its key span
-    (:func:`_chunk_spans`) through torch's fused ``scaled_dot_product_attention`` with the chunk's
-    boolean mask.
+    * causal without pads: one fused causal attention call (``is_causal``);
+    * block_causal / frame_independent / bidirectional: batch rows grouped by their (frame ids,
+      pads) — all rows at once when they share them, else one row at a time — each group through
+      :func:`_fwd_sorted_row`: frames sorted if needed, one fused call per frame (bidirectional:
+      one call), no mask; pad keys dropped on CPU;
+    * otherwise (causal with pads) each query chunk of ``chunk`` tokens attends its key span
+      (:func:`_chunk_spans`) through torch's fused ``scaled_dot_product_attention`` with the
+      chunk's boolean mask.
     """
-    spans = _frame_spans(frame_ids, attn_type)
-    if spans is not None:  # frame-aligned chunks: most need no mask at all
-        return _fwd_frame_spans(q, k, v, frame_ids, pad, attn_type=attn_type, scale=scale, spans=spans)
+    if attn_type == ATTN_TYPES["causal"] and not bool(pad.any()):
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
+    if attn_type != ATTN_TYPES["causal"]:
+        shared = bool((frame_ids == frame_ids[:1]).all()) and bool((pad == pad[:1]).all())
+        if shared:
+            return _fwd_sorted_row(q, k, v, frame_ids, pad, attn_type=attn_type, scale=scale)
+        return torch.cat([_fwd_sorted_row(q[b:b + 1], k[b:b + 1], v[b:b + 1], frame_ids[b:b + 1], pad[b:b + 1],
+                                          attn_type=attn_type, scale=scale) for b in range(q.shape[0])])
     out = torch.empty_like(q)
     idx = torch.arange(q.shape[2], device=q.device)
     for q0, q1, k0, k1 in _chunk_spans(frame_ids, attn_type, chunk):

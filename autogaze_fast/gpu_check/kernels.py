@@ -11,6 +11,11 @@ bench/bench_siglip_kernels.py).
   (bf16 only; not the same mask, about the same work);
 * gathered patch embedding (hidden 768, patch 16, scales 32+64+112+224) vs upstream's way: unfold
   every patch of every scale, gather the gazed rows, linear, add positions.
+* block-causal attention against torch's FlexAttention (issue 21; CUDA only, after the rows above):
+  16 frames x 198 tokens, 12 heads of 64, bf16, no pads; our Triton kernel vs
+  ``torch.compile(flex_attention)`` with the mask_mod ``frame[q] >= frame[k]``, its block mask built
+  per call (counted) and prebuilt, forward and forward + backward. The compile time (first call) is
+  in each Flex row's note. On CPU bench/bench_flex_attention.py makes this comparison instead.
 
 On CUDA the kernel row is ``triton``; on CPU (no CUDA) the row named ``twin`` is the
 kernel's torch path (for decode and sparse attention, the production CPU path) and SDPA
@@ -19,12 +24,14 @@ runs its CPU backends. Every row has its max |Δ| against a float32 naive oracle
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
 from autogaze_fast.gpu_check.context import CheckContext, error_text
 from autogaze_fast.gpu_check.timing import free_memory, time_call
@@ -180,9 +187,94 @@ def patch_embed_cases(ctx: CheckContext, dtype: torch.dtype) -> list[dict[str, A
     return cases
 
 
+# ----------------------------------------------------------------------------- vs FlexAttention
+FLEX_SLOTS = 198
+FLEX_DTYPES = ("bf16",)  # each dtype costs a forward and a backward compile of FlexAttention
+#: gradients in bf16 drift more than outputs (as tests/kernels' GRAD_TOL)
+FLEX_GRAD_TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 6e-2}
+
+
+def _with_grads(attend: Callable[..., torch.Tensor], q, k, v, dout) -> Callable[[], torch.Tensor]:
+    """A call running ``attend(q, k, v)`` forward and backward; returns (B, H, N, 3D): dq | dk | dv."""
+    def run() -> torch.Tensor:
+        with torch.inference_mode(False), torch.enable_grad():  # time_call runs under inference mode
+            leaves = [t.detach().requires_grad_() for t in (q, k, v)]
+            return torch.cat(torch.autograd.grad(attend(*leaves), leaves, dout), dim=-1)
+    return run
+
+
+def _timed_first_call(fn: Callable[[], torch.Tensor]) -> float:
+    """Seconds of ``fn``'s first call (FlexAttention compiles then), synchronised."""
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+def flex_cases(ctx: CheckContext, dtype: torch.dtype, force: bool = False) -> list[dict[str, Any]]:
+    """Our block-causal kernel vs compiled FlexAttention, forward and forward + backward (CUDA; on
+    CPU no case unless ``force``: then our row is the CPU path, forward only, as FlexAttention has
+    no CPU backward)."""
+    if ctx.device.type != "cuda" and not force:
+        return []
+    from autogaze_fast.kernels.sparse_attention import sparse_attention  # deferred: imports Triton
+
+    n = ctx.sizes.sparse_frames * FLEX_SLOTS
+    g = torch.Generator().manual_seed(21)
+    q, k, v, dout = (torch.randn(1, SIGLIP_HEADS, n, SIGLIP_HEAD_DIM, generator=g).to(ctx.device, dtype)
+                     for _ in range(4))
+    frame = (torch.arange(n, device=ctx.device) // FLEX_SLOTS).to(torch.int32)
+    pad = torch.zeros(1, n, dtype=torch.bool, device=ctx.device)
+    backend = "triton" if ctx.device.type == "cuda" else "torch"
+    flex = torch.compile(flex_attention, dynamic=False)
+
+    def mask_mod(b, h, qi, ki):
+        return frame[qi] >= frame[ki]
+
+    def block_mask():
+        return create_block_mask(mask_mod, None, None, n, n, device=ctx.device)
+
+    prebuilt = block_mask()
+
+    def ours(q, k, v):
+        return sparse_attention(q, k, v, frame[None], pad, "block_causal", backend=backend)
+
+    def flex_built(q, k, v):
+        return flex(q, k, v, block_mask=block_mask())
+
+    def flex_prebuilt(q, k, v):
+        return flex(q, k, v, block_mask=prebuilt)
+
+    q64, k64, v64 = (t.to(torch.float32, copy=True).requires_grad_() for t in (q, k, v))
+    allowed = (frame[None, :] <= frame[:, None])[None, None]
+    scores = (q64 @ k64.transpose(-1, -2)) * SIGLIP_HEAD_DIM ** -0.5
+    oracle = torch.softmax(scores.masked_fill(~allowed, float("-inf")), -1) @ v64
+    grads = torch.cat(torch.autograd.grad(oracle, (q64, k64, v64), dout.float()), dim=-1)
+    oracle = oracle.detach()
+    del scores, q64, k64, v64, allowed
+    shape = f"B1 H{SIGLIP_HEADS} D{SIGLIP_HEAD_DIM} N {n} ({ctx.sizes.sparse_frames} frames x {FLEX_SLOTS}), block-causal"
+    cases = []
+    for mode in ("fwd", "fwd+bwd") if backend == "triton" else ("fwd",):  # Flex has no CPU backward
+        impls: list[tuple[str, Callable[[], torch.Tensor], str | None, bool]] = []
+        for name, attend, note in (("triton" if backend == "triton" else "twin", ours, None),
+                                   ("flex+mask", flex_built, "torch.compile(flex_attention), block mask built per call"),
+                                   ("flex", flex_prebuilt, "torch.compile(flex_attention), block mask prebuilt")):
+            fn = (lambda a=attend: a(q, k, v)) if mode == "fwd" else _with_grads(attend, q, k, v, dout)
+            if name.startswith("flex"):
+                ctx.check(f"flex_attention {mode} compile")
+                note = f"{note}; first call (compile) {_timed_first_call(fn):.1f} s"
+            impls.append((name, fn, note, True))
+        cases.append({"op": "flex_attention", "shape": f"{shape}, {mode}", "impls": impls,
+                      "oracle": oracle if mode == "fwd" else grads,
+                      "tolerance": None if mode == "fwd" else FLEX_GRAD_TOLERANCE})
+    return cases
+
+
 # ----------------------------------------------------------------------------- the section
 CASE_BUILDERS = (("decode_attention", decode_cases), ("sparse_attention", sparse_cases),
-                 ("gathered_patch_embed", patch_embed_cases))
+                 ("gathered_patch_embed", patch_embed_cases), ("flex_attention", flex_cases))
 
 
 def _run_case(ctx: CheckContext, case: dict, dtype_name: str, dtype: torch.dtype, rows: list) -> None:
@@ -199,7 +291,7 @@ def _run_case(ctx: CheckContext, case: dict, dtype_name: str, dtype: torch.dtype
                 out = fn()
             if comparable:  # same math as the oracle (flash rows run another mask: timing only)
                 diff = (out.float() - case["oracle"]).abs()
-                tol = TOLERANCE[dtype]
+                tol = (case.get("tolerance") or TOLERANCE)[dtype]
                 row["max_abs_diff"] = float(diff.max())
                 row["within_tol"] = bool((diff <= tol + tol * case["oracle"].abs()).all())
             del out
@@ -222,6 +314,8 @@ def kernels(ctx: CheckContext, results: dict) -> None:
     dtypes = {"fp32": torch.float32} if ctx.device.type != "cuda" else {"fp32": torch.float32, "bf16": torch.bfloat16}
     for op, build in CASE_BUILDERS:
         for dtype_name, dtype in dtypes.items():
+            if op == "flex_attention" and dtype_name not in FLEX_DTYPES:
+                continue
             ctx.check(f"{op} {dtype_name}")
             try:
                 cases = build(ctx, dtype)

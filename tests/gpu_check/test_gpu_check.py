@@ -261,3 +261,46 @@ def test_cli_writes_the_report_and_refuses_unknown_sections(tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
     assert main(["gpu-check", "--out", str(tmp_path / "s"), "--quick", "--sections", "environment,gpus"]) == 2
     assert "unknown sections ['gpus']" in capsys.readouterr().err
+
+
+def test_flex_attention_target_rows():
+    """The FlexAttention rows of the kernels section (issue 21) become one target row per mode; in the
+    CPU modes (no such rows) the target says where the CPU comparison lives."""
+    rows = [{"op": "flex_attention", "shape": "N 3168, block-causal, fwd", "dtype": "bf16", "impl": "triton"},
+            {"op": "flex_attention", "shape": "N 3168, block-causal, fwd", "dtype": "bf16", "impl": "flex+mask",
+             "kernel_speedup": 1.6},
+            {"op": "flex_attention", "shape": "N 3168, block-causal, fwd", "dtype": "bf16", "impl": "flex",
+             "kernel_speedup": 0.9},
+            {"op": "flex_attention", "shape": "N 3168, block-causal, fwd+bwd", "dtype": "bf16", "impl": "flex+mask",
+             "kernel_speedup": 0.8},
+            {"op": "sparse_attention", "shape": "s", "dtype": "bf16", "impl": "sdpa", "kernel_speedup": 3.0}]
+    report = {"meta": {"profile": "cuda"}, "sections": {"kernels": {"results": {"rows": rows}}}}
+    met = {r[0]: (r[1], r[3]) for r in target_rows(report)}
+    flex = "block-causal attention vs FlexAttention, "
+    assert met[flex + "fwd (N 3168, block-causal, fwd, bf16): flex (mask built per call) / ours"] == (1.6, True)
+    assert met[flex + "fwd+bwd (N 3168, block-causal, fwd+bwd, bf16): flex (mask built per call) / ours"] == (0.8, False)
+    assert met["sparse_attention: torch op / kernel, worst shape (s, bf16, vs sdpa)"] == (3.0, True)
+    assert not any(k.startswith("flex_attention") for k in met)  # not in the generic kernel rows
+    report["meta"]["profile"] = "cpu"
+    del report["sections"]["kernels"]
+    met = {r[0]: (r[1], r[3]) for r in target_rows(report)}
+    assert met[flex + "fwd: flex (mask built per call) / ours"] == ("CUDA only (CPU: bench/bench_flex_attention.py)",
+                                                                   "n/a (CPU mode)")
+
+
+@pytest.mark.slow
+def test_flex_cases_forced_on_cpu(tmp_path):
+    """The FlexAttention rows' builder, forced onto the CPU (forward only: FlexAttention has no CPU
+    backward; CUDA adds the forward + backward case): our row (the CPU path) and compiled
+    FlexAttention, mask built per call and prebuilt, all match the dense oracle."""
+    from autogaze_fast.gpu_check.context import PROFILES, CheckContext
+    from autogaze_fast.gpu_check.kernels import _run_case, flex_cases
+
+    ctx = CheckContext(torch.device("cpu"), PROFILES["quick"], tmp_path, tmp_path, {"meta": {}}, time.perf_counter(), [])
+    assert flex_cases(ctx, torch.float32) == []  # not forced: CUDA only
+    rows: list = []
+    for case in flex_cases(ctx, torch.float32, force=True):
+        _run_case(ctx, case, "fp32", torch.float32, rows)
+    assert [r["impl"] for r in rows] == ["twin", "flex+mask", "flex"]
+    assert all(r["within_tol"] and r["median_ms"] > 0 for r in rows), rows
+    assert "first call (compile)" in rows[1]["note"] and rows[1]["kernel_speedup"] > 0

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 DECODE = "tests/kernels/test_decode_attention.py"
 SPARSE = "tests/kernels/test_sparse_attention.py"
+SPARSE_CPU = "tests/kernels/test_sparse_attention_cpu.py"
 EMBED = "tests/kernels/test_gathered_patch_embed.py"
 FIXTURE_PARITY = "tests/test_autogaze_fixtures.py"
 PERTURBED = "tests/test_perturbed_fixtures.py"  # run when present
@@ -146,6 +147,14 @@ MUTANTS: list[Mutant] = [
            "torch.sigmoid(cross_lse.float() - own_lse)", "torch.sigmoid(own_lse - cross_lse.float())",
            "CPU inference path's two-half block-causal merge weighs the halves the wrong way round",
            [SPARSE, FAST_SIGLIP]),
+    Mutant("sparse-cpu-pad-self-merge", "CPU path: sparse inference spans", "kernels/sparse_attention.py",
+           "torch.sigmoid((q_p * k_p).sum(-1) * scale - lse.index_select(2, pad_idx))",
+           "torch.sigmoid(lse.index_select(2, pad_idx) - (q_p * k_p).sum(-1) * scale)",
+           "CPU inference path with pads dropped weighs a pad query's own key the wrong way round",
+           [SPARSE_CPU]),
+    Mutant("sparse-cpu-frame-sort", "CPU path: sparse inference spans", "kernels/sparse_attention.py",
+           "perm = torch.sort(f[0], stable=True).indices", "perm = torch.arange(f.shape[1])",
+           "CPU inference path treats unsorted frame ids as sorted", [SPARSE_CPU]),
     Mutant("sparse-cpu-flash-span-pads", "CPU path: sparse training spans", "kernels/sparse_attention.py",
            "pads_before[k1] > pads_before[k0]", "False",
            "CPU training path runs every per-frame span unmasked, pads in its key span included", [SPARSE]),
