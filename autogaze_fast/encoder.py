@@ -233,6 +233,9 @@ class GazedVideoEncoder:
         #: Seconds spent in the gaze model and in the vision model (``{"gaze": s, "vit": s}``, CUDA
         #: synchronised around each call) when set to a dict; ``None`` (default): not measured.
         self.timings: dict[str, float] | None = None
+        #: Whether a batch of clips goes through the vision model in one call (``None``: on CUDA only;
+        #: on CPU each clip's tokens are encoded alone, bitwise batch 1, and only the gaze is batched).
+        self.batch_vit: bool | None = None
         self.batch_clips = check_int(batch_clips, "batch_clips", message=f"batch_clips must be an int >= 1, got {batch_clips!r}")
         self.gaze_processor, self.vision_processor = gaze_processor, vision_processor
         vcfg = vision_model.config
@@ -456,19 +459,23 @@ class GazedVideoEncoder:
                            generate_only=True)
             with self._timed("gaze"):
                 raw = gaze = self.gaze_model({"video": torch.stack([c.gaze for c in clips]).to(device)}, **options)
+        rows = [(gaze, None)] if len(clips) == 1 else [self._row_gaze(gaze, b) for b in range(len(clips))]
+        batch_vit = self.batch_vit if self.batch_vit is not None else device.type == "cuda"
         with self._timed("vit"):
-            tokens = self._encode_rows(pixels, gaze)  # (B, N, [L,] C)
+            if batch_vit or len(clips) == 1:
+                tokens = self._encode_rows(pixels, gaze)  # (B, N, [L,] C)
+                row_tokens = [tokens[b:b + 1] if keep is None else tokens[b:b + 1, keep]
+                              for b, (_, keep) in enumerate(rows)]
+            else:  # each clip's gazed tokens alone: bitwise batch 1 (a CPU GEMM's rounding depends on its rows)
+                row_tokens = [self._encode_rows(pixels[b:b + 1], row) for b, (row, _) in enumerate(rows)]
         results = []
         for b, clip in enumerate(clips):
-            row_gaze, keep = gaze, None
-            if len(clips) > 1:
-                row_gaze, keep = self._row_gaze(gaze, b)
-            row_tokens = tokens[b:b + 1] if keep is None else tokens[b:b + 1, keep]
+            row_gaze = rows[b][0]
             row_raw = None if raw is None else (raw if len(clips) == 1 else self._row_raw(raw, row_gaze, b))
             grid = TileGrid.plan(int(clip.frames.shape[1]), int(clip.frames.shape[2]),
                                  tile_size=self.vision_model.config.scales[-1], policy="resize",
                                  max_tiles=self.max_tiles, patch_size=self.vision_model.config.patch_size)
-            results.append(self._finish(clip, grid, row_gaze, row_tokens, row_raw))
+            results.append(self._finish(clip, grid, row_gaze, row_tokens[b], row_raw))
         return results
 
     @contextlib.contextmanager
@@ -487,25 +494,9 @@ class GazedVideoEncoder:
             self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
 
     def _row_gaze(self, gaze: dict, b: int) -> tuple[dict, torch.Tensor | None]:
-        """Row ``b`` of a batched gaze, laid out as that clip's gaze alone: a frame's generation runs
-        until every row has stopped, so a row that stopped earlier carries extra pad steps there; alone
-        it ends with the step in which it stopped (its first pad; steps of ``num_multi_token_pred``
-        slots). Returns the row's gaze dict (batch 1) and the positions kept (``None``: all)."""
-        pos, pad, counts = gaze["gazing_pos"][b], gaze["if_padded_gazing"][b].bool(), gaze["num_gazing_each_frame"]
-        if self.dense or self.task_loss_requirement is None:
-            return ({"gazing_pos": pos[None], "if_padded_gazing": pad[None], "num_gazing_each_frame": counts}, None)
-        k = max(1, int(self.gaze_model.config.decoder.num_multi_token_pred))
-        keep, own, start = [], [], 0
-        for count in counts.tolist():
-            seg = pad[start:start + count]
-            hit = torch.nonzero(seg).flatten()
-            length = count if hit.numel() == 0 else min(count, (int(hit[0]) // k + 1) * k)
-            keep.append(torch.arange(start, start + length, device=pos.device))
-            own.append(length)
-            start += count
-        index = torch.cat(keep)
-        return ({"gazing_pos": pos[index][None], "if_padded_gazing": pad[index][None],
-                 "num_gazing_each_frame": torch.tensor(own, dtype=counts.dtype, device=counts.device)}, index)
+        stops = not self.dense and self.task_loss_requirement is not None
+        k = 1 if self.dense else int(self.gaze_model.config.decoder.num_multi_token_pred)
+        return batch_row(gaze, b, k if stops else None)
 
     @staticmethod
     def _row_raw(raw: dict, row_gaze: dict, b: int) -> dict:
@@ -598,6 +589,35 @@ class GazedVideoEncoder:
         if self.layer_aggregation == "mean":
             return chosen.mean(dim=2)
         return chosen[:, :, 0] if len(self.layers) == 1 else chosen
+
+
+def batch_row(gaze: dict, b: int, multi_token: int | None) -> tuple[dict, torch.Tensor | None]:
+    """Row ``b`` of a batched gaze (``gazing_pos`` / ``if_padded_gazing`` ``(B, N)``, shared
+    ``num_gazing_each_frame`` ``(T,)``) laid out as that clip's gaze alone.
+
+    With the task-loss stop (``multi_token``: the model's ``num_multi_token_pred``) a frame's generation
+    runs until every row has stopped, so a row that stopped earlier carries extra pad steps there;
+    alone, its frame ends with the step in which it stopped: the step (of ``multi_token`` slots) that
+    holds its first pad (a pad only comes from the stop: the model never chooses one). Without the
+    stop (``multi_token=None``) every row has the same layout.
+
+    Returns:
+        The row's gaze dict (batch 1) and the positions of the batched row it keeps (``None``: all).
+    """
+    pos, pad, counts = gaze["gazing_pos"][b], gaze["if_padded_gazing"][b].bool(), gaze["num_gazing_each_frame"]
+    if multi_token is None:
+        return {"gazing_pos": pos[None], "if_padded_gazing": pad[None], "num_gazing_each_frame": counts}, None
+    k = max(1, int(multi_token))
+    keep, own, start = [], [], 0
+    for count in counts.tolist():
+        hit = torch.nonzero(pad[start:start + count]).flatten()
+        length = count if hit.numel() == 0 else min(count, (int(hit[0]) // k + 1) * k)
+        keep.append(torch.arange(start, start + length, device=pos.device))
+        own.append(length)
+        start += count
+    index = torch.cat(keep)
+    return ({"gazing_pos": pos[index][None], "if_padded_gazing": pad[index][None],
+             "num_gazing_each_frame": torch.tensor(own, dtype=counts.dtype, device=counts.device)}, index)
 
 
 def token_boxes(grid, config, scale: torch.Tensor, index: torch.Tensor, tile: torch.Tensor) -> torch.Tensor:
