@@ -411,18 +411,19 @@ class GazedVideoEncoder:
 
     @torch.inference_mode()
     def encode_prepared(self, clips: Sequence[PreparedClip]) -> list[ClipFeatures]:
-        """Gaze and encode prepared clips (any videos), ``batch_clips`` of the same length per gaze
-        call and per gazed-ViT call; one :class:`ClipFeatures` per clip, in order, each equal to
+        """Gaze and encode prepared clips (any videos), ``batch_clips`` of the same length and processed
+        size per gaze call and per gazed-ViT call; one :class:`ClipFeatures` per clip, in order, each equal to
         what the clip alone gives."""
         out: list[ClipFeatures | None] = [None] * len(clips)
         if self.tiles is not None or self.batch_clips == 1:
             for i, clip in enumerate(clips):
                 out[i] = self._encode_batch([clip])[0]
             return out  # type: ignore[return-value]
-        by_length: dict[int, list[int]] = {}
+        by_shape: dict[tuple, list[int]] = {}  # clips batch when their pixels stack (length, processed size)
         for i, clip in enumerate(clips):
-            by_length.setdefault(int(clip.frames.shape[0]), []).append(i)
-        for indices in by_length.values():
+            key = (tuple(clip.vision.shape), None if clip.gaze is None else tuple(clip.gaze.shape))
+            by_shape.setdefault(key, []).append(i)
+        for indices in by_shape.values():
             for k in range(0, len(indices), self.batch_clips):
                 chunk = indices[k:k + self.batch_clips]
                 for i, features in zip(chunk, self._encode_batch([clips[i] for i in chunk])):
