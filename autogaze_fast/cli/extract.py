@@ -14,6 +14,7 @@ from pathlib import Path
 from autogaze_fast.cli.common import DEFAULT_MODEL, checkpoint_or_random
 from autogaze_fast.encoder import GazedVideoEncoder
 from autogaze_fast.extract.claims import DEFAULT_STALE_AFTER
+from autogaze_fast.extract.dataset import list_extractions
 from autogaze_fast.extract.decode import resolve_decoder
 from autogaze_fast.extract.run import DEFAULT_FREQUENCY, extract_features, model_name
 from autogaze_fast.extract.sources import list_videos, require_videos
@@ -90,8 +91,6 @@ def default_batch_clips(device) -> int:
 
 def list_configs(out: str) -> int:
     """``extract --list OUT``: one line per config folder."""
-    from autogaze_fast.extract.dataset import list_extractions
-
     entries = list_extractions(out)
     if not entries:
         raise FileNotFoundError(f"no extraction under {out} (expected {out}/<config-hash>/config.json)")

@@ -13,6 +13,7 @@ is alive but slow is never taken: only the heartbeat's silence counts.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
@@ -124,8 +125,6 @@ class ClaimBoard:
         return "free" if time.time() - mtime > self.stale_after else BUSY
 
     def _takeover_lock(self):
-        import fcntl  # deferred: POSIX only, and only when a claim is taken over
-
         class Lock:
             def __enter__(inner):
                 self.folder.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from autogaze_fast.media.decoders import torchcodec_clips, torchcodec_problem
 from autogaze_fast.media.video import check_video_file, import_av, open_video
 
 
@@ -166,8 +167,6 @@ def resolve_decoder(decoder: str) -> str:
         raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
     if decoder == "pyav":
         return "pyav"
-    from autogaze_fast.media.decoders import torchcodec_problem
-
     problem = torchcodec_problem()
     if problem is None:
         return "torchcodec"
@@ -181,8 +180,6 @@ def open_sampler(path, frequency: float | None, clip_frames: int, decoder: str =
     backend, same frames at the same times) and the video's :class:`VideoProbe`."""
     decoder = resolve_decoder(decoder)
     if decoder == "torchcodec":
-        from autogaze_fast.media.decoders import torchcodec_clips  # deferred: torchcodec is optional
-
         clips, facts = torchcodec_clips(path, frequency, clip_frames)
         return clips, VideoProbe(**facts)
     probe = probe_video(path)

@@ -16,6 +16,7 @@ videos, per model call; each video's file is that of batch 1.
 from __future__ import annotations
 
 import datetime
+import multiprocessing
 import os
 import sys
 import time
@@ -256,8 +257,6 @@ class Share:
 
     def run(self, videos: list[VideoSource], show: bool, ctx) -> dict[str, Any]:
         """Process ``videos``; returns ``{"records", "done", "elsewhere", "timings", "wall"}``."""
-        import multiprocessing
-
         from tqdm.auto import tqdm  # deferred: tqdm only for the progress bar
 
         self.rank, self.rank_manifest = ctx.rank, (ctx.rank if ctx.distributed else None)

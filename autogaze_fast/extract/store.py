@@ -14,6 +14,7 @@ a crash is skipped when reading, and the next append starts on a fresh line.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -209,8 +210,6 @@ def read_metadata(path: Path) -> dict[str, Any] | None:
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
     """Append one JSON line and fsync (under an exclusive ``flock``: several runs may append); a previous
     line cut by a crash is closed first."""
-    import fcntl  # deferred: POSIX only; independent runs on one folder append to one manifest
-
     line = json.dumps(record, sort_keys=True) + "\n"
     with open(path, "ab+") as f:
         fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes
