@@ -4,7 +4,8 @@ share the work, each video encoded once.
 ``OUT/<hash>/claims/<video-id>.claim`` is created exclusively (a hard link of a finished temporary
 file, so it never exists half-written) and holds JSON ``{"owner", "host", "pid", "state"}``. Its
 owner touches it every ``stale_after / 4`` seconds (the heartbeat, its mtime); a claim whose mtime is
-older than ``stale_after`` belongs to a dead owner and is taken over (under an ``flock`` on
+older than ``stale_after`` belongs to a dead owner and is taken over (at once when the owner ran on
+this host and its process is gone, e.g. a SIGKILLed run being resumed) (under an ``flock`` on
 ``claims/.takeover.lock``, re-read there, then replaced atomically). When the owner has stored the
 video (or recorded its failure) the claim's state becomes ``"finished"``: a run that started before
 that moment skips it; a later run (a rerun) retries a failed video as before. A claim whose owner
@@ -36,6 +37,19 @@ def new_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+def _alive(pid) -> bool:
+    """Whether a process ``pid`` exists on this host (unknown pids count as alive)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, not ours to signal
+        return True
+    return True
+
+
 class ClaimBoard:
     """The claims of one extraction folder, as seen by one run (``owner``).
 
@@ -50,12 +64,14 @@ class ClaimBoard:
         self.folder = Path(folder) / CLAIMS
         self.owner, self.stale_after = owner, float(stale_after)
         self.started = time.time() if started is None else started
+        self.pid = os.getpid()  # the run's main process (its decode workers write its claims too)
         self._held: set[str] = set()
         self._lock = threading.Lock()
         self._thread_pid: int | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"folder": self.folder, "owner": self.owner, "stale_after": self.stale_after, "started": self.started}
+        return {"folder": self.folder, "owner": self.owner, "stale_after": self.stale_after, "started": self.started,
+                "pid": self.pid}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -66,7 +82,7 @@ class ClaimBoard:
         return self.folder / (video_id + ".claim")
 
     def _record(self, state: str) -> bytes:
-        return json.dumps({"owner": self.owner, "host": socket.gethostname(), "pid": os.getpid(), "state": state,
+        return json.dumps({"owner": self.owner, "host": socket.gethostname(), "pid": self.pid, "state": state,
                            "time": time.time()}).encode()
 
     def read(self, video_id: str) -> tuple[dict[str, Any] | None, float | None]:
@@ -122,6 +138,8 @@ class ClaimBoard:
             return "free"
         if data is not None and data.get("state") == "finished":
             return FINISHED if float(data.get("time", 0)) >= self.started else "free"
+        if data is not None and data.get("host") == socket.gethostname() and not _alive(data.get("pid")):
+            return "free"  # its owner's process on this host is gone
         return "free" if time.time() - mtime > self.stale_after else BUSY
 
     def _takeover_lock(self):

@@ -148,8 +148,9 @@ def test_two_concurrent_runs_encode_every_video_once(setup, tmp_path):
 
 
 def test_a_sigkilled_claimers_videos_are_taken_over(setup, tmp_path):
-    """Run A is SIGKILLed while it holds a claim; run B (stale threshold 2 s) takes A's claimed video
-    over once A's heartbeat is silent, and finishes everything: the single run's files, none twice."""
+    """Run A is SIGKILLed while it holds a claim; run B takes A's claimed video over (A's process is
+    gone from this host; from another host B would wait for A's heartbeat to be 2 s stale) and
+    finishes everything: the single run's files, none twice."""
     videos, checkpoints, expected = setup
     out = tmp_path / "out"
     stale = ["--claim-stale-s", "2"]
