@@ -16,7 +16,9 @@ scales is encoded (what an image-ViT feature extractor does), with the same outp
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -99,6 +101,39 @@ class ClipFeatures:
         )
 
 
+@dataclass
+class PreparedClip:
+    """One clip ready for the models (:meth:`GazedVideoEncoder.prepare_clip`): ``frames`` ``(t, H, W, 3)``
+    uint8, the gaze model's pixels ``(t, 3, S, S)`` (``None`` in dense mode or with tiles), the vision
+    model's ``(t, 3, S', S')`` (``None`` with tiles), and the clip's first frame within its video."""
+
+    frames: np.ndarray
+    gaze: torch.Tensor | None
+    vision: torch.Tensor | None
+    first_frame: int = 0
+
+
+@dataclass
+class ClipPreparer:
+    """The preprocessing half of :meth:`GazedVideoEncoder.prepare_clip`: both processors, no model."""
+
+    gaze_processor: Any | None  # None: the dense baseline
+    vision_processor: Any
+    tiles: str | None
+    num_frames: int
+
+    def __call__(self, frames: np.ndarray, first_frame: int = 0) -> PreparedClip:
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise ValueError(f"a clip must be (t, H, W, 3) uint8 frames, got {frames.dtype} {tuple(frames.shape)}")
+        if frames.shape[0] > self.num_frames:
+            raise ValueError(f"a clip holds at most num_frames={self.num_frames} frames, got {frames.shape[0]}")
+        if self.tiles is not None:  # tiles are normalised batch by batch at encoding time
+            return PreparedClip(frames, None, None, first_frame)
+        gaze = None if self.gaze_processor is None else self.gaze_processor(frames).pixel_values
+        return PreparedClip(frames, gaze, self.vision_processor(frames).pixel_values, first_frame)
+
+
 def parse_layers(layers: LayerSpec, num_layers: int) -> list[int]:
     """Hidden-state indices in ``0..num_layers`` from ``-1``, ``[-4, -1]``, ``"-4,-1"`` or ``"all"``.
 
@@ -173,6 +208,11 @@ class GazedVideoEncoder:
         max_tiles: most tiles per frame with ``tiles``.
         tile_batch_size: tiles gazed / encoded per model call (memory grows with it, not with the
             frame size).
+        batch_clips: clips gazed and encoded per model call (one gaze call and one gazed-ViT call for
+            up to ``batch_clips`` clips of the same length, from one video or consecutive ones:
+            :meth:`encode_prepared`). Each clip's features are those of batch 1 (the gaze is
+            batch-invariant; equal bitwise on CPU, see tests/extract). With ``tiles`` clips go one at a
+            time (their tiles are batched by ``tile_batch_size``).
     """
 
     def __init__(
@@ -190,8 +230,16 @@ class GazedVideoEncoder:
         tiles: str | None = TILES,
         max_tiles: int = MAX_TILES,
         tile_batch_size: int = TILE_BATCH_SIZE,
+        batch_clips: int = 1,
     ) -> None:
         self.gaze_model, self.vision_model = gaze_model, vision_model
+        #: Seconds spent in the gaze model and in the vision model (``{"gaze": s, "vit": s}``, CUDA
+        #: synchronised around each call) when set to a dict; ``None`` (default): not measured.
+        self.timings: dict[str, float] | None = None
+        #: Whether a batch of clips goes through the vision model in one call (``None``: on CUDA only;
+        #: on CPU each clip's tokens are encoded alone, bitwise batch 1, and only the gaze is batched).
+        self.batch_vit: bool | None = None
+        self.batch_clips = check_int(batch_clips, "batch_clips", message=f"batch_clips must be an int >= 1, got {batch_clips!r}")
         self.gaze_processor, self.vision_processor = gaze_processor, vision_processor
         vcfg = vision_model.config
         if gaze_model is not None:
@@ -320,12 +368,12 @@ class GazedVideoEncoder:
         if is_batch:
             raise ValueError("GazedVideoEncoder encodes one video at a time: pass (T, H, W, 3), not a batch of videos")
         video = videos[0]
-        starts = range(0, video.shape[0], self.num_frames)
+        clips = (video[s:s + self.num_frames] for s in range(0, video.shape[0], self.num_frames))
         if progress:
             from tqdm.auto import tqdm  # deferred: tqdm only for a progress bar
 
-            starts = tqdm(starts, desc="clips", unit="clip")
-        return ClipFeatures.concat([self.encode_clip(video[s:s + self.num_frames], first_frame=s) for s in starts])
+            clips = tqdm(clips, desc="clips", unit="clip", total=-(-video.shape[0] // self.num_frames))
+        return ClipFeatures.concat(list(self.encode_clips(clips)))
 
     def encode_stream(self, source: Any, max_frames: int | None = None, progress: bool = False) -> Iterator[ClipFeatures]:
         """Encode a video clip by clip, yielding each clip's features as it is done (frames numbered
@@ -345,28 +393,141 @@ class GazedVideoEncoder:
 
     def encode_clips(self, clips: Iterable[np.ndarray]) -> Iterable[ClipFeatures]:
         """Encode consecutive clips of one video, yielding each clip's features (frames numbered
-        from the video's start). Memory stays that of one clip."""
-        first = 0
+        from the video's start), ``batch_clips`` clips per model call. Memory stays that of
+        ``batch_clips`` clips."""
+        first, pending = 0, []
         for clip in clips:
-            out = self.encode_clip(clip, first_frame=first)
-            first += out.num_frames
-            yield out
+            pending.append(self.prepare_clip(clip, first_frame=first))
+            first += int(clip.shape[0])
+            if len(pending) == self.batch_clips:
+                yield from self.encode_prepared(pending)
+                pending = []
+        if pending:
+            yield from self.encode_prepared(pending)
+
+    def prepare_clip(self, frames: np.ndarray, first_frame: int = 0) -> PreparedClip:
+        """The CPU preprocessing of one ``(t, H, W, 3)`` uint8 clip (no model runs): what a decode
+        worker can do ahead of :meth:`encode_prepared` (see :meth:`preparer`)."""
+        return self.preparer()(frames, first_frame)
+
+    def preparer(self) -> ClipPreparer:
+        """A small picklable object doing :meth:`prepare_clip` (no models inside: for worker processes)."""
+        return ClipPreparer(None if self.dense else self.gaze_processor, self.vision_processor, self.tiles, self.num_frames)
 
     @torch.inference_mode()
+    def encode_prepared(self, clips: Sequence[PreparedClip]) -> list[ClipFeatures]:
+        """Gaze and encode prepared clips (any videos), ``batch_clips`` of the same length and processed
+        size per gaze call and per gazed-ViT call; one :class:`ClipFeatures` per clip, in order, each equal to
+        what the clip alone gives."""
+        out: list[ClipFeatures | None] = [None] * len(clips)
+        if self.tiles is not None or self.batch_clips == 1:
+            for i, clip in enumerate(clips):
+                out[i] = self._encode_batch([clip])[0]
+            return out  # type: ignore[return-value]
+        by_shape: dict[tuple, list[int]] = {}  # clips batch when their pixels stack (length, processed size)
+        for i, clip in enumerate(clips):
+            key = (tuple(clip.vision.shape), None if clip.gaze is None else tuple(clip.gaze.shape))
+            by_shape.setdefault(key, []).append(i)
+        for indices in by_shape.values():
+            for k in range(0, len(indices), self.batch_clips):
+                chunk = indices[k:k + self.batch_clips]
+                for i, features in zip(chunk, self._encode_batch([clips[i] for i in chunk])):
+                    out[i] = features
+        return out  # type: ignore[return-value]
+
     def encode_clip(self, frames: np.ndarray, first_frame: int = 0) -> ClipFeatures:
         """Gaze and encode one clip of ``(t, H, W, 3)`` uint8 frames, ``t <= num_frames``."""
-        if frames.shape[0] > self.num_frames:
-            raise ValueError(f"a clip holds at most num_frames={self.num_frames} frames, got {frames.shape[0]}")
-        t, height, width = (int(x) for x in frames.shape[:3])
+        return self.encode_prepared([self.prepare_clip(frames, first_frame)])[0]
+
+    def _encode_batch(self, clips: Sequence[PreparedClip]) -> list[ClipFeatures]:
+        """One gaze call and one gazed-ViT call for clips of one length (several only without tiles)."""
+        if len(clips) == 1 and self.tiles is not None:
+            frames = clips[0].frames
+            cfg = self.vision_model.config
+            grid = TileGrid.plan(int(frames.shape[1]), int(frames.shape[2]), tile_size=cfg.scales[-1], policy=self.tiles,
+                                 max_tiles=self.max_tiles, patch_size=cfg.patch_size)
+            with self._timed("gaze"):
+                pixels, gaze, raw = self._gaze(frames, grid)  # pixels: a ClipCanvas; gaze rows = tiles
+            with self._timed("vit"):
+                tokens = self._encode_rows(pixels, gaze)
+            return [self._finish(clips[0], grid, gaze, tokens, raw)]
+        device = self.device
+        pixels = torch.stack([c.vision for c in clips]).to(device)  # (B, t, 3, S, S)
+        t = int(pixels.shape[1])
+        if self.dense:
+            n = self.vision_model.config.tokens_per_frame
+            pos = torch.arange(t * n, device=device)[None].expand(len(clips), -1)
+            gaze = {"gazing_pos": pos, "if_padded_gazing": torch.zeros_like(pos, dtype=torch.bool),
+                    "num_gazing_each_frame": torch.full((t,), n, device=device)}
+            raw = None
+        else:
+            options = dict(gazing_ratio=self.gazing_ratio, task_loss_requirement=self.task_loss_requirement,
+                           generate_only=True)
+            with self._timed("gaze"):
+                raw = gaze = self.gaze_model({"video": torch.stack([c.gaze for c in clips]).to(device)}, **options)
+        rows = [(gaze, None)] if len(clips) == 1 else [self._row_gaze(gaze, b) for b in range(len(clips))]
+        batch_vit = self.batch_vit if self.batch_vit is not None else device.type == "cuda"
+        with self._timed("vit"):
+            if batch_vit or len(clips) == 1:
+                tokens = self._encode_rows(pixels, gaze)  # (B, N, [L,] C)
+                row_tokens = [tokens[b:b + 1] if keep is None else tokens[b:b + 1, keep]
+                              for b, (_, keep) in enumerate(rows)]
+            else:  # each clip's gazed tokens alone: bitwise batch 1 (a CPU GEMM's rounding depends on its rows)
+                row_tokens = [self._encode_rows(pixels[b:b + 1], row) for b, (row, _) in enumerate(rows)]
+        results = []
+        for b, clip in enumerate(clips):
+            row_gaze = rows[b][0]
+            row_raw = None if raw is None else (raw if len(clips) == 1 else self._row_raw(raw, row_gaze, b))
+            grid = TileGrid.plan(int(clip.frames.shape[1]), int(clip.frames.shape[2]),
+                                 tile_size=self.vision_model.config.scales[-1], policy="resize",
+                                 max_tiles=self.max_tiles, patch_size=self.vision_model.config.patch_size)
+            results.append(self._finish(clip, grid, row_gaze, row_tokens[b], row_raw))
+        return results
+
+    @contextlib.contextmanager
+    def _timed(self, name: str) -> Iterator[None]:
+        if self.timings is None:
+            yield
+            return
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
+
+    def _row_gaze(self, gaze: dict, b: int) -> tuple[dict, torch.Tensor | None]:
+        stops = not self.dense and self.task_loss_requirement is not None
+        k = 1 if self.dense else int(self.gaze_model.config.decoder.num_multi_token_pred)
+        return batch_row(gaze, b, k if stops else None)
+
+    @staticmethod
+    def _row_raw(raw: dict, row_gaze: dict, b: int) -> dict:
+        """The gaze model's raw output for row ``b`` alone (its gaze re-laid out, masks sliced)."""
+        out = {}
+        for key, value in raw.items():
+            if key in row_gaze:
+                out[key] = row_gaze[key]
+            elif key == "gazing_mask" and value is not None:
+                out[key] = [m[b:b + 1] for m in value]
+            elif isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == raw["gazing_pos"].shape[0]:
+                out[key] = value[b:b + 1]
+            else:
+                out[key] = value
+        return out
+
+    def _finish(self, clip: PreparedClip, grid, gaze: dict, tokens: torch.Tensor, raw: dict | None) -> ClipFeatures:
+        """One clip's :class:`ClipFeatures` from its gaze (rows = tiles, or one row) and the gazed
+        tokens of each row ``(rows, N, [L,] C)``."""
+        t, first_frame = int(clip.frames.shape[0]), clip.first_frame
         cfg = self.vision_model.config
         n = cfg.tokens_per_frame
-        grid = TileGrid.plan(height, width, tile_size=cfg.scales[-1], policy=self.tiles or "resize",
-                             max_tiles=self.max_tiles, patch_size=cfg.patch_size)
-        pixels, gaze, raw = self._gaze(frames, grid)  # pixels (rows, t, 3, S, S); gaze rows = tiles
         pos, pad = gaze["gazing_pos"], gaze["if_padded_gazing"].bool()
         rows = pos.shape[0]
         frame_local = torch.arange(t, device=pos.device).repeat_interleave(gaze["num_gazing_each_frame"].to(pos.device))
-        tokens = self._encode_rows(pixels, gaze)  # (rows, N, [L,] C)
         # Tokens in frame-major order: frame 0's tokens of every tile, then frame 1's, ...
         tile = torch.arange(rows, device=pos.device)[:, None].expand(rows, pos.shape[1])
         order = torch.argsort((frame_local[None] * rows + tile).flatten(), stable=True)
@@ -390,25 +551,13 @@ class GazedVideoEncoder:
             scales=self.scales, layers=self.layers,
         )
 
-    def _gaze(self, frames: np.ndarray, grid) -> tuple[Any, dict, dict | None]:
-        """The vision pixels per row (a ``(rows, t, 3, S, S)`` tensor, or with tiles a
-        :class:`~autogaze_fast.tiling.stream.ClipCanvas` that normalises them batch by batch) and the gaze
-        of each row (one row, or one per tile), plus the gaze model's raw output (``None`` in dense mode).
-        With tiles, only one batch of normalised tiles exists at a time (the clip's canvases stay uint8)."""
-        device = self.device
-        t, n = frames.shape[0], self.vision_model.config.tokens_per_frame
-        if self.tiles is None:
-            pixels = self.vision_processor(frames).pixel_values[None].to(device)
-        else:
-            pixels = ClipCanvas(frames, grid, self.vision_processor)
-        if self.dense:
-            pos = torch.arange(t * n, device=device)[None]
-            return pixels, {"gazing_pos": pos, "if_padded_gazing": torch.zeros_like(pos, dtype=torch.bool),
-                            "num_gazing_each_frame": torch.full((t,), n, device=device)}, None
+    def _gaze(self, frames: np.ndarray, grid) -> tuple[Any, dict, dict]:
+        """With tiles: the vision pixels per tile (a :class:`~autogaze_fast.tiling.stream.ClipCanvas`
+        that normalises them batch by batch), the gaze of each tile, and the stitched raw gaze output.
+        Only one batch of normalised tiles exists at a time (the clip's canvases stay uint8)."""
+        device, t = self.device, frames.shape[0]
+        pixels = ClipCanvas(frames, grid, self.vision_processor)
         options = dict(gazing_ratio=self.gazing_ratio, task_loss_requirement=self.task_loss_requirement, generate_only=True)
-        if self.tiles is None:
-            raw = self.gaze_model({"video": self.gaze_processor(frames).pixel_values[None].to(device)}, **options)
-            return pixels, raw, raw
         canvas = ClipCanvas(frames, grid, self.gaze_processor)
         masks, info = gaze_clip_tiles(lambda tiles, _: self.gaze_model({"video": tiles.to(device)}, **options),
                                       canvas.tiles, grid.n_tiles, grid, tile_batch_size=self.tile_batch_size)
@@ -446,6 +595,35 @@ class GazedVideoEncoder:
         if self.layer_aggregation == "mean":
             return chosen.mean(dim=2)
         return chosen[:, :, 0] if len(self.layers) == 1 else chosen
+
+
+def batch_row(gaze: dict, b: int, multi_token: int | None) -> tuple[dict, torch.Tensor | None]:
+    """Row ``b`` of a batched gaze (``gazing_pos`` / ``if_padded_gazing`` ``(B, N)``, shared
+    ``num_gazing_each_frame`` ``(T,)``) laid out as that clip's gaze alone.
+
+    With the task-loss stop (``multi_token``: the model's ``num_multi_token_pred``) a frame's generation
+    runs until every row has stopped, so a row that stopped earlier carries extra pad steps there;
+    alone, its frame ends with the step in which it stopped: the step (of ``multi_token`` slots) that
+    holds its first pad (a pad only comes from the stop: the model never chooses one). Without the
+    stop (``multi_token=None``) every row has the same layout.
+
+    Returns:
+        The row's gaze dict (batch 1) and the positions of the batched row it keeps (``None``: all).
+    """
+    pos, pad, counts = gaze["gazing_pos"][b], gaze["if_padded_gazing"][b].bool(), gaze["num_gazing_each_frame"]
+    if multi_token is None:
+        return {"gazing_pos": pos[None], "if_padded_gazing": pad[None], "num_gazing_each_frame": counts}, None
+    k = max(1, int(multi_token))
+    keep, own, start = [], [], 0
+    for count in counts.tolist():
+        hit = torch.nonzero(pad[start:start + count]).flatten()
+        length = count if hit.numel() == 0 else min(count, (int(hit[0]) // k + 1) * k)
+        keep.append(torch.arange(start, start + length, device=pos.device))
+        own.append(length)
+        start += count
+    index = torch.cat(keep)
+    return ({"gazing_pos": pos[index][None], "if_padded_gazing": pad[index][None],
+             "num_gazing_each_frame": torch.tensor(own, dtype=counts.dtype, device=counts.device)}, index)
 
 
 def token_boxes(grid, config, scale: torch.Tensor, index: torch.Tensor, tile: torch.Tensor) -> torch.Tensor:

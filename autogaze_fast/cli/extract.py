@@ -15,8 +15,11 @@ from pathlib import Path
 from autogaze_fast.cli.common import DEFAULT_MODEL, REQUIREMENT_HELP, checkpoint_or_random, print_settings, requirement_arg
 from autogaze_fast.defaults import AUTO, GAZING_RATIO, MAX_TILES, TILE_BATCH_SIZE, TILES, describe_requirement, weights_origin
 from autogaze_fast.encoder import GazedVideoEncoder
+from autogaze_fast.extract.claims import DEFAULT_STALE_AFTER
+from autogaze_fast.extract.dataset import list_extractions
+from autogaze_fast.extract.decode import resolve_decoder
 from autogaze_fast.extract.run import DEFAULT_FREQUENCY, extract_features, model_name
-from autogaze_fast.extract.sources import list_videos
+from autogaze_fast.extract.sources import list_videos, require_videos
 from autogaze_fast.extract.store import ensure_writable
 from autogaze_fast.presets import random_encoder
 
@@ -39,8 +42,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
         description="Videos -> OUT/<config-hash>/<video-id>.safetensors (per-frame features (T, [L,] C), times, "
                     "gazed-token counts) + manifest.jsonl. A rerun skips finished videos; run the same command under "
                     "`torchrun --nproc-per-node=N -m autogaze_fast extract ...` to shard across processes.")
-    p.add_argument("inputs", nargs="+", help="folders (recursive), globs, or list files (.txt/.csv/.jsonl of paths)")
-    p.add_argument("--out", required=True, help="output root; results go to OUT/<config-hash>/")
+    p.add_argument("inputs", nargs="*", help="folders (recursive), globs, or list files (.txt/.csv/.jsonl of paths)")
+    p.add_argument("--out", help="output root; results go to OUT/<config-hash>/ (required unless --list)")
+    p.add_argument("--list", metavar="OUT", dest="list_out",
+                   help="show each config folder under OUT (its hash, settings, videos done) and exit")
     p.add_argument("--model", default=DEFAULT_MODEL, help="AutoGaze checkpoint dir or hub id (default: %(default)s)")
     p.add_argument("--vision", default="google/siglip2-base-patch16-224",
                    help="SigLIP / SigLIP2 checkpoint dir or hub id (default: %(default)s)")
@@ -67,7 +72,32 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--save-tokens", action="store_true", help="also store token features with frame, cell, scale and pad flag")
     p.add_argument("--strict", action="store_true", help="stop at the first video that fails")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--batch-clips", type=int, default=None,
+                   help="clips per gaze call and per ViT call, across consecutive videos (files equal batch 1's; "
+                        "default: 1 on CPU, 8 on CUDA)")
+    p.add_argument("--decode-workers", type=int, default=0,
+                   help="processes decoding and preprocessing clips ahead (default: 0, in the main process)")
+    p.add_argument("--decoder", choices=["auto", "torchcodec", "pyav"], default="pyav",
+                   help="video decoder (default: %(default)s; torchcodec needs the [torchcodec] extra)")
+    p.add_argument("--claim-stale-s", type=float, default=DEFAULT_STALE_AFTER,
+                   help="seconds without a heartbeat after which another run's claim on a video is taken over "
+                        "(default: %(default)s)")
     return p
+
+
+def default_batch_clips(device) -> int:
+    """``--batch-clips`` when not given: measured per device (bench/bench_extract.py; see the README)."""
+    return 8 if str(device).startswith("cuda") else 1
+
+
+def list_configs(out: str) -> int:
+    """``extract --list OUT``: one line per config folder."""
+    entries = list_extractions(out)
+    if not entries:
+        raise FileNotFoundError(f"no extraction under {out} (expected {out}/<config-hash>/config.json)")
+    for e in entries:
+        print(f"{e['hash']}  {e['finished']} videos  {e['summary']}")
+    return 0
 
 
 def load_encoder(args) -> tuple[GazedVideoEncoder, str]:
@@ -107,18 +137,36 @@ def extract_settings(encoder: GazedVideoEncoder, args, model_id: str) -> dict:
 
 def run(args) -> int:
     """Run the extraction; 0 when every video succeeded, 1 when some failed."""
+    if args.list_out:
+        return list_configs(args.list_out)
+    if not args.inputs or not args.out:
+        raise ValueError("give the inputs and --out OUT (or --list OUT to show what OUT holds)")
     # SIGTERM (a scheduler's kill) unwinds like Ctrl-C, so no temporary file is left behind.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        return _extract(args)
+    except KeyboardInterrupt:
+        sys.stderr.write(f"\ninterrupted: finished videos are kept in {args.out}; rerun the same command to resume "
+                         "(done videos are skipped)\n")
+        return 130
+
+
+def _extract(args) -> int:
     # Cheap checks first: a bad output folder or inputs that name nothing fail before the models load.
     ensure_writable(Path(args.out).expanduser())
-    list_videos(args.inputs)
+    require_videos(args.inputs, list_videos(args.inputs))
+    resolve_decoder(args.decoder)
     encoder, model_id = load_encoder(args)
+    batch = args.batch_clips if args.batch_clips is not None else default_batch_clips(encoder.device)
     if int(os.environ.get("RANK", "0")) == 0:
-        print_settings("extract", extract_settings(encoder, args, model_id))
+        print_settings("extract", {**extract_settings(encoder, args, model_id), "batch_clips": batch})
     summary = extract_features(args.inputs, args.out, encoder=encoder, model_id=model_id, frequency=args.frequency,
-                               save_tokens=args.save_tokens, strict=args.strict, progress=not args.quiet)
+                               save_tokens=args.save_tokens, strict=args.strict, progress=not args.quiet,
+                               batch_clips=batch, decode_workers=args.decode_workers, decoder=args.decoder,
+                               claim_stale_after=args.claim_stale_s)
     if summary.rank == 0:
         print(summary.line())
+        print(summary.time_line())
         for record in summary.failures:
             print(f"  failed: {record['video']}: {record['reason']}")
     return 1 if summary.failed else 0

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from autogaze_fast.extract.store import CONFIG, MANIFEST, SUFFIX, read_jsonl, read_metadata
+from autogaze_fast.extract.store import CONFIG, MANIFEST, SUFFIX, config_summary, read_config, read_jsonl, read_metadata
 
 
 def extraction_folder(out: str | os.PathLike, config_hash: str | None = None) -> Path:
@@ -32,8 +32,22 @@ def extraction_folder(out: str | os.PathLike, config_hash: str | None = None) ->
     if not found:
         raise FileNotFoundError(f"no extraction under {root} (expected {root}/<config-hash>/{CONFIG})")
     if len(found) > 1:
-        raise ValueError(f"{root} holds {len(found)} extraction configs {[p.name for p in found]}; pass config_hash=")
+        listing = "\n".join(f"  {e['hash']}: {e['summary']} ({e['finished']} videos)" for e in list_extractions(root))
+        raise ValueError(f"{root} holds {len(found)} extraction configs; pass config_hash= one of:\n{listing}")
     return found[0]
+
+
+def list_extractions(out: str | os.PathLike) -> list[dict[str, Any]]:
+    """Every config folder under the output root ``out``: ``{"hash", "folder", "summary", "finished",
+    "config"}`` (``finished``: videos done there), sorted by hash. What ``autogaze-fast extract --list OUT`` prints."""
+    root = Path(os.fspath(out)).expanduser()
+    folders = [root] if (root / CONFIG).is_file() else sorted(p.parent for p in root.glob(f"*/{CONFIG}"))
+    entries = []
+    for folder in folders:
+        config = read_config(folder) or {}
+        entries.append({"hash": folder.name, "folder": folder, "summary": config_summary(config) if config else
+                        "unreadable config.json", "finished": len(finished_videos(folder)), "config": config})
+    return entries
 
 
 def load_features(out: str | os.PathLike, video: str, config_hash: str | None = None) -> dict[str, Any]:
@@ -63,12 +77,36 @@ def finished_videos(folder: Path) -> list[str]:
     return sorted(v for v, status in latest.items() if status == "ok" and (folder / (v + SUFFIX)).is_file())
 
 
+def pad_collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Batch :class:`FeatureDataset` items of different lengths: each tensor is zero-padded along its
+    first axis to the longest item's and stacked → ``(B, T_max, ...)``; ``"video"`` is the list of ids,
+    ``"length"`` ``(B,)`` int64 each item's own length (of ``"times"``, else of its first tensor) and
+    ``"mask"`` ``(B, T_max)`` bool, true on real frames. Tensors with other first axes (``tokens``:
+    ``N`` per video) are padded to their own longest and get no mask of their own."""
+    if not items:
+        raise ValueError("pad_collate got an empty batch")
+    keys = [k for k in items[0] if k != "video"]
+    out: dict[str, Any] = {"video": [item["video"] for item in items]}
+    for key in keys:
+        values = [item[key] for item in items]
+        longest = max(v.shape[0] for v in values)
+        batch = values[0].new_zeros((len(values), longest) + tuple(values[0].shape[1:]))
+        for i, v in enumerate(values):
+            batch[i, :v.shape[0]] = v
+        out[key] = batch
+    ref = "times" if "times" in keys else keys[0]
+    lengths = torch.tensor([item[ref].shape[0] for item in items], dtype=torch.long)
+    out["length"] = lengths
+    out["mask"] = torch.arange(int(lengths.max()))[None] < lengths[:, None]
+    return out
+
+
 class FeatureDataset(torch.utils.data.Dataset):
     """A map-style dataset over the finished videos of an extraction.
 
     ``dataset[i]`` is ``{"video": id, "features": (T, [L,] C), "times": (T,), ...}`` with the
     tensors named in ``keys`` (all stored tensors when ``None``). Videos have different T: batch
-    them with a collate function that pads, or use ``batch_size=1``.
+    them with :func:`pad_collate` (``dataset.loader(batch_size=8)`` does), or use ``batch_size=1``.
     """
 
     def __init__(self, out: str | os.PathLike, config_hash: str | None = None,
@@ -86,3 +124,8 @@ class FeatureDataset(torch.utils.data.Dataset):
         if self.keys is not None:
             tensors = {k: tensors[k] for k in self.keys}
         return {"video": video, **tensors}
+
+    def loader(self, batch_size: int = 1, **kwargs: Any) -> torch.utils.data.DataLoader:
+        """A ``DataLoader`` over this dataset that pads videos of different lengths (:func:`pad_collate`)."""
+        kwargs.setdefault("collate_fn", pad_collate)
+        return torch.utils.data.DataLoader(self, batch_size=batch_size, **kwargs)

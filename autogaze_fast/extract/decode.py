@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from autogaze_fast.media.decoders import torchcodec_clips, torchcodec_problem
 from autogaze_fast.media.video import check_video_file, import_av, open_video
 
 
@@ -149,3 +150,37 @@ def sample_clips(
             del times[:clip_frames], frames[:clip_frames]
     if emitted == 0:
         raise ValueError(f"{path}: no frame falls at any sampled time (zero duration?)")
+
+
+DECODERS = ("auto", "torchcodec", "pyav")
+
+
+def resolve_decoder(decoder: str) -> str:
+    """``"pyav"`` or ``"torchcodec"`` for ``--decoder auto|torchcodec|pyav`` (auto: torchcodec when it
+    imports and runs here, else PyAV).
+
+    Raises:
+        ValueError: an unknown name.
+        ImportError: ``torchcodec`` asked for but unusable here (the message says why).
+    """
+    if decoder not in DECODERS:
+        raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
+    if decoder == "pyav":
+        return "pyav"
+    problem = torchcodec_problem()
+    if problem is None:
+        return "torchcodec"
+    if decoder == "auto":
+        return "pyav"
+    raise ImportError(f"--decoder torchcodec cannot run here: {problem}. Use --decoder pyav (or auto)")
+
+
+def open_sampler(path, frequency: float | None, clip_frames: int, decoder: str = "pyav"):
+    """``(clips, probe)``: the ``(times, frames)`` clips of :func:`sample_clips` (or of the torchcodec
+    backend, same frames at the same times) and the video's :class:`VideoProbe`."""
+    decoder = resolve_decoder(decoder)
+    if decoder == "torchcodec":
+        clips, facts = torchcodec_clips(path, frequency, clip_frames)
+        return clips, VideoProbe(**facts)
+    probe = probe_video(path)
+    return sample_clips(path, frequency, clip_frames), probe

@@ -19,6 +19,8 @@ VIDEO_SUFFIXES = frozenset(
     {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".wmv", ".flv", ".gif", ".ts", ".3gp", ".ogv"}
 )
 LIST_SUFFIXES = (".txt", ".csv", ".jsonl")
+#: Still-image suffixes: refused as inputs (FFmpeg would read one as a 1-frame "video").
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".heic", ".ppm", ".pgm"})
 PATH_KEYS = ("path", "video", "video_path", "file", "filename")
 
 
@@ -96,13 +98,27 @@ def _path_field(row, where: str) -> str:
 
 
 def _from_list(list_file: Path) -> list[VideoSource]:
+    """The videos a list file names. An entry that is neither an existing file nor a path with a video
+    suffix means the file is not a list of videos (a lone ``notes.txt``): refused, naming the line."""
     root = list_file.parent.resolve()
     out = []
-    for entry in _list_entries(list_file):
+    for n, entry in enumerate(_list_entries(list_file), 1):
         path = Path(os.path.expanduser(entry))
         path = (path if path.is_absolute() else root / path).resolve()
+        _check_not_image(path, f"{list_file} names {entry!r}: ")
+        if path.suffix.lower() not in VIDEO_SUFFIXES and not path.is_file():
+            raise ValueError(
+                f"{list_file} is read as a list of videos (one path a line), but entry {n}, {entry!r}, is no file and "
+                f"has no video suffix ({', '.join(sorted(VIDEO_SUFFIXES))}); pass video files or folders, or a list "
+                f"file of video paths")
         out.append(VideoSource(_relative_id(path, root), path))
     return out
+
+
+def _check_not_image(path: Path, where: str = "") -> None:
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        raise ValueError(f"{where}{path} is a still image, not a video; extract takes video files "
+                         f"({', '.join(sorted(VIDEO_SUFFIXES))})")
 
 
 def list_videos(inputs: str | os.PathLike | list[str | os.PathLike]) -> list[VideoSource]:
@@ -118,7 +134,8 @@ def list_videos(inputs: str | os.PathLike | list[str | os.PathLike]) -> list[Vid
         they are kept (the run records them as failed, with the reason).
     Raises:
         FileNotFoundError: a folder or list file that does not exist, or a glob that matches nothing.
-        ValueError: two different files with the same id (inputs from several roots).
+        ValueError: two different files with the same id (inputs from several roots); a still image; a
+            list file whose entries are not video paths.
     """
     if isinstance(inputs, (list, tuple)):
         found = [s for item in inputs for s in list_videos(item)]
@@ -130,6 +147,7 @@ def list_videos(inputs: str | os.PathLike | list[str | os.PathLike]) -> list[Vid
         elif path.is_file() and path.suffix.lower() in LIST_SUFFIXES:
             found = _from_list(path)
         elif path.is_file():
+            _check_not_image(path)
             found = [VideoSource(path.name, path.resolve())]
         elif glob.has_magic(text):
             found = _from_glob(text)
@@ -144,3 +162,13 @@ def list_videos(inputs: str | os.PathLike | list[str | os.PathLike]) -> list[Vid
             raise ValueError(f"two inputs share the id {source.id!r}: {other.path} and {source.path}; give them distinct paths")
         by_id[source.id] = source
     return [by_id[k] for k in sorted(by_id)]
+
+
+def require_videos(inputs, videos: list[VideoSource]) -> list[VideoSource]:
+    """``videos`` when it holds any; else FileNotFoundError saying ``inputs`` name no video (an empty
+    folder, a folder of other files) and which suffixes count."""
+    if not videos:
+        shown = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+        raise FileNotFoundError(f"no video found in {', '.join(map(str, shown))} (video suffixes: "
+                                f"{', '.join(sorted(VIDEO_SUFFIXES))}); nothing to extract")
+    return videos

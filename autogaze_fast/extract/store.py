@@ -1,7 +1,8 @@
 """An extraction's files on disk: ``OUT/<config-hash>/``.
 
 ```
-OUT/<hash>/config.json              the full extraction config (the hash is taken over it)
+OUT/<hash>/config.json              the full extraction config (the hash is taken over it), plus a
+                                    human-readable "summary" line (not hashed)
 OUT/<hash>/<video-id>.safetensors   one video's features (see write_features)
 OUT/<hash>/manifest.jsonl           one JSON line per attempt: ok / failed + reason, frames, tokens, seconds
 ```
@@ -13,6 +14,7 @@ a crash is skipped when reading, and the next append starts on a fresh line.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -29,6 +31,43 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.jsonl"
 CONFIG = "config.json"
 SUFFIX = ".safetensors"
+
+
+SUMMARY_KEY = "summary"
+
+
+def config_summary(config: dict[str, Any]) -> str:
+    """One human-readable line for an extraction config (what ``config.json``'s ``summary`` says and
+    ``extract --list`` shows), e.g. ``gazed, ratio 0.75, 2.0 Hz, 16-frame clips, layers [12], float32, model ...``."""
+    parts = [str(config.get("mode", "?"))]
+    if config.get("mode") == "gazed":
+        parts.append(f"ratio {config.get('gazing_ratio')}")
+        if config.get("task_loss_requirement") is not None:
+            parts.append(f"stop at task loss {config['task_loss_requirement']}")
+    freq = config.get("frequency")
+    parts.append("native frame rate" if freq == "native" else f"{freq} Hz")
+    parts.append(f"{config.get('num_frames')}-frame clips")
+    layers = config.get("layers")
+    parts.append(f"layers {layers}" + (f" ({config['layer_aggregation']})" if config.get("layer_aggregation") else ""))
+    if config.get("tiles"):
+        parts.append(f"tiles {config['tiles']} (max {config.get('max_tiles')})")
+    if config.get("save_tokens"):
+        parts.append("with tokens")
+    parts.append(str(config.get("dtype", "?")))
+    parts.append(f"model {config.get('model', '?')}")
+    return ", ".join(parts)
+
+
+def read_config(folder: Path) -> dict[str, Any] | None:
+    """The config stored in ``folder/config.json`` (its ``summary`` line left out), or ``None``."""
+    try:
+        config = json.loads((folder / CONFIG).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(config, dict):
+        return None
+    config.pop(SUMMARY_KEY, None)
+    return config
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -102,15 +141,13 @@ class ExtractionStore:
         ensure_writable(self.folder)
         path = self.folder / CONFIG
         if path.exists():
-            try:
-                existing = json.loads(path.read_text())
-            except ValueError:
-                existing = None
+            existing = read_config(self.folder)
             if existing is not None and existing != self.config:
                 raise ValueError(f"{path} holds a different config than this run's (hash collision?); move it away")
             if existing is not None:
                 return
-        atomic_write_bytes(path, (json.dumps(self.config, indent=2, sort_keys=True) + "\n").encode())
+        text = json.dumps({SUMMARY_KEY: config_summary(self.config), **self.config}, indent=2, sort_keys=True)
+        atomic_write_bytes(path, (text + "\n").encode())
 
     # ------------------------------------------------------------------ features
     def feature_path(self, video_id: str) -> Path:
@@ -171,9 +208,11 @@ def read_metadata(path: Path) -> dict[str, Any] | None:
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    """Append one JSON line and fsync; a previous line cut by a crash is closed first."""
+    """Append one JSON line and fsync (under an exclusive ``flock``: several runs may append); a previous
+    line cut by a crash is closed first."""
     line = json.dumps(record, sort_keys=True) + "\n"
     with open(path, "ab+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes
         f.seek(0, os.SEEK_END)
         if f.tell() > 0:
             f.seek(-1, os.SEEK_END)

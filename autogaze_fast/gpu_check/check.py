@@ -11,6 +11,8 @@ recorded and the next section runs):
 3. ``end_to_end``: gaze timings (reference, fast eager, fast + CUDA graphs; fp32 and bf16), a
    1080p clip as 45 anyres tiles in one batch, and gazed SigLIP-B/16, with peak memory;
 4. ``kernels``: each Triton kernel vs the torch op it replaces;
+4b. ``extraction``: ``extract_features`` throughput, batch 1 against clip batches with a decode
+   worker, and the device's busy share (:mod:`autogaze_fast.gpu_check.extraction`);
 5. ``pytest``: ``pytest -m gpu`` in a subprocess, with a timeout (log in ``pytest-gpu.log``);
 6. ``pytest_triton`` (CUDA only, in what is left of the budget): the other ``triton``-marked tests,
    which run the kernels natively on CUDA tensors there (log in ``pytest-triton.log``); without
@@ -44,6 +46,7 @@ import torch
 
 from autogaze_fast.devices import resolve_device
 from autogaze_fast.gpu_check.context import DEFAULT_FIXTURES, PROFILES, REPO_ROOT, CheckContext
+from autogaze_fast.gpu_check.extraction import extraction
 from autogaze_fast.gpu_check.kernels import kernels
 from autogaze_fast.gpu_check.models import end_to_end, parity
 from autogaze_fast.gpu_check.report import PYTEST_LOG, PYTEST_TRITON_LOG
@@ -197,6 +200,7 @@ SECTIONS: dict[str, Callable[[CheckContext, dict], None]] = {
     "parity": parity,
     "end_to_end": end_to_end,
     "kernels": kernels,
+    "extraction": extraction,  # issue 24: after the timing rows, so a cut-short run keeps those
     "pytest": pytest_section,
     "pytest_triton": pytest_triton_section,
 }

@@ -115,3 +115,67 @@ def test_torchrun_two_gloo_ranks_give_the_single_process_files(setup, tmp_path):
     assert sorted(r["video"] for r in records) == sorted(f"v{i}.mp4" for i in range(NUM_VIDEOS))
     assert {r["rank"] for r in records} == {0, 1}
     assert not list(folder.glob("manifest.rank*.jsonl"))
+
+
+def _claims(folder: Path) -> dict[str, dict]:
+    import json
+
+    out = {}
+    for path in (folder / "claims").glob("*.claim"):
+        try:
+            out[path.name] = json.loads(path.read_text())
+        except ValueError:
+            pass
+    return out
+
+
+def test_two_concurrent_runs_encode_every_video_once(setup, tmp_path):
+    """Two independent processes on one output folder (a job array without torchrun): together they
+    encode each video exactly once, and the files are the single run's."""
+    videos, checkpoints, expected = setup
+    out = tmp_path / "out"
+    procs = [subprocess.Popen([sys.executable, *_command(videos, out, checkpoints)], env=_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outputs]
+    folder, got = _outputs(out)
+    _assert_same_files(got, expected)
+    records = [r for r in read_jsonl(folder / "manifest.jsonl") if r["status"] == "ok"]
+    assert sorted(r["video"] for r in records) == sorted(f"v{i}.mp4" for i in range(NUM_VIDEOS))  # each once
+    oks = [int(o[0].split(" ok,")[0].split()[-1]) for o in outputs]
+    assert sum(oks) == NUM_VIDEOS, [o[0] for o in outputs]
+    assert all(c["state"] == "finished" for c in _claims(folder).values())
+
+
+def test_a_sigkilled_claimers_videos_are_taken_over(setup, tmp_path):
+    """Run A is SIGKILLed while it holds a claim; run B takes A's claimed video over (A's process is
+    gone from this host; from another host B would wait for A's heartbeat to be 2 s stale) and
+    finishes everything: the single run's files, none twice."""
+    videos, checkpoints, expected = setup
+    out = tmp_path / "out"
+    stale = ["--claim-stale-s", "2"]
+    a = subprocess.Popen([sys.executable, *_command(videos, out, checkpoints), *stale], env=_env(),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    held = {}
+    while time.monotonic() < deadline and a.poll() is None:
+        found = list(out.glob("*/claims"))
+        held = {k: c for k, c in _claims(found[0].parent).items() if c["state"] == "working"} if found else {}
+        if held:
+            break
+        time.sleep(0.02)
+    assert a.poll() is None and held, "run A ended before it could be killed holding a claim"
+    a.send_signal(signal.SIGKILL)
+    a.wait()
+    folder = next(out.glob("*/config.json")).parent
+    abandoned = {k for k, c in _claims(folder).items() if c["state"] == "working"}
+    assert abandoned
+    b = subprocess.run([sys.executable, *_command(videos, out, checkpoints), *stale], env=_env(), capture_output=True,
+                       text=True, timeout=300)
+    assert b.returncode == 0, b.stderr[-3000:]
+    _, got = _outputs(out)
+    _assert_same_files(got, expected)
+    records = [r for r in read_jsonl(folder / "manifest.jsonl") if r["status"] == "ok"]
+    assert sorted(r["video"] for r in records) == sorted(f"v{i}.mp4" for i in range(NUM_VIDEOS))
+    claims = _claims(folder)
+    assert all(claims[k]["state"] == "finished" and claims[k]["pid"] != a.pid for k in abandoned)

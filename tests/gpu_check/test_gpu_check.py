@@ -127,7 +127,7 @@ def test_failing_and_overrunning_sections_keep_the_others(tmp_path, monkeypatch)
     written = json.loads((tmp_path / "gpu-check.json").read_text())
     sections = written["sections"]
     assert {n: e["status"] for n, e in sections.items()} == {
-        "environment": "ok", "parity": "error", "end_to_end": "timeout", "kernels": "ok", "pytest": "ok",
+        "environment": "ok", "parity": "error", "end_to_end": "timeout", "kernels": "ok", "extraction": "ok", "pytest": "ok",
         "pytest_triton": "ok"}
     assert sections["parity"]["error"] == "RuntimeError: injected failure" and "boom" in sections["parity"]["traceback"]
     assert sections["parity"]["results"]["fixtures"] == [{"case": "before the failure"}]
