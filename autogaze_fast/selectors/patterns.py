@@ -12,7 +12,8 @@ takes the first scale at which the fewest cells holding ``coverage`` (default 90
 frame's change mass fit in the budget: concentrated change stays at the finest scale, change
 spread over the frame (a pan, a scene cut) moves to a coarse scale, where one token covers what
 many fine ones would. Whatever budget is left goes to the finest scale's cells not yet taken, by
-score, ties in the spread order. A frame without change thus gets fine cells in the spread order.
+score, ties in the spread order (and once every finest cell is taken, the next scale's). A frame
+without change thus gets fine cells in the spread order.
 """
 
 from __future__ import annotations
@@ -117,17 +118,22 @@ def choose_by_change(scores: list[torch.Tensor], layout: GazeLayout, budget: int
     s, cells = chosen
     mask[layout.offsets[s] + cells] = True
     left = budget - int(cells.numel())
-    fine = len(layout.scales) - 1
-    score = scores[fine].double()
-    rank = spread_rank(layout.grids[fine])
-    free = ~mask[layout.offsets[fine]:]
-    if not fill:
-        free &= score > 0
-    if left > 0 and bool(free.any()):
+    for fine in reversed(range(len(layout.scales))):  # the finest scale first; coarser ones once it is full
+        if left <= 0:
+            break
+        score = scores[fine].double()
+        start = layout.offsets[fine]
+        free = ~mask[start:start + layout.tokens_per_scale[fine]]
+        if not fill:
+            free &= score > 0
+        if not bool(free.any()):
+            continue
         # score first (descending), the spread order breaking ties; taken cells last
-        order = _lexsort(torch.where(free, -score, torch.tensor(float("inf"), dtype=score.dtype)), rank)
+        order = _lexsort(torch.where(free, -score, torch.tensor(float("inf"), dtype=score.dtype)),
+                         spread_rank(layout.grids[fine]))
         take = order[:min(left, int(free.sum()))]
-        mask[layout.offsets[fine] + take] = True
+        mask[start + take] = True
+        left -= int(take.numel())
     return mask
 
 
