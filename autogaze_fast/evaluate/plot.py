@@ -18,11 +18,10 @@ def nice_ticks(lo: float, hi: float, count: int = 6) -> list[float]:
     magnitude = 10 ** math.floor(math.log10(raw))
     step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
     start = math.floor(lo / step) * step
-    ticks, v = [], start
-    while v <= hi + step * 1e-9:
-        ticks.append(round(v, 10))
-        v += step
-    return ticks
+    ticks = [round(start, 10)]
+    while ticks[-1] < hi - step * 1e-9:  # the last tick at or above hi
+        ticks.append(round(ticks[-1] + step, 10))
+    return ticks if len(ticks) > 1 else ticks + [round(start + step, 10)]
 
 
 def line_plot(series: dict[str, list[tuple[float, float]]], *, x_label: str, y_label: str, title: str,
