@@ -133,7 +133,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 2 + "---:|" * (len(head) - 2)]
     for e in table:
         per_frame = None if e["tokens_kept"] is None else e["tokens_kept"]
-        values = [e["selector"], f"{e['budget']:g}", e["videos"], _cell(per_frame, 4), _cell(e["kept_fraction"]),
+        values = [e["selector"], f"{e['budget']:g}", e["videos"], _cell(per_frame, 1), _cell(e["kept_fraction"]),
                   _cell(e["selector_ms_per_frame"], 2), _cell(e["vit_ms_per_frame"], 2), _cell(e["psnr_db"], 2),
                   _cell(e["feature_cosine"], 4)] + [_cell(e[c], 4) for c in extra]
         lines.append("| " + " | ".join(str(v) for v in values) + " |")
