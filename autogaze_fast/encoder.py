@@ -34,6 +34,7 @@ from autogaze_fast.loading import CheckpointError
 from autogaze_fast.model import AutoGaze
 from autogaze_fast.processing.autogaze import AutoGazeImageProcessor, as_videos
 from autogaze_fast.processing.siglip import SiglipImageProcessor
+from autogaze_fast.selectors import GazeLayout, SelectorGazer
 from autogaze_fast.siglip import SiglipVisionModel
 from autogaze_fast.tiling.gaze import gaze_clip_tiles, tiled_outputs
 from autogaze_fast.tiling.grid import POLICIES, TileGrid
@@ -213,6 +214,10 @@ class GazedVideoEncoder:
             :meth:`encode_prepared`). Each clip's features are those of batch 1 (the gaze is
             batch-invariant; equal bitwise on CPU, see tests/extract). With ``tiles`` clips go one at a
             time (their tiles are batched by ``tile_batch_size``).
+        selector: a gaze selector instead of the model (:mod:`autogaze_fast.selectors`): a name such as
+            ``"frame-difference"`` or a built selector; ``gazing_ratio`` is its budget. It takes the
+            gaze model's place (and processor; NVIDIA's preprocessing without one) in the vision model's
+            layout. ``"autogaze"`` or None: the gaze model itself.
     """
 
     def __init__(
@@ -231,7 +236,13 @@ class GazedVideoEncoder:
         max_tiles: int = MAX_TILES,
         tile_batch_size: int = TILE_BATCH_SIZE,
         batch_clips: int = 1,
+        selector: Any = None,
     ) -> None:
+        self.selector = None if selector in (None, "autogaze") else selector
+        if self.selector is not None:
+            gaze_model = SelectorGazer(selector, layout=GazeLayout.from_config(vision_model.config),
+                                       processor=gaze_processor, max_num_frames=num_frames or 16)
+            gaze_processor = gaze_model.processor
         self.gaze_model, self.vision_model = gaze_model, vision_model
         #: Seconds spent in the gaze model and in the vision model (``{"gaze": s, "vit": s}``, CUDA
         #: synchronised around each call) when set to a dict; ``None`` (default): not measured.
@@ -348,7 +359,7 @@ class GazedVideoEncoder:
             "tiles": self.tiles,
             "max_tiles": self.max_tiles if self.tiles else None,
             "dtype": str(next(self.vision_model.parameters()).dtype).removeprefix("torch."),
-        }
+        } | ({"selector": self.gaze_model.selector.describe()} if self.selector is not None else {})
 
     # ------------------------------------------------------------------ encoding
     def __call__(self, frames: Any, progress: bool = False) -> ClipFeatures:

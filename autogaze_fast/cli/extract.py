@@ -22,6 +22,7 @@ from autogaze_fast.extract.run import DEFAULT_FREQUENCY, extract_features, model
 from autogaze_fast.extract.sources import list_videos, require_videos
 from autogaze_fast.extract.store import ensure_writable
 from autogaze_fast.presets import random_encoder
+from autogaze_fast.selectors import SELECTORS, make_selector
 
 
 def frequency_arg(text: str) -> float | None:
@@ -70,6 +71,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--impl", choices=["reference", "fast"], default=None, help="implementation (default: $AUTOGAZE_IMPL or fast)")
     p.add_argument("--device", default=None, help="default: cuda:$LOCAL_RANK when CUDA is there, else cpu")
     p.add_argument("--save-tokens", action="store_true", help="also store token features with frame, cell, scale and pad flag")
+    p.add_argument("--selector", choices=SELECTORS, default="autogaze",
+                   help="gaze policy in the model's place (default: the AutoGaze model); --gazing-ratio is its budget")
+    p.add_argument("--selector-threshold", type=float, default=None,
+                   help="a heuristic's change threshold in grey levels (run-length: default 1)")
     p.add_argument("--strict", action="store_true", help="stop at the first video that fails")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--batch-clips", type=int, default=None,
@@ -106,6 +111,8 @@ def load_encoder(args) -> tuple[GazedVideoEncoder, str]:
     options = dict(num_frames=args.num_frames, layers=args.layers, layer_aggregation=args.layer_aggregation,
                    gazing_ratio=args.gazing_ratio, task_loss_requirement=args.task_loss_requirement, tiles=args.tiles,
                    max_tiles=args.max_tiles, tile_batch_size=args.tile_batch_size)
+    if getattr(args, "selector", "autogaze") != "autogaze":
+        options["selector"] = make_selector(args.selector, threshold=args.selector_threshold)
     gaze = None if args.dense else args.model
     encoder, is_random = checkpoint_or_random(
         lambda: GazedVideoEncoder.from_pretrained(gaze, args.vision, impl=args.impl, device=args.device,

@@ -22,6 +22,7 @@ from autogaze_fast.media.video import video_info
 from autogaze_fast.model import AutoGaze
 from autogaze_fast.presets import random_autogaze
 from autogaze_fast.processing.autogaze import NVIDIA_PREPROCESSING, AutoGazeImageProcessor
+from autogaze_fast.selectors import SELECTORS, SelectorGazer
 
 __all__ = ["add_gaze_options", "add_parser", "gaze_settings", "load_model_and_processor", "resolve_gaze_options", "run"]
 
@@ -84,6 +85,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
                         "and its EMA (factor 0.9) in each picture's caption and in OUT's .csv (--out inter.gif: inter.csv)")
     p.add_argument("--keyframe-every", type=int, default=None,
                    help=f"with --view interframe: full refresh every K frames, frame 0 included (default {KEYFRAME_EVERY})")
+    p.add_argument("--selector", choices=SELECTORS, default="autogaze",
+                   help="gaze policy (default: the AutoGaze model); the heuristics need no checkpoint and take "
+                        "--gazing-ratio as their budget (see autogaze_fast.selectors)")
+    p.add_argument("--selector-threshold", type=float, default=None,
+                   help="a heuristic's change threshold in grey levels (run-length: default 1)")
     return p
 
 
@@ -120,8 +126,16 @@ def run(args) -> int:
     if args.max_frames is not None and args.max_frames < 1:
         raise ValueError(f"--max-frames must be >= 1, got {args.max_frames}")
     info = video_info(args.video)
-    model, processor, _ = load_model_and_processor(args.model, args.impl, allow_random=args.allow_random)
-    resolve_gaze_options(args, model)
+    if args.selector != "autogaze":
+        if args.task_loss_requirement not in (AUTO, None):
+            raise ValueError("--task-loss-requirement is AutoGaze's stop rule; a heuristic takes --selector-threshold")
+        model = SelectorGazer(args.selector, threshold=args.selector_threshold)
+        model.name_or_path = f"selector {args.selector} (no model)"
+        processor = model.processor
+        args.requested_requirement = args.task_loss_requirement = None
+    else:
+        model, processor, _ = load_model_and_processor(args.model, args.impl, allow_random=args.allow_random)
+        resolve_gaze_options(args, model)
     print_settings("gaze", gaze_settings(model, args, view=args.view))
     frames = min(info.num_frames, args.max_frames) if args.max_frames else info.num_frames
     print(f"{args.video}: {frames} frames of {info.height}x{info.width}")

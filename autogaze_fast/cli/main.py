@@ -6,12 +6,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from autogaze_fast.cli import compile_kernels, demo, extract, gaze, gpu_check, make_training_data, train
+from autogaze_fast.cli import compile_kernels, demo, evaluate, extract, gaze, gpu_check, make_training_data, train
 
 #: The commands, in the order ``--help`` lists them: each module has ``add_parser(sub)``, which adds
 #: the sub-command of that name, and ``run(args) -> exit code``. ``compile-kernels`` is apart: its
 #: argv goes to :func:`autogaze_fast.cli.compile_kernels.main` whole.
-COMMANDS = {"demo": demo, "gaze": gaze, "extract": extract, "gpu-check": gpu_check, "train": train,
+COMMANDS = {"demo": demo, "gaze": gaze, "extract": extract, "evaluate": evaluate, "gpu-check": gpu_check, "train": train,
             "make-training-data": make_training_data}
 
 

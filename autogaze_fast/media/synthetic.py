@@ -108,3 +108,67 @@ def _draw_shape(frame: np.ndarray, s: dict, t: int) -> None:
     colour = np.where(tex[..., None], s["ca"], s["cb"])
     region = frame[y0:y1, x0:x1]
     region[inside] = colour[inside]
+
+
+# ------------------------------------------------------------------ clips with known content
+# Test material for gaze selectors: which pixels change between frames is known by construction.
+
+def textured_background(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A static ``(H, W, 3)`` uint8 texture with detail everywhere (sums of random oriented
+    sinusoids of several periods, plus mild grain), so any displacement of it changes every cell."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(height, dtype=np.float32)[:, None]
+    x = np.arange(width, dtype=np.float32)[None, :]
+    image = np.zeros((height, width, 3), np.float32)
+    for _ in range(6):
+        period = float(rng.uniform(5, 23))
+        angle, phase = rng.uniform(0, 2 * np.pi, 2)
+        wave = np.sin(2 * np.pi * (np.cos(angle) * x + np.sin(angle) * y) / period + phase)
+        image += wave[..., None] * rng.uniform(10, 30, 3).astype(np.float32)
+    image += rng.normal(0, 4, image.shape).astype(np.float32)
+    return np.clip(np.rint(128 + image), 0, 255).astype(np.uint8)
+
+
+def moving_object_clip(num_frames: int = 8, size: int = 224, seed: int = 0, object_size: int = 40,
+                       velocity: tuple[int, int] = (6, 4), start: tuple[int, int] | None = None) -> np.ndarray:
+    """A checkered square of ``object_size`` px moving by ``velocity`` (dy, dx) whole pixels a frame
+    over a static :func:`textured_background`: between two frames only the pixels the square covers
+    in either frame change. ``start`` (y, x) defaults to a quarter of the frame in."""
+    num_frames = check_int(num_frames, "num_frames")
+    background = textured_background(size, size, seed)
+    y0, x0 = start if start is not None else (size // 4, size // 4)
+    yy, xx = np.mgrid[0:object_size, 0:object_size]
+    checker = ((yy // 8 + xx // 8) % 2).astype(bool)
+    patch = np.where(checker[..., None], np.array([230, 40, 40], np.uint8), np.array([30, 30, 200], np.uint8))
+    clip = np.broadcast_to(background, (num_frames, size, size, 3)).copy()
+    for t in range(num_frames):
+        y, x = y0 + velocity[0] * t, x0 + velocity[1] * t
+        if not (0 <= y and y + object_size <= size and 0 <= x and x + object_size <= size):
+            raise ValueError(f"the object leaves the {size}-px frame at frame {t}; use fewer frames or a smaller velocity")
+        clip[t, y:y + object_size, x:x + object_size] = patch
+    return clip
+
+
+def camera_pan_clip(num_frames: int = 8, size: int = 224, seed: int = 0, speed: int = 8) -> np.ndarray:
+    """A window of ``size`` px sliding ``speed`` px a frame to the right over a wider static texture:
+    every cell changes in every frame."""
+    num_frames = check_int(num_frames, "num_frames")
+    world = textured_background(size, size + speed * num_frames, seed)
+    return np.stack([world[:, t * speed:t * speed + size] for t in range(num_frames)])
+
+
+def static_clip(num_frames: int = 8, size: int = 224, seed: int = 0) -> np.ndarray:
+    """The same :func:`textured_background` frame ``num_frames`` times: nothing changes."""
+    num_frames = check_int(num_frames, "num_frames")
+    return np.broadcast_to(textured_background(size, size, seed), (num_frames, size, size, 3)).copy()
+
+
+def scene_cut_clip(num_frames: int = 8, size: int = 224, seed: int = 0, cut: int | None = None) -> np.ndarray:
+    """Two static textures, the second from frame ``cut`` on (default the middle): everything changes
+    once, at the cut, and nothing otherwise."""
+    num_frames = check_int(num_frames, "num_frames", minimum=2)
+    cut = num_frames // 2 if cut is None else check_int(cut, "cut")
+    if cut >= num_frames:
+        raise ValueError(f"cut={cut} must be a frame of the {num_frames}-frame clip after the first")
+    first, second = textured_background(size, size, seed), textured_background(size, size, seed + 1)
+    return np.stack([first if t < cut else second for t in range(num_frames)])
