@@ -27,6 +27,7 @@ from autogaze_fast.loading import (
 from autogaze_fast.reference.siglip import SiglipVisionOutput
 from autogaze_fast.reference.siglip import SiglipVisionTransformer as ReferenceSiglipVisionTransformer
 from autogaze_fast.siglip_config import SiglipVisionConfig
+from autogaze_fast.vit.siglip import FastSiglipVisionTransformer
 
 __all__ = ["SiglipVisionModel", "SiglipVisionOutput", "SiglipVisionConfig", "siglip_vision_state_dict"]
 
@@ -89,7 +90,7 @@ class SiglipVisionModel(nn.Module):
 
     The switch is by composition, as in :class:`autogaze_fast.AutoGaze`: ``self.vision_model`` is the
     reference :class:`~autogaze_fast.reference.siglip.SiglipVisionTransformer` or the fast
-    :class:`~autogaze_fast.fast.siglip.FastSiglipVisionTransformer` (same state dict keys); this class
+    :class:`~autogaze_fast.vit.siglip.FastSiglipVisionTransformer` (the gazed-ViT core) (same state dict keys); this class
     loads checkpoints and delegates ``forward`` to it.
 
     Call it as ``model(pixel_values, gazing_info=None, output_hidden_states=False, attn_type=None)``
@@ -102,9 +103,6 @@ class SiglipVisionModel(nn.Module):
         self.impl = resolve_impl(impl)
         self.config = config
         if self.impl == "fast":
-            # deferred: the fast tower imports the Triton kernels (a reference model never loads Triton)
-            from autogaze_fast.fast.siglip import FastSiglipVisionTransformer
-
             self.vision_model = FastSiglipVisionTransformer(config)
         else:
             self.vision_model = ReferenceSiglipVisionTransformer(config)
