@@ -27,14 +27,18 @@ import torch
 
 from autogaze_fast.checks import check_int, is_integer
 from autogaze_fast.devices import default_device, torch_dtype
-from autogaze_fast.loading import CheckpointError
+from autogaze_fast.loading import CheckpointError, resolve_model_dir
 from autogaze_fast.model import AutoGaze
 from autogaze_fast.processing.autogaze import AutoGazeImageProcessor, as_videos
+from autogaze_fast.processing.clip import CLIPImageProcessor
+from autogaze_fast.processing.dinov2 import BitImageProcessor
 from autogaze_fast.processing.siglip import SiglipImageProcessor
 from autogaze_fast.siglip import SiglipVisionModel
 from autogaze_fast.tiling.gaze import gaze_clip_tiles, tiled_outputs
 from autogaze_fast.tiling.grid import POLICIES, TileGrid
 from autogaze_fast.tiling.stream import ClipCanvas, iter_clips
+from autogaze_fast.vit.auto import GazedVisionModel
+from autogaze_fast.vit.config import family_of, read_config_json
 
 LayerSpec = int | Sequence[int] | str
 
@@ -148,11 +152,16 @@ def pool_frames(tokens: torch.Tensor, frame: torch.Tensor, is_pad: torch.Tensor,
 
 
 class GazedVideoEncoder:
-    """AutoGaze + gazed SigLIP behind one call.
+    """AutoGaze + a gazed vision tower (SigLIP / SigLIP2, CLIP, DINOv2 (+registers)) behind one call.
 
     Args:
         gaze_model: an :class:`autogaze_fast.AutoGaze`, or ``None`` for the dense baseline.
-        vision_model: a :class:`autogaze_fast.SiglipVisionModel` whose scales match the gaze model's.
+        vision_model: a :class:`autogaze_fast.SiglipVisionModel` or an
+            :class:`autogaze_fast.AutoVisionModel`'s model. Scales equal to the gaze model's are gazed
+            natively; other scales / patch sizes (e.g. DINOv2's 14 px at ``56+112+196+392``) are
+            retargeted: the gaze model is called with ``target_scales`` / ``target_patch_size`` (upstream's
+            any-resolution gaze: the frame, at the largest vision scale, cut into tiles whose
+            largest-scale grid is the gaze model's).
         gaze_processor: the AutoGaze preprocessing (ignored in dense mode).
         vision_processor: the SigLIP preprocessing (resizes to the vision model's largest scale).
         num_frames: frames per clip (default: the gaze model's ``max_num_frames``, 16).
@@ -170,6 +179,8 @@ class GazedVideoEncoder:
         max_tiles: most tiles per frame with ``tiles``.
         tile_batch_size: tiles gazed / encoded per model call (memory grows with it, not with the
             frame size).
+        drop_pads: remove the gaze's pad slots before the vision tower's first block (its blocks then
+            run on real tokens only; real tokens' features are unchanged, pads' tokens come out as zeros).
     """
 
     def __init__(
@@ -187,18 +198,24 @@ class GazedVideoEncoder:
         tiles: str | None = None,
         max_tiles: int = 64,
         tile_batch_size: int = 8,
+        drop_pads: bool = True,
     ) -> None:
         self.gaze_model, self.vision_model = gaze_model, vision_model
+        self.drop_pads = bool(drop_pads)
         self.gaze_processor, self.vision_processor = gaze_processor, vision_processor
         vcfg = vision_model.config
+        self.retarget = False
         if gaze_model is not None:
             if gaze_processor is None:
                 raise ValueError("a gaze model needs its gaze_processor (AutoGazeImageProcessor)")
-            if list(gaze_model.scales) != list(vcfg.scales) or gaze_model.num_vision_tokens_each_frame != vcfg.tokens_per_frame:
+            native = (list(gaze_model.scales) == list(vcfg.scales)
+                      and gaze_model.num_vision_tokens_each_frame == vcfg.tokens_per_frame)
+            self.retarget = not native
+            if self.retarget and len(vcfg.scales) != len(gaze_model.scales):
                 raise ValueError(
-                    f"the gaze model's scales {list(gaze_model.scales)} ({gaze_model.num_vision_tokens_each_frame} tokens "
-                    f"per frame) do not match the vision model's {vcfg.scales} ({vcfg.tokens_per_frame} tokens per frame, "
-                    f"patch {vcfg.patch_size}); load the vision model with scales={'+'.join(map(str, gaze_model.scales))}"
+                    f"the vision model's scales {vcfg.scales} (patch {vcfg.patch_size}) cannot be retargeted from the gaze "
+                    f"model's {list(gaze_model.scales)}: give as many scales, each the gaze scale's grid times a whole "
+                    f"number of tiles, e.g. scales={'+'.join(str(s * vcfg.patch_size // 16) for s in gaze_model.scales)}"
                 )
         default_frames = gaze_model.config.max_num_frames if gaze_model is not None else 16
         self.num_frames = int(num_frames or default_frames)
@@ -223,6 +240,9 @@ class GazedVideoEncoder:
             raise ValueError(f"tiles must be None or one of {POLICIES}, got {tiles!r}")
         if self.gaze_model is None:
             raise ValueError("tiles need a gaze model (the dense baseline encodes whole frames)")
+        if self.retarget:
+            raise ValueError("tiles need the vision model's scales to equal the gaze model's (retargeted scales are "
+                             "already gazed tile by tile)")
         side = self.gaze_model.config.input_img_size
         if self.vision_model.config.scales[-1] != side:
             raise ValueError(f"tiles need the vision model's largest scale ({self.vision_model.config.scales[-1]}) to equal "
@@ -241,13 +261,17 @@ class GazedVideoEncoder:
         impl: str | None = None,
         device: str | torch.device | None = None,
         dtype: torch.dtype | str | None = None,
+        vision_scales: str | list[int] | None = None,
         **options: Any,
     ) -> GazedVideoEncoder:
         """Load both checkpoints (local directories or hub ids) and their preprocessing configs.
 
-        ``gaze=None`` builds the dense baseline. The vision model is loaded with the gaze model's
-        scales. ``device`` defaults to ``cuda:LOCAL_RANK`` when CUDA is there, else the CPU;
-        ``options`` go to the constructor (``num_frames``, ``gazing_ratio``, ``layers``, ...).
+        ``gaze=None`` builds the dense baseline. ``vision`` may be any supported family (its
+        ``config.json`` ``model_type``: SigLIP / SigLIP2, CLIP, DINOv2, DINOv2 with registers). The vision
+        model is loaded with the gaze model's scales, each times ``patch / 16`` for another patch size
+        (DINOv2's 14 px: ``28+56+98+196``, the gaze grid one to one); ``vision_scales`` picks others
+        (e.g. ``"56+112+196+392"``: retargeted, 2 × 2 tiles). ``device`` defaults to ``cuda:LOCAL_RANK``
+        when CUDA is there, else the CPU; ``options`` go to the constructor (``num_frames``, ``gazing_ratio``, ``layers``, ...).
         """
         device = torch.device(device) if device is not None else default_device()
         dtype = torch_dtype(dtype)
@@ -257,12 +281,23 @@ class GazedVideoEncoder:
             gaze_model = AutoGaze.from_pretrained(gaze, impl=impl, device=device, dtype=dtype)
             gaze_processor = AutoGazeImageProcessor.from_pretrained(gaze)
             scales = gaze_model.scales
-        vision_model = SiglipVisionModel.from_pretrained(vision, scales=scales, impl=impl, device=device, dtype=dtype)
+        family = vision_family(vision)
+        if family == "siglip":
+            vision_model = SiglipVisionModel.from_pretrained(vision, scales=vision_scales or scales, impl=impl,
+                                                             device=device, dtype=dtype)
+            processor_cls = SiglipImageProcessor
+        else:
+            patch = int(read_vision_config(vision).get("patch_size", 16))
+            if vision_scales is None and scales is not None and patch != 16:
+                scales = [s * patch // 16 for s in scales]
+            vision_model = GazedVisionModel.from_pretrained(vision, scales=vision_scales or scales, impl=impl,
+                                                            device=device, dtype=dtype)
+            processor_cls = CLIPImageProcessor if family == "clip" else BitImageProcessor
         try:
-            vision_processor = SiglipImageProcessor.for_vision_model(vision_model, vision)
+            vision_processor = processor_cls.for_vision_model(vision_model, vision)
         except CheckpointError as e:
-            warnings.warn(f"{e}; using SigLIP's default preprocessing", stacklevel=2)
-            vision_processor = SiglipImageProcessor.for_vision_model(vision_model, vision, defaults_if_missing=True)
+            warnings.warn(f"{e}; using the {family} default preprocessing", stacklevel=2)
+            vision_processor = processor_cls.for_vision_model(vision_model, vision, defaults_if_missing=True)
         return cls(gaze_model, vision_model, gaze_processor, vision_processor, **options)
 
     # ------------------------------------------------------------------ properties
@@ -295,7 +330,13 @@ class GazedVideoEncoder:
             "tiles": self.tiles,
             "max_tiles": self.max_tiles if self.tiles else None,
             "dtype": str(next(self.vision_model.parameters()).dtype).removeprefix("torch."),
+            **({"vision_family": self.vision_family} if self.vision_family != "siglip" else {}),
+            **({"patch_size": self.vision_model.config.patch_size} if self.retarget else {}),
         }
+
+    @property
+    def vision_family(self) -> str:
+        return getattr(self.vision_model, "family", "siglip")
 
     # ------------------------------------------------------------------ encoding
     def __call__(self, frames: Any, progress: bool = False) -> ClipFeatures:
@@ -401,6 +442,13 @@ class GazedVideoEncoder:
             return pixels, {"gazing_pos": pos, "if_padded_gazing": torch.zeros_like(pos, dtype=torch.bool),
                             "num_gazing_each_frame": torch.full((t,), n, device=device)}, None
         options = dict(gazing_ratio=self.gazing_ratio, task_loss_requirement=self.task_loss_requirement, generate_only=True)
+        if self.retarget:  # the gaze model's grid mapped onto the vision scales (upstream's target_scales)
+            cfg = self.vision_model.config
+            side = int(cfg.scales[-1])
+            video = self.gaze_processor(frames, size={"height": side, "width": side}).pixel_values[None].to(device)
+            raw = self.gaze_model({"video": video}, target_scales=list(cfg.scales), target_patch_size=cfg.patch_size,
+                                  **options)
+            return pixels, raw, raw
         if self.tiles is None:
             raw = self.gaze_model({"video": self.gaze_processor(frames).pixel_values[None].to(device)}, **options)
             return pixels, raw, raw
@@ -426,7 +474,8 @@ class GazedVideoEncoder:
             rows = pixels[i:i + step] if isinstance(pixels, torch.Tensor) else \
                 pixels.tiles(i, min(i + step, len(pixels))).to(self.device)
             out = self.vision_model(rows, gazing_info=None if self.dense else info,
-                                    output_hidden_states=need_states, attn_type=attn)
+                                    output_hidden_states=need_states, attn_type=attn,
+                                    drop_pads=self.drop_pads and not self.dense)
             parts.append(self._select_layers(out))
         return torch.cat(parts)
 
@@ -441,6 +490,17 @@ class GazedVideoEncoder:
         if self.layer_aggregation == "mean":
             return chosen.mean(dim=2)
         return chosen[:, :, 0] if len(self.layers) == 1 else chosen
+
+
+def read_vision_config(vision: str | os.PathLike) -> dict:
+    """The vision checkpoint's ``config.json`` (its ``vision_config`` for a full CLIP / SigLIP checkpoint)."""
+    raw = read_config_json(resolve_model_dir(vision) / "config.json")
+    return raw["vision_config"] if isinstance(raw.get("vision_config"), dict) else raw
+
+
+def vision_family(vision: str | os.PathLike) -> str:
+    """``"siglip"``, ``"clip"`` or ``"dinov2"`` from a vision checkpoint's ``config.json`` ``model_type``."""
+    return family_of(read_config_json(resolve_model_dir(vision) / "config.json"))
 
 
 def token_boxes(grid, config, scale: torch.Tensor, index: torch.Tensor, tile: torch.Tensor) -> torch.Tensor:

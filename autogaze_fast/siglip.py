@@ -97,8 +97,17 @@ class SiglipVisionModel(nn.Module):
         *,
         output_hidden_states: bool = False,
         attn_type: str | None = None,
+        drop_pads: bool = False,
     ) -> SiglipVisionOutput:
-        """See :meth:`autogaze_fast.reference.siglip.SiglipVisionTransformer.forward`."""
+        """See :meth:`autogaze_fast.reference.siglip.SiglipVisionTransformer.forward`.
+
+        ``drop_pads`` (fast impl): remove the gaze's pads before the first block, so the blocks run on
+        real tokens only; real tokens' outputs are unchanged, pads come out as zeros and the MAP head
+        pools the real tokens. The reference ignores it (its real tokens are the same either way).
+        """
+        if self.impl == "fast":
+            return self.vision_model(pixel_values, gazing_info, output_hidden_states=output_hidden_states,
+                                     attn_type=attn_type, drop_pads=drop_pads)
         return self.vision_model(
             pixel_values, gazing_info, output_hidden_states=output_hidden_states, attn_type=attn_type
         )
