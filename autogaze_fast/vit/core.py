@@ -348,6 +348,21 @@ class GazedViT:
         n = table.shape[0]
         return F.linear(gathered, weight.reshape(weight.shape[0], -1), bias) + table[gather_index % n]
 
+    def embed_real(self, pixel_values: torch.Tensor, gather_index: torch.Tensor, is_pad: torch.Tensor,
+                   kernels: bool) -> torch.Tensor:
+        """:meth:`embed_gazed` of the real slots only (each row's real slots first, rows padded to the
+        batch's largest real count), scattered back to ``(B, N, C)`` with zeros at the pads."""
+        keep = ~is_pad
+        b, n = gather_index.shape
+        order = torch.argsort(is_pad.to(torch.int8), dim=1, stable=True)  # real slots first, in order
+        width = int(keep.sum(1).max()) if b and n else 0
+        order = order[:, :width]
+        emb = self.embed_gazed(pixel_values, torch.gather(gather_index, 1, order), kernels)
+        out = emb.new_zeros(b, n, emb.shape[-1])
+        rows = torch.arange(b, device=emb.device)[:, None].expand_as(order)
+        valid = torch.gather(keep, 1, order)
+        return out.index_put((rows[valid], order[valid]), emb[valid])
+
     def check_gazed_pixels(self, pixel_values: torch.Tensor) -> torch.Tensor:
         cfg = self.config
         if pixel_values.dim() != 5:
@@ -373,7 +388,10 @@ class GazedViT:
         b, t = pixel_values.shape[:2]
         layout = gaze_layout(gazing_info, b, t, self.config.tokens_per_frame, pixel_values.device)
         attn_type = normalize_attn_type(attn_type or self.config.attn_type)
-        emb = self.embed_gazed(pixel_values, layout.gather_index, kernels)
+        if drop_pads:
+            emb = self.embed_real(pixel_values, layout.gather_index, layout.is_pad, kernels)
+        else:
+            emb = self.embed_gazed(pixel_values, layout.gather_index, kernels)
         seq = pack_sequence(emb, layout.is_pad, layout.frame_ids, t, self.vit_prefix(), drop_pads)
         x = self.vit_embed_norm(seq.x)
         states = [x] if output_hidden_states else None
