@@ -47,3 +47,20 @@ def test_siglip_pads_dropped_in_the_encoder(torch_twins):
     keep = ~out.token_is_pad
     torch.testing.assert_close(out.tokens[keep], padded.tokens[keep], atol=1e-5, rtol=0)
     assert (out.tokens[~keep] == 0).all()
+
+
+def test_cli_extract_with_a_dinov2_vision(torch_twins, tmp_path, capsys):
+    pytest.importorskip("av")  # PyAV is an optional extra
+    from autogaze_fast.cli.main import main
+    from autogaze_fast.extract import load_features
+    from autogaze_fast.media.synthetic import synthetic_clip
+    from autogaze_fast.media.video import write_video
+
+    (tmp_path / "in").mkdir()
+    write_video(tmp_path / "in" / "clip.mp4", synthetic_clip(4, size=(48, 64), seed=1), fps=4)
+    code = main(["extract", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--model", str(GAZE), "--vision",
+                 str(FIXTURES / "vit_dinov2_reg"), "--gazing-ratio", "0.2", "--frequency", "4", "--quiet"])
+    assert code == 0, capsys.readouterr()
+    item = load_features(tmp_path / "out", "clip.mp4")
+    assert item["features"].shape == (4, 64)
+    assert item["metadata"]["config"]["vision_family"] == "dinov2"
