@@ -71,6 +71,10 @@ class FastSiglipVisionTransformer(SiglipVisionTransformer, GazedViT):
             yield BlockParts(layer.layer_norm1, attn.q_proj, attn.k_proj, attn.v_proj, attn.out_proj,
                              layer.layer_norm2, mlp.fc1, mlp.fc2, mlp.act)
 
+    def check_gazed_pixels(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The reference's checks and messages (which name the SigLIP image processor)."""
+        return self.prepare_inputs(pixel_values, None)[0]
+
     @property
     def vit_mlp_chunk_rows(self) -> int:
         return MLP_CHUNK_ROWS
