@@ -1,7 +1,8 @@
 """autogaze-fast: a Triton-accelerated PyTorch implementation of NVIDIA AutoGaze.
 
 Public API (imported lazily so that ``import autogaze_fast`` stays cheap):
-``AutoGaze``, ``AutoGazeConfig``, ``AutoGazeImageProcessor``, ``SiglipVisionModel``, ``read_video``.
+``AutoGaze``, ``AutoGazeConfig``, ``AutoGazeImageProcessor``, ``SiglipVisionModel``, ``AutoVisionModel``,
+``AutoVisionProcessor``, ``read_video``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ _EXPORTS = {
     "AutoGazeImageProcessor": "autogaze_fast.processing.autogaze",
     "SiglipImageProcessor": "autogaze_fast.processing.siglip",
     "SiglipVisionModel": "autogaze_fast.siglip",
+    "AutoVisionModel": "autogaze_fast.vit.auto",
+    "AutoVisionProcessor": "autogaze_fast.processing.auto",
     "read_video": "autogaze_fast.media.video",
     "GazedVideoEncoder": "autogaze_fast.encoder",
     "TileGrid": "autogaze_fast.tiling.grid",

@@ -14,6 +14,7 @@ import warnings
 MOVED = {
     "autogaze_fast.processor": "autogaze_fast.processing.autogaze",
     "autogaze_fast.siglip_processor": "autogaze_fast.processing.siglip",
+    "autogaze_fast.fast.siglip": "autogaze_fast.vit.siglip",
     "autogaze_fast.video": "autogaze_fast.media.video",
     "autogaze_fast.synthetic": "autogaze_fast.media.synthetic",
     "autogaze_fast.visualize": "autogaze_fast.media.draw",

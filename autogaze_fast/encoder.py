@@ -30,15 +30,19 @@ import torch
 from autogaze_fast.checks import check_int, is_integer
 from autogaze_fast.defaults import AUTO, GAZING_RATIO, MAX_TILES, TILE_BATCH_SIZE, TILES, resolve_task_loss_requirement
 from autogaze_fast.devices import default_device, torch_dtype
-from autogaze_fast.loading import CheckpointError
+from autogaze_fast.loading import CheckpointError, resolve_model_dir
 from autogaze_fast.model import AutoGaze
 from autogaze_fast.processing.autogaze import AutoGazeImageProcessor, as_videos
+from autogaze_fast.processing.clip import CLIPImageProcessor
+from autogaze_fast.processing.dinov2 import BitImageProcessor
 from autogaze_fast.processing.siglip import SiglipImageProcessor
 from autogaze_fast.selectors import GazeLayout, SelectorGazer
 from autogaze_fast.siglip import SiglipVisionModel
 from autogaze_fast.tiling.gaze import gaze_clip_tiles, tiled_outputs
 from autogaze_fast.tiling.grid import POLICIES, TileGrid
 from autogaze_fast.tiling.stream import ClipCanvas, iter_clips
+from autogaze_fast.vit.auto import GazedVisionModel
+from autogaze_fast.vit.config import family_of, read_config_json
 
 LayerSpec = int | Sequence[int] | str
 
@@ -122,6 +126,7 @@ class ClipPreparer:
     vision_processor: Any
     tiles: str | None
     num_frames: int
+    gaze_size: int | None = None  # retargeted: the gaze model sees frames at the vision model's finest scale
 
     def __call__(self, frames: np.ndarray, first_frame: int = 0) -> PreparedClip:
         frames = np.asarray(frames)
@@ -131,7 +136,12 @@ class ClipPreparer:
             raise ValueError(f"a clip holds at most num_frames={self.num_frames} frames, got {frames.shape[0]}")
         if self.tiles is not None:  # tiles are normalised batch by batch at encoding time
             return PreparedClip(frames, None, None, first_frame)
-        gaze = None if self.gaze_processor is None else self.gaze_processor(frames).pixel_values
+        if self.gaze_processor is None:
+            gaze = None
+        elif self.gaze_size is None:
+            gaze = self.gaze_processor(frames).pixel_values
+        else:
+            gaze = self.gaze_processor(frames, size={"height": self.gaze_size, "width": self.gaze_size}).pixel_values
         return PreparedClip(frames, gaze, self.vision_processor(frames).pixel_values, first_frame)
 
 
@@ -185,11 +195,16 @@ def pool_frames(tokens: torch.Tensor, frame: torch.Tensor, is_pad: torch.Tensor,
 
 
 class GazedVideoEncoder:
-    """AutoGaze + gazed SigLIP behind one call.
+    """AutoGaze + a gazed vision tower (SigLIP / SigLIP2, CLIP, DINOv2 (+registers)) behind one call.
 
     Args:
         gaze_model: an :class:`autogaze_fast.AutoGaze`, or ``None`` for the dense baseline.
-        vision_model: a :class:`autogaze_fast.SiglipVisionModel` whose scales match the gaze model's.
+        vision_model: a :class:`autogaze_fast.SiglipVisionModel` or an
+            :class:`autogaze_fast.AutoVisionModel`'s model. Scales equal to the gaze model's are gazed
+            natively; other scales / patch sizes (e.g. DINOv2's 14 px at ``56+112+196+392``) are
+            retargeted: the gaze model is called with ``target_scales`` / ``target_patch_size`` (upstream's
+            any-resolution gaze: the frame, at the largest vision scale, cut into tiles whose
+            largest-scale grid is the gaze model's).
         gaze_processor: the AutoGaze preprocessing (ignored in dense mode).
         vision_processor: the SigLIP preprocessing (resizes to the vision model's largest scale).
         num_frames: frames per clip (default: the gaze model's ``max_num_frames``, 16).
@@ -218,6 +233,8 @@ class GazedVideoEncoder:
             ``"frame-difference"`` or a built selector; ``gazing_ratio`` is its budget. It takes the
             gaze model's place (and processor; NVIDIA's preprocessing without one) in the vision model's
             layout. ``"autogaze"`` or None: the gaze model itself.
+        drop_pads: remove the gaze's pad slots before the vision tower's first block (its blocks then
+            run on real tokens only; real tokens' features are unchanged, pads' tokens come out as zeros).
     """
 
     def __init__(
@@ -237,6 +254,7 @@ class GazedVideoEncoder:
         tile_batch_size: int = TILE_BATCH_SIZE,
         batch_clips: int = 1,
         selector: Any = None,
+        drop_pads: bool = True,
     ) -> None:
         self.selector = None if selector in (None, "autogaze") else selector
         if self.selector is not None:
@@ -251,16 +269,21 @@ class GazedVideoEncoder:
         #: on CPU each clip's tokens are encoded alone, bitwise batch 1, and only the gaze is batched).
         self.batch_vit: bool | None = None
         self.batch_clips = check_int(batch_clips, "batch_clips", message=f"batch_clips must be an int >= 1, got {batch_clips!r}")
+        self.drop_pads = bool(drop_pads)
         self.gaze_processor, self.vision_processor = gaze_processor, vision_processor
         vcfg = vision_model.config
+        self.retarget = False
         if gaze_model is not None:
             if gaze_processor is None:
                 raise ValueError("a gaze model needs its gaze_processor (AutoGazeImageProcessor)")
-            if list(gaze_model.scales) != list(vcfg.scales) or gaze_model.num_vision_tokens_each_frame != vcfg.tokens_per_frame:
+            native = (list(gaze_model.scales) == list(vcfg.scales)
+                      and gaze_model.num_vision_tokens_each_frame == vcfg.tokens_per_frame)
+            self.retarget = not native
+            if self.retarget and len(vcfg.scales) != len(gaze_model.scales):
                 raise ValueError(
-                    f"the gaze model's scales {list(gaze_model.scales)} ({gaze_model.num_vision_tokens_each_frame} tokens "
-                    f"per frame) do not match the vision model's {vcfg.scales} ({vcfg.tokens_per_frame} tokens per frame, "
-                    f"patch {vcfg.patch_size}); load the vision model with scales={'+'.join(map(str, gaze_model.scales))}"
+                    f"the vision model's scales {vcfg.scales} (patch {vcfg.patch_size}) cannot be retargeted from the gaze "
+                    f"model's {list(gaze_model.scales)}: give as many scales, each the gaze scale's grid times a whole "
+                    f"number of tiles, e.g. scales={'+'.join(str(s * vcfg.patch_size // 16) for s in gaze_model.scales)}"
                 )
         default_frames = gaze_model.config.max_num_frames if gaze_model is not None else 16
         self.num_frames = int(num_frames or default_frames)
@@ -287,6 +310,9 @@ class GazedVideoEncoder:
             raise ValueError(f"tiles must be None or one of {POLICIES}, got {tiles!r}")
         if self.gaze_model is None:
             raise ValueError("tiles need a gaze model (the dense baseline encodes whole frames)")
+        if self.retarget:
+            raise ValueError("tiles need the vision model's scales to equal the gaze model's (retargeted scales are "
+                             "already gazed tile by tile)")
         side = self.gaze_model.config.input_img_size
         if self.vision_model.config.scales[-1] != side:
             raise ValueError(f"tiles need the vision model's largest scale ({self.vision_model.config.scales[-1]}) to equal "
@@ -305,13 +331,17 @@ class GazedVideoEncoder:
         impl: str | None = None,
         device: str | torch.device | None = None,
         dtype: torch.dtype | str | None = None,
+        vision_scales: str | list[int] | None = None,
         **options: Any,
     ) -> GazedVideoEncoder:
         """Load both checkpoints (local directories or hub ids) and their preprocessing configs.
 
-        ``gaze=None`` builds the dense baseline. The vision model is loaded with the gaze model's
-        scales. ``device`` defaults to ``cuda:LOCAL_RANK`` when CUDA is there, else the CPU;
-        ``options`` go to the constructor (``num_frames``, ``gazing_ratio``, ``layers``, ...).
+        ``gaze=None`` builds the dense baseline. ``vision`` may be any supported family (its
+        ``config.json`` ``model_type``: SigLIP / SigLIP2, CLIP, DINOv2, DINOv2 with registers). The vision
+        model is loaded with the gaze model's scales, each times ``patch / 16`` for another patch size
+        (DINOv2's 14 px: ``28+56+98+196``, the gaze grid one to one); ``vision_scales`` picks others
+        (e.g. ``"56+112+196+392"``: retargeted, 2 × 2 tiles). ``device`` defaults to ``cuda:LOCAL_RANK``
+        when CUDA is there, else the CPU; ``options`` go to the constructor (``num_frames``, ``gazing_ratio``, ``layers``, ...).
         """
         device = torch.device(device) if device is not None else default_device()
         dtype = torch_dtype(dtype)
@@ -321,12 +351,23 @@ class GazedVideoEncoder:
             gaze_model = AutoGaze.from_pretrained(gaze, impl=impl, device=device, dtype=dtype)
             gaze_processor = AutoGazeImageProcessor.from_pretrained(gaze)
             scales = gaze_model.scales
-        vision_model = SiglipVisionModel.from_pretrained(vision, scales=scales, impl=impl, device=device, dtype=dtype)
+        family = vision_family(vision)
+        if family == "siglip":
+            vision_model = SiglipVisionModel.from_pretrained(vision, scales=vision_scales or scales, impl=impl,
+                                                             device=device, dtype=dtype)
+            processor_cls = SiglipImageProcessor
+        else:
+            patch = int(read_vision_config(vision).get("patch_size", 16))
+            if vision_scales is None and scales is not None and patch != 16:
+                scales = [s * patch // 16 for s in scales]
+            vision_model = GazedVisionModel.from_pretrained(vision, scales=vision_scales or scales, impl=impl,
+                                                            device=device, dtype=dtype)
+            processor_cls = CLIPImageProcessor if family == "clip" else BitImageProcessor
         try:
-            vision_processor = SiglipImageProcessor.for_vision_model(vision_model, vision)
+            vision_processor = processor_cls.for_vision_model(vision_model, vision)
         except CheckpointError as e:
-            warnings.warn(f"{e}; using SigLIP's default preprocessing", stacklevel=2)
-            vision_processor = SiglipImageProcessor.for_vision_model(vision_model, vision, defaults_if_missing=True)
+            warnings.warn(f"{e}; using the {family} default preprocessing", stacklevel=2)
+            vision_processor = processor_cls.for_vision_model(vision_model, vision, defaults_if_missing=True)
         return cls(gaze_model, vision_model, gaze_processor, vision_processor, **options)
 
     # ------------------------------------------------------------------ properties
@@ -359,7 +400,13 @@ class GazedVideoEncoder:
             "tiles": self.tiles,
             "max_tiles": self.max_tiles if self.tiles else None,
             "dtype": str(next(self.vision_model.parameters()).dtype).removeprefix("torch."),
+            **({"vision_family": self.vision_family} if self.vision_family != "siglip" else {}),
+            **({"patch_size": self.vision_model.config.patch_size} if self.retarget else {}),
         } | ({"selector": self.gaze_model.selector.describe()} if self.selector is not None else {})
+
+    @property
+    def vision_family(self) -> str:
+        return getattr(self.vision_model, "family", "siglip")
 
     # ------------------------------------------------------------------ encoding
     def __call__(self, frames: Any, progress: bool = False) -> ClipFeatures:
@@ -423,7 +470,9 @@ class GazedVideoEncoder:
 
     def preparer(self) -> ClipPreparer:
         """A small picklable object doing :meth:`prepare_clip` (no models inside: for worker processes)."""
-        return ClipPreparer(None if self.dense else self.gaze_processor, self.vision_processor, self.tiles, self.num_frames)
+        gaze_size = int(self.vision_model.config.scales[-1]) if self.retarget else None
+        return ClipPreparer(None if self.dense else self.gaze_processor, self.vision_processor, self.tiles, self.num_frames,
+                            gaze_size)
 
     @torch.inference_mode()
     def encode_prepared(self, clips: Sequence[PreparedClip]) -> list[ClipFeatures]:
@@ -474,6 +523,9 @@ class GazedVideoEncoder:
         else:
             options = dict(gazing_ratio=self.gazing_ratio, task_loss_requirement=self.task_loss_requirement,
                            generate_only=True)
+            if self.retarget:  # the gaze model's grid mapped onto the vision scales (upstream's target_scales)
+                cfg = self.vision_model.config
+                options.update(target_scales=list(cfg.scales), target_patch_size=cfg.patch_size)
             with self._timed("gaze"):
                 raw = gaze = self.gaze_model({"video": torch.stack([c.gaze for c in clips]).to(device)}, **options)
         rows = [(gaze, None)] if len(clips) == 1 else [self._row_gaze(gaze, b) for b in range(len(clips))]
@@ -591,7 +643,8 @@ class GazedVideoEncoder:
             rows = pixels[i:i + step] if isinstance(pixels, torch.Tensor) else \
                 pixels.tiles(i, min(i + step, len(pixels))).to(self.device)
             out = self.vision_model(rows, gazing_info=None if self.dense else info,
-                                    output_hidden_states=need_states, attn_type=attn)
+                                    output_hidden_states=need_states, attn_type=attn,
+                                    drop_pads=self.drop_pads and not self.dense)
             parts.append(self._select_layers(out))
         return torch.cat(parts)
 
@@ -635,6 +688,17 @@ def batch_row(gaze: dict, b: int, multi_token: int | None) -> tuple[dict, torch.
     index = torch.cat(keep)
     return ({"gazing_pos": pos[index][None], "if_padded_gazing": pad[index][None],
              "num_gazing_each_frame": torch.tensor(own, dtype=counts.dtype, device=counts.device)}, index)
+
+
+def read_vision_config(vision: str | os.PathLike) -> dict:
+    """The vision checkpoint's ``config.json`` (its ``vision_config`` for a full CLIP / SigLIP checkpoint)."""
+    raw = read_config_json(resolve_model_dir(vision) / "config.json")
+    return raw["vision_config"] if isinstance(raw.get("vision_config"), dict) else raw
+
+
+def vision_family(vision: str | os.PathLike) -> str:
+    """``"siglip"``, ``"clip"`` or ``"dinov2"`` from a vision checkpoint's ``config.json`` ``model_type``."""
+    return family_of(read_config_json(resolve_model_dir(vision) / "config.json"))
 
 
 def token_boxes(grid, config, scale: torch.Tensor, index: torch.Tensor, tile: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,6 @@ checkpoint — vision-only (upstream AutoGaze's ``siglip_vision_model``) or dual
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -18,15 +17,15 @@ from torch import nn
 
 from autogaze_fast.impl import resolve_impl
 from autogaze_fast.loading import (
-    CheckpointError,
     load_state_dict_strict,
-    read_safetensors,
     resolve_model_dir,
     save_pretrained_files,
 )
 from autogaze_fast.reference.siglip import SiglipVisionOutput
 from autogaze_fast.reference.siglip import SiglipVisionTransformer as ReferenceSiglipVisionTransformer
 from autogaze_fast.siglip_config import SiglipVisionConfig
+from autogaze_fast.vit.siglip import FastSiglipVisionTransformer
+from autogaze_fast.vit.weights import naflex_patch_to_conv, read_weights
 
 __all__ = ["SiglipVisionModel", "SiglipVisionOutput", "SiglipVisionConfig", "siglip_vision_state_dict"]
 
@@ -45,30 +44,6 @@ def _dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     return found
 
 
-def read_weights(model_dir: Path) -> tuple[dict[str, torch.Tensor], str]:
-    """Read ``model.safetensors`` or every shard listed in ``model.safetensors.index.json``.
-
-    Returns the tensors and a description of their source for error messages.
-    """
-    single = model_dir / "model.safetensors"
-    index = model_dir / "model.safetensors.index.json"
-    if single.is_file():
-        return read_safetensors(single), str(single)
-    if index.is_file():
-        try:
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
-            raise CheckpointError(f"{index} is not a valid safetensors index ({type(e).__name__}: {e})") from None
-        weights: dict[str, torch.Tensor] = {}
-        for shard in shards:
-            weights.update(read_safetensors(model_dir / shard))
-        return weights, str(index)
-    raise CheckpointError(
-        f"no model.safetensors (or model.safetensors.index.json) in {model_dir}; "
-        "only safetensors checkpoints are supported"
-    )
-
-
 def siglip_vision_state_dict(weights: dict[str, torch.Tensor], config: SiglipVisionConfig) -> dict[str, torch.Tensor]:
     """The vision tower's state dict from a checkpoint's tensors.
 
@@ -77,11 +52,7 @@ def siglip_vision_state_dict(weights: dict[str, torch.Tensor], config: SiglipVis
     patches; it is rearranged to the conv layout C × c × p × p.
     """
     state = {k: v for k, v in weights.items() if not k.startswith(IGNORED_PREFIXES) and k not in IGNORED_KEYS}
-    patch = state.get(PATCH_KEY)
-    p, c = config.patch_size, config.num_channels
-    if patch is not None and patch.dim() == 2 and patch.shape[1] == p * p * c:
-        state[PATCH_KEY] = patch.reshape(patch.shape[0], p, p, c).permute(0, 3, 1, 2).contiguous()
-    return state
+    return naflex_patch_to_conv(state, PATCH_KEY, config.patch_size, config.num_channels)
 
 
 class SiglipVisionModel(nn.Module):
@@ -89,7 +60,7 @@ class SiglipVisionModel(nn.Module):
 
     The switch is by composition, as in :class:`autogaze_fast.AutoGaze`: ``self.vision_model`` is the
     reference :class:`~autogaze_fast.reference.siglip.SiglipVisionTransformer` or the fast
-    :class:`~autogaze_fast.fast.siglip.FastSiglipVisionTransformer` (same state dict keys); this class
+    :class:`~autogaze_fast.vit.siglip.FastSiglipVisionTransformer` (the gazed-ViT core) (same state dict keys); this class
     loads checkpoints and delegates ``forward`` to it.
 
     Call it as ``model(pixel_values, gazing_info=None, output_hidden_states=False, attn_type=None)``
@@ -102,9 +73,6 @@ class SiglipVisionModel(nn.Module):
         self.impl = resolve_impl(impl)
         self.config = config
         if self.impl == "fast":
-            # deferred: the fast tower imports the Triton kernels (a reference model never loads Triton)
-            from autogaze_fast.fast.siglip import FastSiglipVisionTransformer
-
             self.vision_model = FastSiglipVisionTransformer(config)
         else:
             self.vision_model = ReferenceSiglipVisionTransformer(config)
@@ -129,8 +97,17 @@ class SiglipVisionModel(nn.Module):
         *,
         output_hidden_states: bool = False,
         attn_type: str | None = None,
+        drop_pads: bool = False,
     ) -> SiglipVisionOutput:
-        """See :meth:`autogaze_fast.reference.siglip.SiglipVisionTransformer.forward`."""
+        """See :meth:`autogaze_fast.reference.siglip.SiglipVisionTransformer.forward`.
+
+        ``drop_pads`` (fast impl): remove the gaze's pads before the first block, so the blocks run on
+        real tokens only; real tokens' outputs are unchanged, pads come out as zeros and the MAP head
+        pools the real tokens. The reference ignores it (its real tokens are the same either way).
+        """
+        if self.impl == "fast":
+            return self.vision_model(pixel_values, gazing_info, output_hidden_states=output_hidden_states,
+                                     attn_type=attn_type, drop_pads=drop_pads)
         return self.vision_model(
             pixel_values, gazing_info, output_hidden_states=output_hidden_states, attn_type=attn_type
         )
