@@ -208,8 +208,9 @@ def test_config_summary_list_and_the_two_configs_message(videos, tmp_path, check
     assert any("2.0 Hz" in line and "2 videos" in line for line in lines)
     with pytest.raises(ValueError, match="pass config_hash= one of") as err:
         load_features(tmp_path, "gray.mkv")
-    assert f"{a.folder.name}: gazed, ratio 0.3, 4.0 Hz" in str(err.value)
-    assert f"{b.folder.name}: gazed, ratio 0.3, 2.0 Hz" in str(err.value)
+    # the tiny checkpoint stops at the default task loss 0.7 (defaults.AUTO with trained weights)
+    assert f"{a.folder.name}: gazed, ratio 0.3, stop at task loss 0.7, 4.0 Hz" in str(err.value)
+    assert f"{b.folder.name}: gazed, ratio 0.3, stop at task loss 0.7, 2.0 Hz" in str(err.value)
     again = extract_features(sources, tmp_path, encoder=encoder, model_id="tiny", frequency=FREQ, progress=False)
     assert again.skipped == 2  # the summary line is not part of the config hash
 
