@@ -11,7 +11,8 @@ Rows: ``decode only`` (the clip stream alone: decode + preprocess, in-process), 
 (gaze + ViT on the prepared clips, batch 1 and batch N), ``end to end`` (``extract_features``: batch 1
 in-process, batch N with ``--workers`` decode workers). Overlap efficiency = end-to-end time /
 max(decode, compute) of the same configuration (1.0 = decoding fully hidden behind compute).
-The decode-only row of a 1080p clip compares PyAV with torchcodec where torchcodec runs.
+The decode-only row of a 1080p clip compares PyAV with torchcodec where torchcodec runs; that row
+alone: ``bench/bench_extract_overlap.py --decode-only [--hd-frames 48]``.
 """
 
 from __future__ import annotations
@@ -26,13 +27,38 @@ from pathlib import Path
 os.environ.setdefault("TRITON_INTERPRET", "0")
 
 
+def decode_1080p(root: Path, frames: int) -> str:
+    """One markdown line: decode-only frames/s of a generated 1080p H.264 clip (every frame, RGB24 out),
+    PyAV against torchcodec (both let FFmpeg pick the thread count), and their largest pixel difference."""
+    import numpy as np
+
+    from autogaze_fast.extract.decode import sample_clips
+    from autogaze_fast.media.decoders import torchcodec_clips, torchcodec_problem
+    from autogaze_fast.media.synthetic import synthetic_clip
+    from autogaze_fast.media.video import write_video
+
+    hd = write_video(root / "hd.mp4", synthetic_clip(frames, size=(1080, 1920), seed=0), fps=8)
+    t0 = time.perf_counter()
+    pyav_frames = [f for _, f in sample_clips(hd, None, 16)]
+    pyav = time.perf_counter() - t0
+    n = sum(len(f) for f in pyav_frames)
+    line = f"- decode only, 1080p clip ({n} frames, every frame): PyAV {n / pyav:.1f} frames/s"
+    problem = torchcodec_problem()
+    if problem is not None:
+        return line + f"; torchcodec not measured: {problem}"
+    t0 = time.perf_counter()
+    tc_frames = [f for _, f in torchcodec_clips(hd, None, 16)[0]]
+    tc = time.perf_counter() - t0
+    diff = np.abs(np.concatenate(tc_frames).astype(np.int16) - np.concatenate(pyav_frames).astype(np.int16)).max()
+    return line + f", torchcodec {n / tc:.1f} frames/s ({pyav / tc:.2f}x PyAV); max pixel difference {diff}"
+
+
 def main() -> None:
     import torch
 
     from autogaze_fast.extract import extract_features, list_videos
     from autogaze_fast.extract.pipeline import ClipStream
     from autogaze_fast.extract.store import ExtractionStore
-    from autogaze_fast.media.decoders import torchcodec_problem
     from autogaze_fast.media.synthetic import synthetic_clip
     from autogaze_fast.media.video import write_video
     from autogaze_fast.presets import random_encoder
@@ -44,10 +70,15 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--ratio", type=float, default=0.07)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--hd-frames", type=int, default=48, help="frames of the 1080p decode-only clip")
+    p.add_argument("--decode-only", action="store_true", help="only the 1080p PyAV-vs-torchcodec decode row")
     args = p.parse_args()
     fps, freq = 8, 2.0
     root = Path(tempfile.mkdtemp(prefix="bench-overlap-"))
     try:
+        if args.decode_only:
+            print(decode_1080p(root, args.hd_frames))
+            return
         (root / "videos").mkdir()
         for i in range(args.videos):
             write_video(root / "videos" / f"v{i}.mp4", synthetic_clip(args.seconds * fps, size=224, seed=i), fps=fps)
@@ -100,23 +131,7 @@ def main() -> None:
         print()
         for name, line in timings.items():
             print(f"- {name}: {line}")
-        problem = torchcodec_problem()
-        hd = write_video(root / "hd.mp4", synthetic_clip(16, size=(1080, 1920), seed=0), fps=8)
-        from autogaze_fast.extract.decode import sample_clips
-
-        t0 = time.perf_counter()
-        n = sum(len(t) for t, _ in sample_clips(hd, None, 16))
-        pyav = time.perf_counter() - t0
-        line = f"- decode only, 1080p clip ({n} frames, every frame): PyAV {n / pyav:.1f} frames/s"
-        if problem is None:
-            from autogaze_fast.media.decoders import torchcodec_clips
-
-            t0 = time.perf_counter()
-            m = sum(len(t) for t, _ in torchcodec_clips(hd, None, 16)[0])
-            line += f", torchcodec {m / (time.perf_counter() - t0):.1f} frames/s"
-        else:
-            line += f"; torchcodec not measured: {problem}"
-        print(line)
+        print(decode_1080p(root, args.hd_frames))
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -29,7 +29,8 @@ def torchcodec_problem() -> str | None:
         because = str(cause).splitlines()[0] if str(cause) else ""
         return (f"torchcodec is installed but its native libraries do not load ({type(e).__name__}: "
                 f"{first}; cause: {because}): it needs FFmpeg 4-8 shared "
-                "libraries on the system and a build matching this torch (CPU or its CUDA version)")
+                "libraries on the system and a build matching this torch (CPU or its CUDA version; "
+                "on PyPI, torchcodec 0.12-0.13 are CPU builds for torch >= 2.11, 0.14 on are CUDA 13 builds)")
     return None
 
 
@@ -45,7 +46,9 @@ def torchcodec_clips(path: str | os.PathLike, frequency: float | None, clip_fram
 
     path = check_video_file(path)
     try:
-        decoder = VideoDecoder(str(path), device=device, seek_mode="exact", dimension_order="NHWC")
+        # num_ffmpeg_threads=0: FFmpeg picks the thread count, as the PyAV path's thread_type="AUTO" does
+        decoder = VideoDecoder(str(path), device=device, seek_mode="exact", dimension_order="NHWC",
+                               num_ffmpeg_threads=0)
     except Exception as e:
         raise ValueError(f"{path} is not a video torchcodec can open ({type(e).__name__}: {e})") from None
     meta = decoder.metadata
