@@ -380,6 +380,12 @@ MUTANTS: list[Mutant] = [
     Mutant("loader-unexpected-unchecked", "loading", "autogaze_fast/loading.py",
            "unexpected = sorted(k for k in state_dict if k not in own)", "unexpected = []",
            "loader silently accepts unexpected keys", [ROUND_TRIP]),
+    # ------------------------------------------------------------------ extraction
+    Mutant("extract-done-ignores-mtime", "extraction", "autogaze_fast/extract/store.py",
+           'return meta.get("source_size") == stat.st_size and meta.get("source_mtime_ns") == stat.st_mtime_ns',
+           'return meta.get("source_size") == stat.st_size',
+           "a source rewritten in place at the same size counts as done (issue 24)",
+           ["tests/extract/test_extract_batching.py"]),
     # ------------------------------------------------------------------ processor
     Mutant("processor-offset", "processor", "autogaze_fast/processing/autogaze.py",
            "            x = x - np.float32(1)", "            x = x",
