@@ -3,8 +3,8 @@ with decode workers, and where the time goes. Prints a markdown table.
 
     OMP_NUM_THREADS=1 TRITON_INTERPRET=0 .venv/bin/python bench/bench_extract_overlap.py [--videos 8 --seconds 10]
 
-Workload: ``--videos`` generated ``--seconds``-s videos (224x224, 8 fps) sampled at 2 Hz (20 frames a
-10-s video: a 16-frame clip and a 4-frame one), NVIDIA-shaped AutoGaze + SigLIP-B/16 with seeded
+Workload: ``--videos`` generated ``--seconds``-s videos (``--size``, default 224x224; ``--fps``, default 8)
+sampled at 2 Hz (20 frames a 10-s video: a 16-frame clip and a 4-frame one), NVIDIA-shaped AutoGaze + SigLIP-B/16 with seeded
 random weights (fp32, the fast implementation), gazing ratio ``--ratio``.
 
 Rows: ``decode only`` (the clip stream alone: decode + preprocess, in-process), ``compute only``
@@ -69,11 +69,14 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=4, help="batch_clips of the batched rows")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--ratio", type=float, default=0.07)
+    p.add_argument("--size", default="224x224", help="HxW of the generated videos (e.g. 720x1280)")
+    p.add_argument("--fps", type=int, default=8, help="frame rate of the generated videos (every frame is decoded)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--hd-frames", type=int, default=48, help="frames of the 1080p decode-only clip")
     p.add_argument("--decode-only", action="store_true", help="only the 1080p PyAV-vs-torchcodec decode row")
     args = p.parse_args()
-    fps, freq = 8, 2.0
+    fps, freq = args.fps, 2.0
+    height, width = (int(v) for v in args.size.lower().split("x"))
     root = Path(tempfile.mkdtemp(prefix="bench-overlap-"))
     try:
         if args.decode_only:
@@ -81,7 +84,7 @@ def main() -> None:
             return
         (root / "videos").mkdir()
         for i in range(args.videos):
-            write_video(root / "videos" / f"v{i}.mp4", synthetic_clip(args.seconds * fps, size=224, seed=i), fps=fps)
+            write_video(root / "videos" / f"v{i}.mp4", synthetic_clip(args.seconds * fps, size=(height, width), seed=i), fps=fps)
         encoder = random_encoder(impl="fast", device=args.device, gazing_ratio=args.ratio)
         videos = list_videos(root / "videos")
 
@@ -113,7 +116,8 @@ def main() -> None:
             e2e[name] = (time.perf_counter() - t0, batch, workers)
             timings[name] = summary.time_line()
             assert summary.ok == args.videos, summary.failures
-        print(f"\n{args.videos} videos x {args.seconds} s at {freq:g} Hz = {frames} frames, {len(clips)} clips; "
+        print(f"\n{args.videos} videos of {width}x{height} at {fps} fps x {args.seconds} s, sampled at {freq:g} Hz = "
+              f"{frames} frames, {len(clips)} clips; "
               f"gazing ratio {args.ratio}; torch threads {torch.get_num_threads()}, OMP_NUM_THREADS="
               f"{os.environ.get('OMP_NUM_THREADS', '')}\n")
         print("| row | seconds | videos/s | frames/s | x batch 1 end to end | overlap (e2e / max(decode, compute)) |")

@@ -5,7 +5,7 @@ for the models — in the extracting process, or ahead of it in ``--decode-worke
 The stream yields plain dicts, in a deterministic order (each worker takes every W-th video of the
 list, the loader takes the workers' items round-robin):
 
-* ``{"kind": "clip", "video", "index", "times" (t,) float64, "frames" (t, H, W, 3) uint8, "gaze"
+* ``{"kind": "clip", "video", "index", "times" (t,) float64, "frames" (t, H, W, 3) uint8 tensor, "gaze"
   (t, 3, S, S) | None, "vision" (t, 3, S, S) | None, "first_frame", "decode_s", "prep_s"}``
 * ``{"kind": "end", "video", "clips", "facts"}`` after a video's last clip (``facts``: probe + source stat);
 * ``{"kind": "error", "video", "reason", "decode_s"}``: the video failed to open or decode;
@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import torch
 
 from autogaze_fast.extract.claims import FINISHED, MINE, ClaimBoard
@@ -80,7 +81,9 @@ def video_items(source: VideoSource, preparer, frequency: float | None, decoder:
                 break
             times, frames = nxt
             prepared = preparer(frames, first)
-            yield {"kind": "clip", "video": source.id, "index": index, "times": times, "frames": prepared.frames,
+            # a tensor, not an array: from a worker it then travels through shared memory, not a pickle
+            yield {"kind": "clip", "video": source.id, "index": index, "times": times,
+                   "frames": torch.from_numpy(np.ascontiguousarray(prepared.frames)),
                    "gaze": prepared.gaze, "vision": prepared.vision, "first_frame": first, "decode_s": t1 - t0,
                    "prep_s": time.perf_counter() - t1}
             index += 1
@@ -127,7 +130,8 @@ def keep_item(item: dict[str, Any]) -> dict[str, Any]:
 
 def loader(stream: ClipStream, workers: int, pin_memory: bool, prefetch: int = 2):
     """The items of ``stream``: itself (``workers == 0``) or a ``DataLoader`` with ``workers`` processes,
-    ``prefetch`` items ahead per worker (memory stays ``workers x prefetch`` clips)."""
+    ``prefetch`` items ahead per worker (memory stays ``workers x prefetch`` clips). A batch of
+    ``batch_clips`` clips is only decoded ahead while the models run if ``prefetch >= batch_clips``."""
     if workers == 0:
         return iter(stream)
     return iter(torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers, collate_fn=keep_item,

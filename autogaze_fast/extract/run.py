@@ -277,7 +277,8 @@ class Share:
         self.bar = bar
         encoder_timings, self.encoder.timings = self.encoder.timings, {}
         try:
-            items = loader(stream, self.workers, pin_memory=self.encoder.device.type == "cuda")
+            items = loader(stream, self.workers, pin_memory=self.encoder.device.type == "cuda",
+                           prefetch=max(2, self.batch_clips))
             while True:
                 t0 = time.perf_counter()
                 item = next(items, None)
@@ -325,8 +326,9 @@ class Share:
         self.timings["preprocess"] += item["prep_s"]
         entry = self.open[video]
         entry["times"][item["index"]] = torch.as_tensor(item["times"])
-        self.pending.append((video, item["index"], PreparedClip(item["frames"], item["gaze"], item["vision"],
-                                                                 item["first_frame"])))
+        frames = item["frames"]
+        frames = frames.numpy() if isinstance(frames, torch.Tensor) else frames
+        self.pending.append((video, item["index"], PreparedClip(frames, item["gaze"], item["vision"], item["first_frame"])))
         if len(self.pending) >= self.batch_clips:
             self._flush()
             self._close_finished()
