@@ -39,35 +39,6 @@ def atomic_write_text(path: Path, text: str | bytes) -> Path:
     return path
 
 
-def append_row(path: Path, record: dict[str, Any]) -> None:
-    """Append one JSON line and fsync it (a line cut by a crash is closed first, and skipped on reading)."""
-    line = json.dumps(record, sort_keys=True) + "\n"
-    with open(path, "ab+") as f:
-        f.seek(0, os.SEEK_END)
-        if f.tell() > 0:
-            f.seek(-1, os.SEEK_END)
-            if f.read(1) != b"\n":
-                line = "\n" + line
-        f.write(line.encode())
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    """The rows of a JSONL file; lines that do not parse are skipped."""
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
-
-
 def metric_columns(rows: list[dict[str, Any]]) -> list[str]:
     extra = sorted({k for r in rows for k in r.get("metrics", {})})
     return list(COLUMNS) + extra

@@ -27,7 +27,8 @@ from typing import Any
 import torch
 
 from autogaze_fast.evaluate.reconstruction import Reconstruction, scale_views
-from autogaze_fast.evaluate.report import append_row, read_rows, write_reports
+from autogaze_fast.evaluate.report import write_reports
+from autogaze_fast.jsonl import append_jsonl, read_jsonl
 from autogaze_fast.processing.autogaze import NVIDIA_PREPROCESSING, AutoGazeImageProcessor
 from autogaze_fast.selectors import NVIDIA_LAYOUT, SELECTORS, GazeLayout, SelectorGazer, denormalize, kept_per_frame
 from autogaze_fast.tiling.stream import iter_clips
@@ -188,7 +189,7 @@ class Evaluator:
         out = Path(out).expanduser()
         out.mkdir(parents=True, exist_ok=True)
         rows_path = out / "rows.jsonl"
-        have = {r.get("key"): r for r in read_rows(rows_path)}
+        have = {r.get("key"): r for r in read_jsonl(rows_path)}
         plan = []
         for video in videos:
             keys = {(s, b): _key(video, self.describe(s), b, self.settings) for s in self.selectors for b in self.budgets}
@@ -209,7 +210,7 @@ class Evaluator:
                 try:
                     for row in self.evaluate_video(video, todo):
                         row["key"] = keys[(row["selector"], row["budget"])]
-                        append_row(rows_path, row)
+                        append_jsonl(rows_path, row)
                         have[row["key"]] = row
                         done += 1
                         if bar is not None:
