@@ -72,7 +72,7 @@ def keep_masks(grid: torch.Tensor) -> dict[str, torch.Tensor]:
     u = layout.num_units
     g = torch.Generator().manual_seed(3)
     masks = {"all": torch.ones(u, dtype=torch.bool), "none": torch.zeros(u, dtype=torch.bool),
-             "random_half": torch.rand(u, generator=g) < 0.5, "random_tenth": torch.rand(u, generator=g) < 0.25}
+             "random_half": torch.rand(u, generator=g) < 0.5, "random_quarter": torch.rand(u, generator=g) < 0.25}
     one = torch.zeros(u, dtype=torch.bool)
     one[u // 2] = True
     masks["one_unit"] = one
