@@ -34,7 +34,7 @@ from autogaze_fast.vit.core import VisionOutput
 from autogaze_fast.vit.dinov2 import Dinov2VisionTransformer
 from autogaze_fast.vit.qwen2_5_vl import Qwen25VisionConfig, Qwen25VisionTransformer
 from autogaze_fast.vit.qwen_common import QwenVisionOutput
-from autogaze_fast.vit.qwen_weights import read_visual_weights
+from autogaze_fast.vit.qwen_weights import read_visual_weights, visual_file_patterns
 from autogaze_fast.vit.siglip import FastSiglipVisionTransformer
 from autogaze_fast.vit.weights import naflex_patch_to_conv, read_weights
 
@@ -162,11 +162,13 @@ class GazedVisionModel(nn.Module):
                 missing / unexpected / mis-shaped keys (each named).
         """
         impl = resolve_impl(impl)
-        model_dir = resolve_model_dir(path_or_repo_id)
+        model_dir = resolve_model_dir(path_or_repo_id, allow_patterns=("*.json",))  # the config first: which weights
         raw = read_config_json(model_dir / "config.json")
         family = family_of(raw)
-        if family in QWEN_FAMILIES:
+        if family in QWEN_FAMILIES:  # a full Qwen-VL checkpoint: fetch only the vision tower's shards
+            model_dir = resolve_model_dir(path_or_repo_id, allow_patterns=visual_file_patterns(model_dir))
             return cls.qwen_from_pretrained(family, raw, model_dir, impl, device, dtype)
+        model_dir = resolve_model_dir(path_or_repo_id)
         if family == "siglip":
             config = SiglipVisionConfig.from_dict(raw, scales=scales, attn_type=attn_type)
         else:

@@ -4,7 +4,8 @@ A full Qwen2.5-VL / Qwen3-VL checkpoint holds the whole LLM beside the tower, un
 checkpoints) or ``model.visual.`` (transformers >= 4.52); a vision-only one (the transformers vision
 model's ``save_pretrained``) has the tower's keys without a prefix. The prefix is found from the
 patch-embedding key; only the tensors under it are read (``safe_open``, one tensor at a time), and
-of a sharded checkpoint only the shards that ``model.safetensors.index.json`` maps them to.
+of a sharded checkpoint only the shards that ``model.safetensors.index.json`` maps them to (a hub id
+downloads only those, :func:`visual_file_patterns`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from safetensors import safe_open
 
 from autogaze_fast.loading import CheckpointError
 
-__all__ = ["PATCH_KEY", "VISUAL_PREFIXES", "read_visual_weights"]
+__all__ = ["PATCH_KEY", "VISUAL_PREFIXES", "read_visual_weights", "visual_file_patterns"]
 
 #: The tower's patch-embedding weight (finds the prefix).
 PATCH_KEY = "patch_embed.proj.weight"
@@ -43,6 +44,24 @@ def shard_keys(model_dir: Path) -> tuple[dict[str, list[str]], str]:
         return by_shard, str(index)
     raise CheckpointError(f"no model.safetensors (or model.safetensors.index.json) in {model_dir}; only safetensors "
                           "checkpoints are supported")
+
+
+def visual_file_patterns(model_dir: Path) -> list[str]:
+    """The files a hub download needs for the tower (``allow_patterns``): the JSON files and, of a sharded
+    checkpoint, only the shards ``model.safetensors.index.json`` maps a vision tensor to (the LLM's
+    shards are never fetched); ``model.safetensors`` when there is no index."""
+    index = model_dir / "model.safetensors.index.json"
+    if not index.is_file():
+        return ["*.json", "model.safetensors"]
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+        shards = {str(shard) for key, shard in weight_map.items()
+                  if any(p and str(key).startswith(p) for p in VISUAL_PREFIXES)}
+        if not shards:  # a vision-only sharded checkpoint: every shard is the tower's
+            shards = {str(shard) for shard in weight_map.values()}
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{index} is not a valid safetensors index ({type(e).__name__}: {e})") from None
+    return ["*.json", *sorted(shards)]
 
 
 def safe_keys(path: Path) -> list[str]:

@@ -222,3 +222,19 @@ def test_save_pretrained_round_trip(torch_twins, tmp_path, cases):
     x, grid, want = case(cases, "video_partial_windows")
     close(again(x, grid_thw=grid).last_hidden_state, want)
     assert set(load_file(tmp_path / "saved" / "model.safetensors")) == set(model.vision_model.state_dict())
+
+
+def test_a_hub_id_downloads_only_the_vision_shards(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    shutil.copytree(FIXTURES / "full", tmp_path / "snap")
+    asked = []
+
+    def fake_snapshot_download(repo_id, allow_patterns):
+        asked.append(sorted(allow_patterns))
+        return str(tmp_path / "snap")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    model = AutoVisionModel.from_pretrained("someone/qwen-not-a-local-dir")
+    assert model.family == "qwen2_5_vl"
+    assert asked == [["*.json"], ["*.json", "model-00001-of-00002.safetensors"]]
