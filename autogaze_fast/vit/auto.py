@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from autogaze_fast.config import ConfigError
 from autogaze_fast.devices import torch_dtype
 from autogaze_fast.impl import resolve_impl
 from autogaze_fast.loading import CheckpointError, load_state_dict_strict, resolve_model_dir, save_pretrained_files
@@ -47,6 +48,8 @@ PATCH_KEYS = {"clip": "embeddings.patch_embedding.weight", "siglip": "embeddings
 HF_PREFIX = {"clip": "vision_model.", "siglip": "vision_model.", "dinov2": "", "qwen2_5_vl": ""}
 #: Qwen-VL families: flattened patch rows + grid_thw (or frames) and a keep mask over merge units, no scales.
 QWEN_FAMILIES = ("qwen2_5_vl", "qwen3_vl")
+#: Qwen-VL family → its vision config class (``from_dict`` of a full or vision-only config.json).
+QWEN_CONFIGS: dict[str, Any] = {"qwen2_5_vl": Qwen25VisionConfig}
 #: Keys outside the tower that checkpoints of the family carry and the vision model does not use.
 SKIPPED = ("text_model.", "visual_projection.", "text_projection.", "logit_scale", "logit_bias", "classifier.")
 
@@ -187,7 +190,9 @@ class GazedVisionModel(nn.Module):
     def qwen_from_pretrained(cls, family: str, raw: dict[str, Any], model_dir: Path, impl: str,
                              device: torch.device | str | None, dtype: torch.dtype | str | None) -> GazedVisionModel:
         """A Qwen-VL tower from a vision-only or full checkpoint: only the vision tensors are read."""
-        config = Qwen25VisionConfig.from_dict(raw)
+        if family not in QWEN_CONFIGS:
+            raise ConfigError(f"config.json: the {family} vision tower is not supported yet")
+        config = QWEN_CONFIGS[family].from_dict(raw)
         state, _, source = read_visual_weights(model_dir)
         with torch.device("meta"):
             model = cls(family, config, impl=impl)
