@@ -20,6 +20,7 @@ FAMILIES = {
     "clip": "clip", "clip_vision_model": "clip",
     "siglip": "siglip", "siglip_vision_model": "siglip", "siglip2": "siglip", "siglip2_vision_model": "siglip",
     "dinov2": "dinov2", "dinov2_with_registers": "dinov2",
+    "qwen3_vl": "qwen3_vl", "qwen3_vl_moe": "qwen3_vl",
 }
 #: model_types whose vision keys sit under ``vision_config``.
 NESTED = ("clip", "siglip", "siglip2")
@@ -121,6 +122,8 @@ class VitConfig:
         family = family_of(d)
         if family == "siglip":
             raise ConfigError("a SigLIP config is read by autogaze_fast.siglip_config.SiglipVisionConfig")
+        if family not in ("clip", "dinov2"):
+            raise ConfigError(f"a {family} config is not a CLIP / DINOv2 one (see autogaze_fast.vit.auto)")
         model_type = str(d["model_type"])
         vision = d
         if model_type in NESTED:

@@ -37,8 +37,13 @@ from autogaze_fast.kernels.sparse_attention import sparse_attention
 from autogaze_fast.processing.qwen_patches import patchify_frames
 from autogaze_fast.reference.siglip import activation
 from autogaze_fast.vit.qwen3_vl_config import Qwen3VLVisionConfig
-from autogaze_fast.vit.qwen3_vl_layout import (QwenVisionOutput, apply_vision_rope, patch_layout,
-                                               segment_attention_mask, vision_rope)
+from autogaze_fast.vit.qwen3_vl_layout import (
+    QwenVisionOutput,
+    apply_vision_rope,
+    patch_layout,
+    segment_attention_mask,
+    vision_rope,
+)
 
 __all__ = ["Qwen3VLVisionTower", "interpolate_pos_embed"]
 

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import torch
 
 
-
 @dataclass
 class QwenVisionOutput:  # PROVISIONAL: replaced by autogaze_fast.vit.qwen_common's once q25 commits it
     last_hidden_state: torch.Tensor
