@@ -77,7 +77,8 @@ class Qwen3VLAttention(nn.Module):
         """``x (L, hidden)``, rotary ``cos/sin (L, head_dim)``, ``segment (L,)`` ascending; ``mask (L, L)``
         bool → the explicit-mask reference, ``None`` → the sparse-attention kernel."""
         n = x.shape[0]
-        q, k, v = self.qkv(x).reshape(n, 3, self.num_heads, -1).permute(1, 2, 0, 3).unbind(0)  # (H, L, D) each
+        head_dim = x.shape[1] // self.num_heads
+        q, k, v = self.qkv(x).reshape(n, 3, self.num_heads, head_dim).permute(1, 2, 0, 3).unbind(0)  # (H, L, D)
         q, k = apply_vision_rope(q, k, cos, sin)
         if mask is None:
             pad = torch.zeros(1, n, dtype=torch.bool, device=x.device)
@@ -86,7 +87,7 @@ class Qwen3VLAttention(nn.Module):
             scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5
             probs = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1, dtype=torch.float32).to(q.dtype)
             out = probs @ v
-        return self.proj(out.transpose(0, 1).reshape(n, -1))
+        return self.proj(out.transpose(0, 1).reshape(n, x.shape[1]))
 
 
 class Qwen3VLMLP(nn.Module):
