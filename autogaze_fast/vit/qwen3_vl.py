@@ -33,15 +33,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from autogaze_fast.kernels.sparse_attention import sparse_attention
 from autogaze_fast.processing.qwen_patches import patchify_frames
 from autogaze_fast.reference.siglip import activation
 from autogaze_fast.vit.qwen3_vl_config import Qwen3VLVisionConfig
-from autogaze_fast.vit.qwen3_vl_layout import (
+from autogaze_fast.vit.qwen_common import (
+    KeptUnits,
     QwenVisionOutput,
-    apply_vision_rope,
-    patch_layout,
-    segment_attention_mask,
+    UnitLayout,
+    check_grid_thw,
+    check_keep,
+    check_pixel_rows,
+    kept_output,
+    qkv_rope_attention,
+    select_units,
+    unit_layout,
     vision_rope,
 )
 
@@ -49,8 +54,6 @@ __all__ = ["Qwen3VLVisionTower", "interpolate_pos_embed"]
 
 #: LayerNorm eps of the blocks and the mergers (fixed in transformers' code, not in the config).
 NORM_EPS = 1e-6
-#: Rotary base of the vision RoPE (fixed in transformers' code).
-ROPE_THETA = 10000.0
 
 
 class Qwen3VLPatchEmbed(nn.Module):
@@ -73,21 +76,11 @@ class Qwen3VLAttention(nn.Module):
         self.proj = nn.Linear(config.hidden_size, config.hidden_size, bias=True)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, segment: torch.Tensor,
-                mask: torch.Tensor | None) -> torch.Tensor:
-        """``x (L, hidden)``, rotary ``cos/sin (L, head_dim)``, ``segment (L,)`` ascending; ``mask (L, L)``
+                key_keep: torch.Tensor | None) -> torch.Tensor:
+        """``x (L, hidden)``, rotary ``cos/sin (L, head_dim)``, ``segment (1, L)`` ascending; ``key_keep (L,)``
         bool → the explicit-mask reference, ``None`` → the sparse-attention kernel."""
-        n = x.shape[0]
-        head_dim = x.shape[1] // self.num_heads
-        q, k, v = self.qkv(x).reshape(n, 3, self.num_heads, head_dim).permute(1, 2, 0, 3).unbind(0)  # (H, L, D)
-        q, k = apply_vision_rope(q, k, cos, sin)
-        if mask is None:
-            pad = torch.zeros(1, n, dtype=torch.bool, device=x.device)
-            out = sparse_attention(q[None], k[None], v[None], segment[None], pad, attn_type="frame_independent")[0]
-        else:
-            scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5
-            probs = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1, dtype=torch.float32).to(q.dtype)
-            out = probs @ v
-        return self.proj(out.transpose(0, 1).reshape(n, x.shape[1]))
+        return qkv_rope_attention(x, self.qkv, self.proj, self.num_heads, cos, sin, segment,
+                                  kernels=key_keep is None, key_keep=key_keep)
 
 
 class Qwen3VLMLP(nn.Module):
@@ -110,8 +103,8 @@ class Qwen3VLBlock(nn.Module):
         self.mlp = Qwen3VLMLP(config)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, segment: torch.Tensor,
-                mask: torch.Tensor | None) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), cos, sin, segment, mask)
+                key_keep: torch.Tensor | None) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), cos, sin, segment, key_keep)
         return x + self.mlp(self.norm2(x))
 
 
@@ -180,36 +173,41 @@ class Qwen3VLVisionTower(nn.Module):
         self.deepstack_merger_list = nn.ModuleList(Qwen3VLPatchMerger(config, postshuffle_norm=True)
                                                    for _ in config.deepstack_visual_indexes)
 
-    def _positions(self, layout, rows: torch.Tensor) -> torch.Tensor:
-        """``(len(rows), hidden)`` interpolated position embeddings of the patch rows ``rows`` (int64)."""
+    def _positions(self, layout: UnitLayout, chosen: KeptUnits) -> torch.Tensor:
+        """``(L, hidden)`` interpolated position embeddings of the chosen units' patch rows (block order)."""
         table = self.pos_embed.weight
-        out = table.new_empty(rows.numel(), table.shape[1])
+        clip = layout.clip[chosen.units].repeat_interleave(self.config.merge_unit)
+        out = table.new_empty(clip.numel(), table.shape[1])
         for c, (_, gh, gw) in enumerate(layout.grid_thw.tolist()):
-            sel = (layout.clip[rows] == c).nonzero(as_tuple=True)[0]
+            sel = (clip == c).nonzero(as_tuple=True)[0]
             if sel.numel():
-                r = rows[sel]
-                out[sel] = interpolate_pos_embed(table, (gh, gw), layout.row[r], layout.col[r])
+                hw = chosen.patch_hw[sel]
+                out[sel] = interpolate_pos_embed(table, (gh, gw), hw[:, 0], hw[:, 1])
         return out
 
     def forward(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor,
                 keep: torch.Tensor | None = None) -> QwenVisionOutput:
         """See the class docstring; ``kernels=False`` runs the explicit-mask reference."""
         cfg = self.config
-        layout = patch_layout(pixel_values, grid_thw, keep, patch_dim=cfg.patch_dim, merge_size=cfg.spatial_merge_size)
-        rows = layout.kept_rows if self.kernels else torch.arange(layout.num_rows, device=pixel_values.device)
-        x = self.patch_embed(pixel_values[rows]) + self._positions(layout, rows)
-        cos, sin = vision_rope(layout.row[rows], layout.col[rows], cfg.head_dim, theta=ROPE_THETA)
-        segment = layout.segment[rows]
-        mask = None if self.kernels else segment_attention_mask(segment, layout.row_keep)
+        grid = check_grid_thw(grid_thw, cfg.spatial_merge_size)
+        check_pixel_rows(pixel_values, grid, cfg.patch_dim)
+        device = pixel_values.device
+        layout = unit_layout(grid, cfg.spatial_merge_size, device=device)
+        keep = check_keep(keep, layout.num_units, device)
+        # fast: only the kept units' rows; reference: every row, the dropped units masked out as keys
+        chosen = select_units(layout, keep if self.kernels else torch.ones_like(keep))
+        key_keep = None if self.kernels else keep.repeat_interleave(cfg.merge_unit)
+        x = self.patch_embed(pixel_values[chosen.rows]) + self._positions(layout, chosen)
+        cos, sin = vision_rope(chosen.patch_hw, cfg.head_dim)
         deepstack = []
         for i, block in enumerate(self.blocks):
-            x = block(x, cos, sin, segment, mask)
+            x = block(x, cos, sin, chosen.frame_ids, key_keep)
             if i in cfg.deepstack_visual_indexes:
                 deepstack.append(self.deepstack_merger_list[cfg.deepstack_visual_indexes.index(i)](x))
         merged = self.merger(x)
         if not self.kernels:
-            merged, deepstack = merged[layout.keep], [d[layout.keep] for d in deepstack]
-        return layout.output(merged, tuple(deepstack))
+            merged, deepstack = merged[keep], [d[keep] for d in deepstack]
+        return kept_output(layout, keep, merged, tuple(deepstack))
 
     def encode_frames(self, frames: torch.Tensor, keep: torch.Tensor | None = None) -> QwenVisionOutput:
         """``frames (B, T, C, H, W)`` normalised (sides multiples of ``patch_size · spatial_merge_size``),

@@ -157,11 +157,11 @@ def test_encode_frames_equals_the_tower_on_patchified_rows(torch_twins):
 def test_bad_inputs_are_named(torch_twins):
     rows, grid = case("video")
     model = load()
-    with pytest.raises(ValueError, match="needs 48 patch rows"):
+    with pytest.raises(ValueError, match=r"= \(48, 1536\) for grid_thw \[\[2, 4, 6\]\], got shape \(40, 1536\)"):
         model(rows[:40], grid_thw=grid)
-    with pytest.raises(ValueError, match="multiples of the spatial merge size"):
+    with pytest.raises(ValueError, match="multiples of spatial_merge_size 2"):
         model(rows, grid_thw=torch.tensor([[2, 3, 8]]))
-    with pytest.raises(ValueError, match=r"keep must be a \(12,\) bool"):
+    with pytest.raises(ValueError, match=r"keep must be \(U_total,\) = \(12,\)"):
         model(rows, grid_thw=grid, keep=torch.ones(11, dtype=torch.bool))
     with pytest.raises(ValueError, match="need grid_thw"):
         model(rows)
