@@ -1,18 +1,17 @@
 """``AutoVisionModel``: load any supported vision tower (SigLIP / SigLIP2, CLIP, DINOv2, DINOv2 with
-registers) from a Hugging Face checkpoint folder or hub id, family picked from ``config.json``.
+registers, the Qwen2.5-VL and Qwen3-VL vision towers) from a Hugging Face checkpoint folder or hub id,
+family picked from ``config.json``.
 
     >>> model = AutoVisionModel.from_pretrained("facebook/dinov2-small", scales="56+112+196+392")
     >>> model(images).last_hidden_state          # (B, 3, H, W): as transformers' Dinov2Model
     >>> model(video, gazing_info=gaze)           # (B, T, 3, S, S): the gazed multi-scale tokens
+    >>> qwen = AutoVisionModel.from_pretrained("Qwen/Qwen2.5-VL-7B-Instruct")   # only visual.* is read
+    >>> qwen(pixel_values, grid_thw=grid, keep=keep)  # flattened rows: QwenVisionOutput of the kept units
 
 Checkpoint keys may carry a prefix (``vision_model.``, ``model.``, ``dinov2.``, ``backbone.``, ...): the
 prefix is found from the patch-embedding key and stripped; a full CLIP / SigLIP checkpoint's text
 tower and projections, and a classifier head, are skipped. Every missing, unexpected and wrongly
 shaped key is named.
-
-A Qwen3-VL checkpoint (``qwen3_vl`` / ``qwen3_vl_moe``; the tower's own save or a full multimodal one,
-``model.visual.`` / ``visual.`` prefixes) loads only its visual tensors; ``model(rows, grid_thw=..., keep=...)``
-and ``model(frames, keep=...)`` return :class:`~autogaze_fast.vit.qwen_common.QwenVisionOutput`.
 """
 
 from __future__ import annotations
@@ -31,11 +30,15 @@ from autogaze_fast.reference.siglip import SiglipVisionTransformer as ReferenceS
 from autogaze_fast.siglip_config import SiglipVisionConfig
 from autogaze_fast.vit.clip import ClipVisionTransformer
 from autogaze_fast.vit.config import VitConfig, family_of, read_config_json
+from autogaze_fast.vit.core import VisionOutput
 from autogaze_fast.vit.dinov2 import Dinov2VisionTransformer
+from autogaze_fast.vit.qwen2_5_vl import Qwen25VisionConfig, Qwen25VisionTransformer
 from autogaze_fast.vit.qwen3_vl import Qwen3VLVisionTower
 from autogaze_fast.vit.qwen3_vl_config import Qwen3VLVisionConfig
+from autogaze_fast.vit.qwen_common import QwenVisionOutput
+from autogaze_fast.vit.qwen_weights import read_visual_weights
 from autogaze_fast.vit.siglip import FastSiglipVisionTransformer
-from autogaze_fast.vit.weights import naflex_patch_to_conv, read_prefixed_weights, read_weights
+from autogaze_fast.vit.weights import naflex_patch_to_conv, read_weights
 
 __all__ = ["AutoVisionModel", "GazedVisionModel", "tower_state_dict"]
 
@@ -43,10 +46,9 @@ __all__ = ["AutoVisionModel", "GazedVisionModel", "tower_state_dict"]
 PATCH_KEYS = {"clip": "embeddings.patch_embedding.weight", "siglip": "embeddings.patch_embedding.weight",
               "dinov2": "embeddings.patch_embeddings.projection.weight"}
 #: Prefix the family's transformers vision model writes in front of the tower's keys.
-HF_PREFIX = {"clip": "vision_model.", "siglip": "vision_model.", "dinov2": "", "qwen3_vl": ""}
-#: Qwen-VL towers: patch key, and the prefixes their tensors carry (full checkpoints: transformers >= 4.52, older;
-#: a vision-only save: none). Only these tensors are read; the language model never is.
-QWEN_TOWERS = {"qwen3_vl": ("patch_embed.proj.weight", ("model.visual.", "visual.", ""))}
+HF_PREFIX = {"clip": "vision_model.", "siglip": "vision_model.", "dinov2": "", "qwen2_5_vl": "", "qwen3_vl": ""}
+#: Qwen-VL families: flattened patch rows + grid_thw (or frames) and a keep mask over merge units, no scales.
+QWEN_FAMILIES = ("qwen2_5_vl", "qwen3_vl")
 #: Keys outside the tower that checkpoints of the family carry and the vision model does not use.
 SKIPPED = ("text_model.", "visual_projection.", "text_projection.", "logit_scale", "logit_bias", "classifier.")
 
@@ -79,6 +81,8 @@ def build_tower(family: str, config: Any, impl: str) -> nn.Module:
     """The family's tower; ``impl="reference"`` is the plain path (no kernels; SigLIP: the reference model)."""
     if family == "siglip":
         return ReferenceSiglip(config) if impl == "reference" else FastSiglipVisionTransformer(config)
+    if family == "qwen2_5_vl":
+        return Qwen25VisionTransformer(config, kernels=impl == "fast")
     if family == "qwen3_vl":
         return Qwen3VLVisionTower(config, kernels=impl == "fast")
     cls = ClipVisionTransformer if family == "clip" else Dinov2VisionTransformer
@@ -92,6 +96,8 @@ class GazedVisionModel(nn.Module):
     ``model(pixel_values, gazing_info=None, *, output_hidden_states=False, attn_type=None, drop_pads=False)``:
     ``(B, 3, H, W)`` images without ``gazing_info`` → as the family's transformers vision model;
     ``(B, T, 3, S, S)`` videos → the gazed multi-scale tokens (see :class:`~autogaze_fast.vit.core.VisionOutput`).
+    A Qwen-VL family (:data:`QWEN_FAMILIES`): ``model(rows, grid_thw=..., keep=...)`` or
+    ``model(frames (B, T, 3, H, W), keep=...)`` → :class:`~autogaze_fast.vit.qwen_common.QwenVisionOutput`.
     """
 
     def __init__(self, family: str, config: Any, impl: str | None = None):
@@ -101,24 +107,42 @@ class GazedVisionModel(nn.Module):
 
     @property
     def scales(self) -> list[int]:
-        return list(self.config.scales)
+        """The gazed scales; ``[]`` for a Qwen-VL tower (it takes frames at any multiple of 28)."""
+        return [] if self.family in QWEN_FAMILIES else list(self.config.scales)
 
     @property
     def num_prefix_tokens(self) -> int:
-        return 0 if self.family == "siglip" else int(self.config.num_prefix_tokens)
+        return 0 if self.family == "siglip" or self.family in QWEN_FAMILIES else int(self.config.num_prefix_tokens)
 
     def forward(self, pixel_values: torch.Tensor, gazing_info: Any | None = None, *, output_hidden_states: bool = False,
                 attn_type: str | None = None, drop_pads: bool = False, grid_thw: torch.Tensor | None = None,
-                keep: torch.Tensor | None = None) -> Any:
+                keep: torch.Tensor | None = None) -> VisionOutput | QwenVisionOutput:
         tower = self.vision_model
-        if self.family in QWEN_TOWERS:
-            return qwen_forward(tower, pixel_values, gazing_info, grid_thw=grid_thw, keep=keep)
+        if self.family in QWEN_FAMILIES:
+            return self.qwen_forward(pixel_values, gazing_info, grid_thw, keep)
         if isinstance(tower, FastSiglipVisionTransformer | ClipVisionTransformer | Dinov2VisionTransformer):
             return tower(pixel_values, gazing_info, output_hidden_states=output_hidden_states, attn_type=attn_type,
                          drop_pads=drop_pads)
         if pixel_values.dim() == 4 and gazing_info is None:
             raise ValueError("the reference SigLIP encodes videos (B, T, C, S, S); use impl='fast' for images")
         return tower(pixel_values, gazing_info, output_hidden_states=output_hidden_states, attn_type=attn_type)
+
+    def qwen_forward(self, pixel_values: torch.Tensor, gazing_info: Any | None, grid_thw: torch.Tensor | None,
+                     keep: torch.Tensor | None) -> QwenVisionOutput:
+        """A Qwen-VL tower: ``(N, C·tp·p²)`` rows with ``grid_thw`` ``(n, 3)`` and ``keep`` ``(U_total,)``, or
+        ``(B, T, C, H, W)`` frames with ``keep`` ``(B, gt, H/28, W/28)``."""
+        if gazing_info is not None:
+            raise ValueError(f"{self.family}: pass the kept merge units as keep= (gazing_info is not mapped to units here)")
+        if pixel_values.dim() == 2:
+            if grid_thw is None:
+                raise ValueError(f"{self.family}: flattened pixel_values (N, C*tp*p*p) need grid_thw (n, 3)")
+            return self.vision_model(pixel_values, grid_thw, keep)
+        if pixel_values.dim() == 5:
+            if grid_thw is not None:
+                raise ValueError(f"{self.family}: frames (B, T, C, H, W) carry their grid; drop grid_thw")
+            return self.vision_model.encode_frames(pixel_values, keep)
+        raise ValueError(f"{self.family}: pixel_values must be flattened rows (N, C*tp*p*p) with grid_thw or frames "
+                         f"(B, T, C, H, W), got shape {tuple(pixel_values.shape)}")
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """A vision-only checkpoint folder in the family's transformers layout (``config.json`` last, atomic)."""
@@ -134,7 +158,8 @@ class GazedVisionModel(nn.Module):
 
         Args:
             scales: gazed scales (``"56+112+196+392"``); default the config's ``scales``, else the
-                checkpoint's ``image_size`` (SigLIP: upstream's ``"224"``).
+                checkpoint's ``image_size`` (SigLIP: upstream's ``"224"``). Qwen-VL towers have no
+                scales (``scales`` and ``attn_type`` are ignored there).
             impl: ``"fast"`` (kernels) or ``"reference"`` (no kernels), default ``$AUTOGAZE_IMPL``.
         Raises:
             ConfigError: unsupported ``model_type`` or a bad config. CheckpointError: missing files,
@@ -144,9 +169,8 @@ class GazedVisionModel(nn.Module):
         model_dir = resolve_model_dir(path_or_repo_id)
         raw = read_config_json(model_dir / "config.json")
         family = family_of(raw)
-        if family in QWEN_TOWERS:
-            return cls._from_qwen_checkpoint(family, raw, model_dir, impl, scales=scales, attn_type=attn_type,
-                                             device=device, dtype=dtype)
+        if family in QWEN_FAMILIES:
+            return cls.qwen_from_pretrained(family, raw, model_dir, impl, device, dtype)
         if family == "siglip":
             config = SiglipVisionConfig.from_dict(raw, scales=scales, attn_type=attn_type)
         else:
@@ -161,41 +185,17 @@ class GazedVisionModel(nn.Module):
         load_state_dict_strict(model.vision_model, state, source=source)
         return model.to(device=device, dtype=torch_dtype(dtype)).eval()
 
-
     @classmethod
-    def _from_qwen_checkpoint(cls, family: str, raw: dict[str, Any], model_dir: Path, impl: str, *, scales: Any,
-                              attn_type: str | None, device: Any, dtype: Any) -> GazedVisionModel:
-        """A Qwen-VL tower from its own or a full checkpoint: only the visual tensors are read."""
-        if scales is not None or attn_type is not None:
-            raise ValueError(f"scales / attn_type do not apply to a {family} tower (it sees each clip at one "
-                             "resolution; attention is per temporal patch): drop them")
-        config = Qwen3VLVisionConfig.from_dict(raw)
-        anchor, prefixes = QWEN_TOWERS[family]
-        state, source = read_prefixed_weights(model_dir, anchor, prefixes)
+    def qwen_from_pretrained(cls, family: str, raw: dict[str, Any], model_dir: Path, impl: str,
+                             device: torch.device | str | None, dtype: torch.dtype | str | None) -> GazedVisionModel:
+        """A Qwen-VL tower from a vision-only or full checkpoint: only the vision tensors are read."""
+        config = Qwen3VLVisionConfig.from_dict(raw) if family == "qwen3_vl" else Qwen25VisionConfig.from_dict(raw)
+        state, _, source = read_visual_weights(model_dir)
         with torch.device("meta"):
             model = cls(family, config, impl=impl)
         model = model.to_empty(device="cpu")
         load_state_dict_strict(model.vision_model, state, source=source)
         return model.to(device=device, dtype=torch_dtype(dtype)).eval()
-
-
-def qwen_forward(tower: nn.Module, pixel_values: torch.Tensor, gazing_info: Any | None, *,
-                 grid_thw: torch.Tensor | None, keep: torch.Tensor | None) -> Any:
-    """A Qwen-VL tower's call: ``(N, C·tp·p²)`` rows with ``grid_thw``, or ``(B, T, C, H, W)`` frames.
-
-    ``keep`` per merge unit (rows: ``(U_total,)``; frames: ``(B, gt, gh/2, gw/2)``) selects the units run."""
-    if gazing_info is not None:
-        raise ValueError("gazing_info is not taken by a Qwen-VL tower yet: pass keep (one bool per merge unit)")
-    if pixel_values.dim() == 2:
-        if grid_thw is None:
-            raise ValueError("patch rows (N, C*tp*p*p) need grid_thw ((n, 3) patches per clip), as transformers")
-        return tower(pixel_values, grid_thw, keep)
-    if pixel_values.dim() == 5:
-        if grid_thw is not None:
-            raise ValueError("frames (B, T, C, H, W) carry their own grid: drop grid_thw")
-        return tower.encode_frames(pixel_values, keep)
-    raise ValueError(f"a Qwen-VL tower takes patch rows (N, C*tp*p*p) with grid_thw or frames (B, T, C, H, W), got "
-                     f"shape {tuple(pixel_values.shape)}")
 
 
 class AutoVisionModel:

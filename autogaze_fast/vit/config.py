@@ -20,6 +20,7 @@ FAMILIES = {
     "clip": "clip", "clip_vision_model": "clip",
     "siglip": "siglip", "siglip_vision_model": "siglip", "siglip2": "siglip", "siglip2_vision_model": "siglip",
     "dinov2": "dinov2", "dinov2_with_registers": "dinov2",
+    "qwen2_5_vl": "qwen2_5_vl",
     "qwen3_vl": "qwen3_vl", "qwen3_vl_moe": "qwen3_vl",
 }
 #: model_types whose vision keys sit under ``vision_config``.
@@ -41,7 +42,7 @@ def read_config_json(path: str | Path) -> dict[str, Any]:
 
 
 def family_of(d: dict[str, Any]) -> str:
-    """The vision family of a parsed ``config.json``: ``"clip"``, ``"siglip"`` or ``"dinov2"``."""
+    """The vision family of a parsed ``config.json``: ``"clip"``, ``"siglip"``, ``"dinov2"``, ``"qwen2_5_vl"`` ..."""
     model_type = str(d.get("model_type", "") or "")
     if model_type not in FAMILIES:
         raise ConfigError(f"config.json: model_type {model_type!r} is not a supported vision family; "
@@ -122,8 +123,6 @@ class VitConfig:
         family = family_of(d)
         if family == "siglip":
             raise ConfigError("a SigLIP config is read by autogaze_fast.siglip_config.SiglipVisionConfig")
-        if family not in ("clip", "dinov2"):
-            raise ConfigError(f"a {family} config is not a CLIP / DINOv2 one (see autogaze_fast.vit.auto)")
         model_type = str(d["model_type"])
         vision = d
         if model_type in NESTED:

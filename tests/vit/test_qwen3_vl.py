@@ -240,8 +240,6 @@ def test_config_errors_say_what_is_wrong():
             Qwen3VLVisionConfig.from_dict({**base, **edit})
     with pytest.raises(ConfigError, match="vision_config must be an object"):
         Qwen3VLVisionConfig.from_dict({"model_type": "qwen3_vl", "vision_config": [1]})
-    with pytest.raises(ValueError, match="do not apply"):
-        load(scales="32")
 
 
 def test_save_pretrained_round_trip(torch_twins, tmp_path):
