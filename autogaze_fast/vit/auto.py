@@ -1,6 +1,6 @@
 """``AutoVisionModel``: load any supported vision tower (SigLIP / SigLIP2, CLIP, DINOv2, DINOv2 with
-registers, the Qwen2.5-VL vision tower) from a Hugging Face checkpoint folder or hub id, family picked
-from ``config.json``.
+registers, the Qwen2.5-VL and Qwen3-VL vision towers) from a Hugging Face checkpoint folder or hub id,
+family picked from ``config.json``.
 
     >>> model = AutoVisionModel.from_pretrained("facebook/dinov2-small", scales="56+112+196+392")
     >>> model(images).last_hidden_state          # (B, 3, H, W): as transformers' Dinov2Model
@@ -34,6 +34,8 @@ from autogaze_fast.vit.config import VitConfig, family_of, read_config_json
 from autogaze_fast.vit.core import VisionOutput
 from autogaze_fast.vit.dinov2 import Dinov2VisionTransformer
 from autogaze_fast.vit.qwen2_5_vl import Qwen25VisionConfig, Qwen25VisionTransformer
+from autogaze_fast.vit.qwen3_vl import Qwen3VLVisionTower
+from autogaze_fast.vit.qwen3_vl_config import Qwen3VLVisionConfig
 from autogaze_fast.vit.qwen_common import QwenVisionOutput
 from autogaze_fast.vit.qwen_weights import read_visual_weights, visual_file_patterns
 from autogaze_fast.vit.siglip import FastSiglipVisionTransformer
@@ -45,11 +47,11 @@ __all__ = ["AutoVisionModel", "GazedVisionModel", "tower_state_dict"]
 PATCH_KEYS = {"clip": "embeddings.patch_embedding.weight", "siglip": "embeddings.patch_embedding.weight",
               "dinov2": "embeddings.patch_embeddings.projection.weight"}
 #: Prefix the family's transformers vision model writes in front of the tower's keys.
-HF_PREFIX = {"clip": "vision_model.", "siglip": "vision_model.", "dinov2": "", "qwen2_5_vl": ""}
+HF_PREFIX = {"clip": "vision_model.", "siglip": "vision_model.", "dinov2": "", "qwen2_5_vl": "", "qwen3_vl": ""}
 #: Qwen-VL families: flattened patch rows + grid_thw (or frames) and a keep mask over merge units, no scales.
 QWEN_FAMILIES = ("qwen2_5_vl", "qwen3_vl")
 #: Qwen-VL family → its vision config class (``from_dict`` of a full or vision-only config.json).
-QWEN_CONFIGS: dict[str, Any] = {"qwen2_5_vl": Qwen25VisionConfig}
+QWEN_CONFIGS: dict[str, Any] = {"qwen2_5_vl": Qwen25VisionConfig, "qwen3_vl": Qwen3VLVisionConfig}
 #: Keys outside the tower that checkpoints of the family carry and the vision model does not use.
 SKIPPED = ("text_model.", "visual_projection.", "text_projection.", "logit_scale", "logit_bias", "classifier.")
 
@@ -84,6 +86,8 @@ def build_tower(family: str, config: Any, impl: str) -> nn.Module:
         return ReferenceSiglip(config) if impl == "reference" else FastSiglipVisionTransformer(config)
     if family == "qwen2_5_vl":
         return Qwen25VisionTransformer(config, kernels=impl == "fast")
+    if family == "qwen3_vl":
+        return Qwen3VLVisionTower(config, kernels=impl == "fast")
     cls = ClipVisionTransformer if family == "clip" else Dinov2VisionTransformer
     return cls(config, kernels=impl == "fast")
 

@@ -21,6 +21,7 @@ FAMILIES = {
     "siglip": "siglip", "siglip_vision_model": "siglip", "siglip2": "siglip", "siglip2_vision_model": "siglip",
     "dinov2": "dinov2", "dinov2_with_registers": "dinov2",
     "qwen2_5_vl": "qwen2_5_vl",
+    "qwen3_vl": "qwen3_vl", "qwen3_vl_moe": "qwen3_vl",
 }
 #: model_types whose vision keys sit under ``vision_config``.
 NESTED = ("clip", "siglip", "siglip2")
