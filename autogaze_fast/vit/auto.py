@@ -17,6 +17,7 @@ shaped key is named.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from autogaze_fast.vit.clip import ClipVisionTransformer
 from autogaze_fast.vit.config import VitConfig, family_of, read_config_json
 from autogaze_fast.vit.core import VisionOutput
 from autogaze_fast.vit.dinov2 import Dinov2VisionTransformer
+from autogaze_fast.vit.merge_units import keep_units_from_gaze
 from autogaze_fast.vit.qwen2_5_vl import Qwen25VisionConfig, Qwen25VisionTransformer
 from autogaze_fast.vit.qwen3_vl import Qwen3VLVisionTower
 from autogaze_fast.vit.qwen3_vl_config import Qwen3VLVisionConfig
@@ -48,6 +50,8 @@ PATCH_KEYS = {"clip": "embeddings.patch_embedding.weight", "siglip": "embeddings
               "dinov2": "embeddings.patch_embeddings.projection.weight"}
 #: Prefix the family's transformers vision model writes in front of the tower's keys.
 HF_PREFIX = {"clip": "vision_model.", "siglip": "vision_model.", "dinov2": "", "qwen2_5_vl": "", "qwen3_vl": ""}
+#: Cells a side of NVIDIA AutoGaze's scales (32+64+112+224 at 16 px).
+NVIDIA_GAZE_GRIDS = (2, 4, 7, 14)
 #: Qwen-VL families: flattened patch rows + grid_thw (or frames) and a keep mask over merge units, no scales.
 QWEN_FAMILIES = ("qwen2_5_vl", "qwen3_vl")
 #: Qwen-VL family → its vision config class (``from_dict`` of a full or vision-only config.json).
@@ -100,7 +104,9 @@ class GazedVisionModel(nn.Module):
     ``(B, 3, H, W)`` images without ``gazing_info`` → as the family's transformers vision model;
     ``(B, T, 3, S, S)`` videos → the gazed multi-scale tokens (see :class:`~autogaze_fast.vit.core.VisionOutput`).
     A Qwen-VL family (:data:`QWEN_FAMILIES`): ``model(rows, grid_thw=..., keep=...)`` or
-    ``model(frames (B, T, 3, H, W), keep=...)`` → :class:`~autogaze_fast.vit.qwen_common.QwenVisionOutput`.
+    ``model(frames (B, T, 3, H, W), keep=...)`` → :class:`~autogaze_fast.vit.qwen_common.QwenVisionOutput`;
+    ``model(frames, gazing_info=gaze)`` keeps the merge units AutoGaze's cells cover
+    (:func:`~autogaze_fast.vit.merge_units.keep_units_from_gaze`; ``gaze_grids`` / ``min_coverage`` options).
     """
 
     def __init__(self, family: str, config: Any, impl: str | None = None):
@@ -119,10 +125,13 @@ class GazedVisionModel(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor, gazing_info: Any | None = None, *, output_hidden_states: bool = False,
                 attn_type: str | None = None, drop_pads: bool = False, grid_thw: torch.Tensor | None = None,
-                keep: torch.Tensor | None = None) -> VisionOutput | QwenVisionOutput:
+                keep: torch.Tensor | None = None, gaze_grids: Sequence[int] | None = None,
+                min_coverage: float = 0.0) -> VisionOutput | QwenVisionOutput:
         tower = self.vision_model
         if self.family in QWEN_FAMILIES:
-            return self.qwen_forward(pixel_values, gazing_info, grid_thw, keep)
+            if gazing_info is not None:
+                keep = self.qwen_keep(pixel_values, gazing_info, keep, gaze_grids, min_coverage)
+            return self.qwen_forward(pixel_values, None, grid_thw, keep)
         if isinstance(tower, FastSiglipVisionTransformer | ClipVisionTransformer | Dinov2VisionTransformer):
             return tower(pixel_values, gazing_info, output_hidden_states=output_hidden_states, attn_type=attn_type,
                          drop_pads=drop_pads)
@@ -130,12 +139,32 @@ class GazedVisionModel(nn.Module):
             raise ValueError("the reference SigLIP encodes videos (B, T, C, S, S); use impl='fast' for images")
         return tower(pixel_values, gazing_info, output_hidden_states=output_hidden_states, attn_type=attn_type)
 
+    def qwen_keep(self, frames: torch.Tensor, gazing_info: Any, keep: torch.Tensor | None,
+                  gaze_grids: Sequence[int] | None, min_coverage: float) -> torch.Tensor:
+        """``(B, gt, H/(p·m), W/(p·m))`` kept units of ``(B, T, C, H, W)`` frames from a gaze of the same
+        clips; ``gaze_grids``: cells a side per gaze scale (default: the gaze's ``scales`` / 16, else
+        NVIDIA's 2+4+7+14)."""
+        if keep is not None:
+            raise ValueError(f"{self.family}: pass either gazing_info or keep, not both")
+        if frames.dim() != 5:
+            raise ValueError(f"{self.family}: gazing_info goes with frames (B, T, C, H, W), got shape {tuple(frames.shape)}")
+        if gaze_grids is None:
+            scales = gazing_info.get("scales") if isinstance(gazing_info, dict) else None
+            gaze_grids = [int(s) // 16 for s in scales] if scales else list(NVIDIA_GAZE_GRIDS)
+        cfg = self.config
+        unit = cfg.patch_size * cfg.spatial_merge_size
+        t, h, w = frames.shape[1], frames.shape[3], frames.shape[4]
+        grid = (-(-t // cfg.temporal_patch_size), h // unit, w // unit)
+        kept = keep_units_from_gaze(gazing_info, num_frames=t, grids=gaze_grids, unit_grid=grid,
+                                    temporal_patch_size=cfg.temporal_patch_size, min_coverage=min_coverage)
+        return kept.to(frames.device)
+
     def qwen_forward(self, pixel_values: torch.Tensor, gazing_info: Any | None, grid_thw: torch.Tensor | None,
                      keep: torch.Tensor | None) -> QwenVisionOutput:
         """A Qwen-VL tower: ``(N, C·tp·p²)`` rows with ``grid_thw`` ``(n, 3)`` and ``keep`` ``(U_total,)``, or
         ``(B, T, C, H, W)`` frames with ``keep`` ``(B, gt, H/28, W/28)``."""
         if gazing_info is not None:
-            raise ValueError(f"{self.family}: pass the kept merge units as keep= (gazing_info is not mapped to units here)")
+            raise ValueError(f"{self.family}: map gazing_info to merge units first (forward does; or pass keep=)")
         if pixel_values.dim() == 2:
             if grid_thw is None:
                 raise ValueError(f"{self.family}: flattened pixel_values (N, C*tp*p*p) need grid_thw (n, 3)")
