@@ -17,6 +17,7 @@ scales is encoded (what an image-ViT feature extractor does), with the same outp
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 import warnings
@@ -36,12 +37,12 @@ from autogaze_fast.processing.autogaze import AutoGazeImageProcessor, as_videos
 from autogaze_fast.processing.clip import CLIPImageProcessor
 from autogaze_fast.processing.dinov2 import BitImageProcessor
 from autogaze_fast.processing.siglip import SiglipImageProcessor
-from autogaze_fast.selectors import GazeLayout, SelectorGazer
+from autogaze_fast.selectors import NVIDIA_LAYOUT, GazeLayout, SelectorGazer
 from autogaze_fast.siglip import SiglipVisionModel
 from autogaze_fast.tiling.gaze import gaze_clip_tiles, tiled_outputs
 from autogaze_fast.tiling.grid import POLICIES, TileGrid
 from autogaze_fast.tiling.stream import ClipCanvas, iter_clips
-from autogaze_fast.vit.auto import GazedVisionModel
+from autogaze_fast.vit.auto import QWEN_FAMILIES, GazedVisionModel
 from autogaze_fast.vit.config import family_of, read_config_json
 
 LayerSpec = int | Sequence[int] | str
@@ -71,6 +72,13 @@ class ClipFeatures:
         gaze: the gaze model's raw outputs, one dict per clip (empty in dense mode).
         scales: the scales of ``token_scale``.
         layers: the hidden-state indices in ``pooled`` / ``tokens`` (see :class:`GazedVideoEncoder`).
+        token_position: Qwen-VL towers only: ``(N, 3)`` int64 ``(t, i, j)`` of each merged token on its
+            clip's unit grid (``t`` the temporal patch within the clip): what the LLM's M-RoPE ids are
+            built from (:func:`autogaze_fast.vit.qwen_positions.mrope_position_ids`). A token spans a
+            temporal pair of frames: ``token_frame`` is the pair's first; it counts in both frames'
+            ``num_gazed`` and ``pooled``. ``None`` for the other families.
+        grid_thw: Qwen-VL only: ``(n_clips, 3)`` int64 patches of every clip (transformers' ``video_grid_thw``).
+        unit_keep: Qwen-VL only: ``(Σ grid_t, H_u, W_u)`` bool, every clip's merge units, True = kept.
     """
 
     pooled: torch.Tensor
@@ -86,6 +94,9 @@ class ClipFeatures:
     gaze: list[dict] = field(default_factory=list)
     scales: list[int] = field(default_factory=list)
     layers: list[int] = field(default_factory=list)
+    token_position: torch.Tensor | None = None
+    grid_thw: torch.Tensor | None = None
+    unit_keep: torch.Tensor | None = None
 
     @property
     def num_frames(self) -> int:
@@ -97,13 +108,22 @@ class ClipFeatures:
         if not clips:
             raise ValueError("no clips to concatenate")
         cat = lambda name: torch.cat([getattr(c, name) for c in clips])  # noqa: E731
+        qwen = {name: cat(name) for name in ("token_position", "grid_thw", "unit_keep")
+                if clips[0].grid_thw is not None}
         return ClipFeatures(
             pooled=cat("pooled"), empty_frames=cat("empty_frames"), num_gazed=cat("num_gazed"), tokens=cat("tokens"),
             token_frame=cat("token_frame"), token_index=cat("token_index"), token_scale=cat("token_scale"),
             token_is_pad=cat("token_is_pad"), token_tile=cat("token_tile"), token_box=cat("token_box"),
             gaze=[g for c in clips for g in c.gaze],
-            scales=clips[0].scales, layers=clips[0].layers,
+            scales=clips[0].scales, layers=clips[0].layers, **qwen,
         )
+
+    @property
+    def num_tokens(self) -> int:
+        """Real tokens of the clip (Qwen-VL: kept merge units, each counted once)."""
+        if self.unit_keep is not None:
+            return int(self.unit_keep.sum())
+        return int(self.num_gazed.sum())
 
 
 @dataclass
@@ -127,6 +147,7 @@ class ClipPreparer:
     tiles: str | None
     num_frames: int
     gaze_size: int | None = None  # retargeted: the gaze model sees frames at the vision model's finest scale
+    vision_frames: bool = False  # Qwen-VL: the processor's resized, normalised frames (t, 3, H', W')
 
     def __call__(self, frames: np.ndarray, first_frame: int = 0) -> PreparedClip:
         frames = np.asarray(frames)
@@ -142,7 +163,9 @@ class ClipPreparer:
             gaze = self.gaze_processor(frames).pixel_values
         else:
             gaze = self.gaze_processor(frames, size={"height": self.gaze_size, "width": self.gaze_size}).pixel_values
-        return PreparedClip(frames, gaze, self.vision_processor(frames).pixel_values, first_frame)
+        vision = self.vision_processor.resized_frames(frames) if self.vision_frames else \
+            self.vision_processor(frames).pixel_values
+        return PreparedClip(frames, gaze, vision, first_frame)
 
 
 def parse_layers(layers: LayerSpec, num_layers: int) -> list[int]:
@@ -255,10 +278,14 @@ class GazedVideoEncoder:
         batch_clips: int = 1,
         selector: Any = None,
         drop_pads: bool = True,
+        min_coverage: float = 0.0,
     ) -> None:
         self.selector = None if selector in (None, "autogaze") else selector
+        self.qwen = getattr(vision_model, "family", None) in QWEN_FAMILIES
+        self.min_coverage = float(min_coverage)
         if self.selector is not None:
-            gaze_model = SelectorGazer(selector, layout=GazeLayout.from_config(vision_model.config),
+            layout = NVIDIA_LAYOUT if self.qwen else GazeLayout.from_config(vision_model.config)
+            gaze_model = SelectorGazer(selector, layout=layout,
                                        processor=gaze_processor, max_num_frames=num_frames or 16)
             gaze_processor = gaze_model.processor
         self.gaze_model, self.vision_model = gaze_model, vision_model
@@ -273,9 +300,7 @@ class GazedVideoEncoder:
         self.gaze_processor, self.vision_processor = gaze_processor, vision_processor
         vcfg = vision_model.config
         self.retarget = False
-        if gaze_model is not None:
-            if gaze_processor is None:
-                raise ValueError("a gaze model needs its gaze_processor (AutoGazeImageProcessor)")
+        if gaze_model is not None and not self.qwen:
             native = (list(gaze_model.scales) == list(vcfg.scales)
                       and gaze_model.num_vision_tokens_each_frame == vcfg.tokens_per_frame)
             self.retarget = not native
@@ -289,6 +314,8 @@ class GazedVideoEncoder:
         self.num_frames = int(num_frames or default_frames)
         if self.num_frames < 1:
             raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+        if gaze_model is not None and gaze_processor is None:
+            raise ValueError("a gaze model needs its gaze_processor (AutoGazeImageProcessor)")
         if gaze_model is not None and self.num_frames > gaze_model.config.max_num_frames:
             raise ValueError(
                 f"num_frames={self.num_frames} exceeds the gaze model's clip length max_num_frames="
@@ -297,7 +324,15 @@ class GazedVideoEncoder:
         self.gazing_ratio = gazing_ratio
         self.task_loss_requirement = None if gaze_model is None else resolve_task_loss_requirement(task_loss_requirement,
                                                                                                    gaze_model)
-        self.layers = parse_layers(layers, vcfg.num_hidden_layers)
+        if self.qwen:  # the merged tokens only (the PatchMerger's output: what the LLM takes)
+            if parse_layers(layers, vcfg.depth) != [vcfg.depth]:
+                raise ValueError(f"a Qwen-VL tower gives its merged tokens (the last layer) only; got layers={layers!r}: "
+                                 "leave layers at -1")
+            if layer_aggregation is not None:
+                raise ValueError("a Qwen-VL tower gives one layer: layer_aggregation does not apply")
+            if tiles is not None:
+                raise ValueError("a Qwen-VL tower takes the whole frame at any size (smart resize): tiles do not apply")
+        self.layers = [vcfg.depth] if self.qwen else parse_layers(layers, vcfg.num_hidden_layers)
         if layer_aggregation not in (None, "mean"):
             raise ValueError(f"layer_aggregation must be None or 'mean', got {layer_aggregation!r}")
         self.layer_aggregation = layer_aggregation
@@ -352,6 +387,9 @@ class GazedVideoEncoder:
             gaze_processor = AutoGazeImageProcessor.from_pretrained(gaze)
             scales = gaze_model.scales
         family = vision_family(vision)
+        if family in QWEN_FAMILIES:  # merged tokens of kept merge units; frames at the processor's smart size
+            vision_model = GazedVisionModel.from_pretrained(vision, impl=impl, device=device, dtype=dtype)
+            return cls(gaze_model, vision_model, gaze_processor, qwen_video_processor(vision, family), **options)
         if family == "siglip":
             vision_model = SiglipVisionModel.from_pretrained(vision, scales=vision_scales or scales, impl=impl,
                                                              device=device, dtype=dtype)
@@ -381,11 +419,12 @@ class GazedVideoEncoder:
 
     @property
     def scales(self) -> list[int]:
-        return list(self.vision_model.config.scales)
+        return [] if self.qwen else list(self.vision_model.config.scales)
 
     @property
     def feature_dim(self) -> int:
-        return int(self.vision_model.config.hidden_size)
+        cfg = self.vision_model.config
+        return int(cfg.out_hidden_size if self.qwen else cfg.hidden_size)
 
     def describe(self) -> dict[str, Any]:
         """The settings that change the features (for an extraction's config hash)."""
@@ -402,6 +441,7 @@ class GazedVideoEncoder:
             "dtype": str(next(self.vision_model.parameters()).dtype).removeprefix("torch."),
             **({"vision_family": self.vision_family} if self.vision_family != "siglip" else {}),
             **({"patch_size": self.vision_model.config.patch_size} if self.retarget else {}),
+            **({"min_coverage": self.min_coverage} if self.qwen and not self.dense else {}),
         } | ({"selector": self.gaze_model.selector.describe()} if self.selector is not None else {})
 
     @property
@@ -472,7 +512,7 @@ class GazedVideoEncoder:
         """A small picklable object doing :meth:`prepare_clip` (no models inside: for worker processes)."""
         gaze_size = int(self.vision_model.config.scales[-1]) if self.retarget else None
         return ClipPreparer(None if self.dense else self.gaze_processor, self.vision_processor, self.tiles, self.num_frames,
-                            gaze_size)
+                            gaze_size, vision_frames=self.qwen)
 
     @torch.inference_mode()
     def encode_prepared(self, clips: Sequence[PreparedClip]) -> list[ClipFeatures]:
@@ -501,6 +541,8 @@ class GazedVideoEncoder:
 
     def _encode_batch(self, clips: Sequence[PreparedClip]) -> list[ClipFeatures]:
         """One gaze call and one gazed-ViT call for clips of one length (several only without tiles)."""
+        if self.qwen:
+            return self._encode_batch_qwen(clips)
         if len(clips) == 1 and self.tiles is not None:
             frames = clips[0].frames
             cfg = self.vision_model.config
@@ -546,6 +588,66 @@ class GazedVideoEncoder:
                                  max_tiles=self.max_tiles, patch_size=self.vision_model.config.patch_size)
             results.append(self._finish(clip, grid, row_gaze, row_tokens[b], row_raw))
         return results
+
+    def _encode_batch_qwen(self, clips: Sequence[PreparedClip]) -> list[ClipFeatures]:
+        """A Qwen-VL tower: each clip's gaze → its kept merge units → the tower on those units only."""
+        device = self.device
+        pixels = torch.stack([c.vision for c in clips]).to(device)  # (B, t, 3, H', W'), resized + normalised
+        raw, rows = None, [(None, None)] * len(clips)
+        if not self.dense:
+            options = dict(gazing_ratio=self.gazing_ratio, task_loss_requirement=self.task_loss_requirement,
+                           generate_only=True)
+            with self._timed("gaze"):
+                raw = self.gaze_model({"video": torch.stack([c.gaze for c in clips]).to(device)}, **options)
+            rows = [(raw, None)] if len(clips) == 1 else [self._row_gaze(raw, b) for b in range(len(clips))]
+        grids = [math.isqrt(n) for n in self.gaze_model.num_vision_tokens_each_scale_each_frame] if not self.dense else None
+        batch_vit = self.batch_vit if self.batch_vit is not None else device.type == "cuda"
+        with self._timed("vit"):
+            keeps = None if self.dense else torch.cat([
+                self.vision_model.qwen_keep(pixels[b:b + 1], row, None, grids, self.min_coverage)
+                for b, (row, _) in enumerate(rows)])
+            if batch_vit or len(clips) == 1:
+                out = self.vision_model(pixels, keep=keeps)
+                per_clip = [(out, b) for b in range(len(clips))]
+            else:  # each clip alone: bitwise batch 1 (a CPU GEMM's rounding depends on its rows)
+                per_clip = [(self.vision_model(pixels[b:b + 1], keep=None if keeps is None else keeps[b:b + 1]), 0)
+                            for b in range(len(clips))]
+        results = []
+        for b, (clip, (out, k)) in enumerate(zip(clips, per_clip)):
+            row_raw = None if raw is None else (raw if len(clips) == 1 else self._row_raw(raw, rows[b][0], b))
+            results.append(self._finish_qwen(clip, out, k, row_raw))
+        return results
+
+    def _finish_qwen(self, clip: PreparedClip, out: Any, k: int, raw: dict | None) -> ClipFeatures:
+        """Clip ``k`` of a Qwen tower's output as :class:`ClipFeatures` (tokens = merged kept units)."""
+        cfg = self.vision_model.config
+        t, height, width = (int(v) for v in clip.frames.shape[:3])
+        mine = out.clip_index == k
+        tokens, position = out.last_hidden_state[mine].float(), out.positions[mine]
+        grid = out.grid_thw[k]
+        gt, hu, wu = int(grid[0]), int(grid[1]) // cfg.spatial_merge_size, int(grid[2]) // cfg.spatial_merge_size
+        starts = torch.cumsum(torch.cat([out.grid_thw.new_zeros(1), out.grid_thw.prod(1) // cfg.spatial_merge_size ** 2]), 0)
+        keep = out.keep[int(starts[k]):int(starts[k + 1])].reshape(gt, hu, wu)
+        pair = cfg.temporal_patch_size
+        frame_pair = torch.arange(t, device=tokens.device) // pair  # (t,) temporal patch of every frame
+        counts = keep.flatten(1).sum(1).to(tokens.device)[frame_pair]
+        sums = tokens.new_zeros(gt, tokens.shape[-1]).index_add_(0, position[:, 0].to(tokens.device), tokens)
+        pooled = sums[frame_pair] / counts.clamp(min=1)[:, None].to(tokens.dtype)
+        i, j = position[:, 1].float(), position[:, 2].float()
+        box = torch.stack([j * width / wu, i * height / hu, (j + 1) * width / wu, (i + 1) * height / hu], dim=1)
+        n = tokens.shape[0]
+        cpu = lambda x: x.detach().cpu()  # noqa: E731
+        zeros = torch.zeros(n, dtype=torch.long)
+        return ClipFeatures(
+            pooled=cpu(pooled), empty_frames=cpu(counts == 0), num_gazed=cpu(counts.long()), tokens=cpu(tokens),
+            token_frame=cpu(position[:, 0] * pair + clip.first_frame), token_index=cpu(position[:, 1] * wu + position[:, 2]),
+            token_scale=zeros, token_is_pad=torch.zeros(n, dtype=torch.bool), token_tile=zeros.clone(),
+            token_box=cpu(box).float(),
+            gaze=[{key: cpu(v) if isinstance(v, torch.Tensor) else v for key, v in raw.items()
+                   if key not in ("past_key_values", "past_input_embeds", "past_attention_mask", "past_conv_values")}]
+            if raw else [],
+            scales=[], layers=self.layers, token_position=cpu(position), grid_thw=cpu(grid)[None], unit_keep=cpu(keep),
+        )
 
     @contextlib.contextmanager
     def _timed(self, name: str) -> Iterator[None]:
@@ -688,6 +790,15 @@ def batch_row(gaze: dict, b: int, multi_token: int | None) -> tuple[dict, torch.
     index = torch.cat(keep)
     return ({"gazing_pos": pos[index][None], "if_padded_gazing": pad[index][None],
              "num_gazing_each_frame": torch.tensor(own, dtype=counts.dtype, device=counts.device)}, index)
+
+
+def qwen_video_processor(vision: str | os.PathLike, family: str) -> QwenVLVideoProcessor:
+    """The checkpoint's Qwen-VL video processor; the family's defaults (with a warning) when it has none."""
+    try:
+        return QwenVLVideoProcessor.from_pretrained(vision)
+    except CheckpointError as e:
+        warnings.warn(f"{e}; using the {family} default video preprocessing", stacklevel=3)
+        return QwenVLVideoProcessor.for_family(family)
 
 
 def read_vision_config(vision: str | os.PathLike) -> dict:

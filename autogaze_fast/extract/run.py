@@ -116,7 +116,9 @@ def video_tensors(clips: list[ClipFeatures], times: list[torch.Tensor], save_tok
         tensors.update(tokens=feats.tokens, token_frame=feats.token_frame, token_index=feats.token_index,
                        token_scale=feats.token_scale, token_is_pad=feats.token_is_pad, token_tile=feats.token_tile,
                        token_box=feats.token_box)
-    return tensors, {"num_frames": feats.num_frames, "num_gazed_tokens": int(feats.num_gazed.sum())}
+        if feats.token_position is not None:  # Qwen-VL: what the LLM's M-RoPE ids are built from
+            tensors.update(token_position=feats.token_position, grid_thw=feats.grid_thw, unit_keep=feats.unit_keep)
+    return tensors, {"num_frames": feats.num_frames, "num_gazed_tokens": feats.num_tokens}
 
 
 def extract_features(

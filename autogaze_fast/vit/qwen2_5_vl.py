@@ -29,7 +29,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from autogaze_fast.config import ConfigError
-from autogaze_fast.processing.qwen_patches import patchify_frames
 from autogaze_fast.reference.siglip import activation
 from autogaze_fast.siglip_config import HIDDEN_ACTS
 from autogaze_fast.vit.qwen_common import (
@@ -38,6 +37,7 @@ from autogaze_fast.vit.qwen_common import (
     check_grid_thw,
     check_keep,
     check_pixel_rows,
+    frames_to_rows,
     kept_output,
     qkv_rope_attention,
     select_units,
@@ -275,23 +275,6 @@ class Qwen25VisionTransformer(nn.Module):
             keep: ``(B, gt, H / (p·m), W / (p·m))`` bool per merge unit, or ``None`` (every unit).
         """
         cfg = self.config
-        if frames.dim() != 5:
-            raise ValueError(f"frames must be B x T x C x H x W, got shape {tuple(frames.shape)}")
-        if frames.shape[2] != cfg.in_channels:
-            raise ValueError(f"frames have {frames.shape[2]} channels, the tower expects {cfg.in_channels} (B x T x C x H x W)")
-        rows, grids = [], []
-        for clip in frames:
-            r, g = patchify_frames(clip, patch_size=cfg.patch_size, temporal_patch_size=cfg.temporal_patch_size,
-                                   merge_size=cfg.spatial_merge_size)
-            rows.append(r)
-            grids.append(g)
-        grid = torch.tensor(grids, dtype=torch.long)
-        if keep is not None:
-            gt, gh, gw = grids[0]
-            m = cfg.spatial_merge_size
-            want = (frames.shape[0], gt, gh // m, gw // m)
-            if tuple(keep.shape) != want:
-                raise ValueError(f"keep must be (B, gt, H/{cfg.patch_size * m}, W/{cfg.patch_size * m}) = {want} for frames "
-                                 f"{tuple(frames.shape)}, got shape {tuple(keep.shape)}")
-            keep = keep.reshape(-1)
-        return self(torch.cat(rows), grid, keep)
+        rows, grid, flat = frames_to_rows(frames, keep, channels=cfg.in_channels, patch_size=cfg.patch_size,
+                                          temporal_patch_size=cfg.temporal_patch_size, merge_size=cfg.spatial_merge_size)
+        return self(rows, grid, flat)

@@ -33,7 +33,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from autogaze_fast.processing.qwen_patches import patchify_frames
 from autogaze_fast.reference.siglip import activation
 from autogaze_fast.vit.qwen3_vl_config import Qwen3VLVisionConfig
 from autogaze_fast.vit.qwen_common import (
@@ -43,6 +42,7 @@ from autogaze_fast.vit.qwen_common import (
     check_grid_thw,
     check_keep,
     check_pixel_rows,
+    frames_to_rows,
     kept_output,
     qkv_rope_attention,
     select_units,
@@ -213,19 +213,6 @@ class Qwen3VLVisionTower(nn.Module):
         """``frames (B, T, C, H, W)`` normalised (sides multiples of ``patch_size · spatial_merge_size``),
         ``keep (B, gt, gh/2, gw/2)`` bool or ``None`` → the tower on every clip's patch rows (clip after clip)."""
         cfg = self.config
-        if frames.dim() != 5:
-            raise ValueError(f"frames must be B x T x C x H x W, got shape {tuple(frames.shape)}")
-        clips = [patchify_frames(f, patch_size=cfg.patch_size, temporal_patch_size=cfg.temporal_patch_size,
-                                 merge_size=cfg.spatial_merge_size) for f in frames]
-        rows = torch.cat([r for r, _ in clips])
-        grid = torch.tensor([g for _, g in clips], dtype=torch.long, device=frames.device)
-        flat = None
-        if keep is not None:
-            m = cfg.spatial_merge_size
-            gt, gh, gw = clips[0][1]
-            want = (frames.shape[0], gt, gh // m, gw // m)
-            if tuple(keep.shape) != want:
-                raise ValueError(f"keep must be (B, grid_t, grid_h / {m}, grid_w / {m}) = {want} bool for these "
-                                 f"frames, got shape {tuple(keep.shape)}")
-            flat = keep.reshape(-1)
+        rows, grid, flat = frames_to_rows(frames, keep, channels=cfg.in_channels, patch_size=cfg.patch_size,
+                                          temporal_patch_size=cfg.temporal_patch_size, merge_size=cfg.spatial_merge_size)
         return self(rows, grid, flat)

@@ -27,7 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from autogaze_fast.processing.qwen_patches import patchify_frames
+
 __all__ = [
+    "frames_to_rows",
     "KeptUnits", "QwenVisionOutput", "RMSNorm", "UnitLayout", "apply_vision_rope", "check_grid_thw", "check_keep",
     "check_pixel_rows", "kept_output", "patch_positions", "qkv_rope_attention", "reference_mask", "segment_attention",
     "select_units", "unit_layout", "unit_rows", "vision_rope",
@@ -342,3 +345,33 @@ def qkv_rope_attention(x: torch.Tensor, qkv: nn.Linear, proj: nn.Linear, heads: 
     q, k = apply_vision_rope(q, k, cos, sin)
     out = segment_attention(q, k, v, segment, kernels=kernels, key_keep=key_keep, scale=(c // heads) ** -0.5)
     return proj(out[0].transpose(0, 1).reshape(length, c))
+
+
+def frames_to_rows(frames: torch.Tensor, keep: torch.Tensor | None, *, channels: int, patch_size: int,
+                   temporal_patch_size: int, merge_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """A tower's frames input as its rows input.
+
+    Args:
+        frames: ``(B, T, C, H, W)`` normalised, sides multiples of ``patch_size · merge_size``.
+        keep: ``(B, gt, H / (p·m), W / (p·m))`` bool per merge unit, or ``None``.
+    Returns:
+        the clips' patch rows concatenated ``(B · gt·gh·gw, C·tp·p²)``, ``grid_thw (B, 3)`` and ``keep``
+        flattened to ``(U_total,)`` (or ``None``).
+    """
+    if frames.dim() != 5:
+        raise ValueError(f"frames must be B x T x C x H x W, got shape {tuple(frames.shape)}")
+    if frames.shape[2] != channels:
+        raise ValueError(f"frames have {frames.shape[2]} channels, the tower expects {channels} (B x T x C x H x W)")
+    clips = [patchify_frames(f, patch_size=patch_size, temporal_patch_size=temporal_patch_size, merge_size=merge_size)
+             for f in frames]
+    rows = torch.cat([r for r, _ in clips])
+    grid = torch.tensor([g for _, g in clips], dtype=torch.long, device=frames.device)
+    if keep is None:
+        return rows, grid, None
+    gt, gh, gw = clips[0][1]
+    unit = patch_size * merge_size
+    want = (frames.shape[0], gt, gh // merge_size, gw // merge_size)
+    if tuple(keep.shape) != want:
+        raise ValueError(f"keep must be (B, gt, H/{unit}, W/{unit}) = {want} bool for frames {tuple(frames.shape)}, "
+                         f"got shape {tuple(keep.shape)}")
+    return rows, grid, keep.reshape(-1)
