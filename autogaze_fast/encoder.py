@@ -36,6 +36,7 @@ from autogaze_fast.model import AutoGaze
 from autogaze_fast.processing.autogaze import AutoGazeImageProcessor, as_videos
 from autogaze_fast.processing.clip import CLIPImageProcessor
 from autogaze_fast.processing.dinov2 import BitImageProcessor
+from autogaze_fast.processing.qwen_vl import QwenVLVideoProcessor
 from autogaze_fast.processing.siglip import SiglipImageProcessor
 from autogaze_fast.selectors import NVIDIA_LAYOUT, GazeLayout, SelectorGazer
 from autogaze_fast.siglip import SiglipVisionModel

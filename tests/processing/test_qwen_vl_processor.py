@@ -1,0 +1,86 @@
+"""The Qwen-VL video processors equal transformers 4.57.6's Qwen2VLVideoProcessor / Qwen3VLVideoProcessor
+(fixtures: tests/fixtures/qwen_processors/meta.json): grids exactly, rows to 1e-6, frame sampling's indices."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from autogaze_fast import AutoVisionProcessor
+from autogaze_fast.loading import CheckpointError
+from autogaze_fast.processing.qwen_vl import QwenVLVideoProcessor, smart_resize
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "qwen_processors"
+META = json.loads((FIXTURES / "meta.json").read_text())
+TENSORS = load_file(FIXTURES / "cases.safetensors")
+CASES = {c["name"]: c for c in META["cases"]}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_outputs_equal_transformers(name):
+    case = CASES[name]
+    processor = QwenVLVideoProcessor.from_pretrained(FIXTURES / name)  # the processor's own save_pretrained
+    videos = [TENSORS[f"{name}.video{i}"].numpy() for i in range(case["videos"])]
+    rates = [m["fps"] for m in case["metadata"]] if case["metadata"] else None
+    out = processor(videos, video_fps=rates, do_sample_frames=case["call"].get("do_sample_frames"),
+                    fps=case["call"].get("fps"))
+    assert torch.equal(out.grid_thw, TENSORS[f"{name}.video_grid_thw"])
+    torch.testing.assert_close(out.pixel_values, TENSORS[f"{name}.pixel_values_videos"], atol=1e-6, rtol=0)
+    assert out["pixel_values_videos"] is out.pixel_values and out.video_grid_thw is out.grid_thw
+
+
+def test_the_resize_itself_is_bit_exact():
+    # q2_round's rows, unnormalised by hand, give back uint8 levels: the resize matches to the level
+    processor = QwenVLVideoProcessor.from_pretrained(FIXTURES / "q2_round")
+    frames = processor.resized_frames(TENSORS["q2_round.video0"].numpy())
+    mean = torch.tensor(processor.image_mean)[:, None, None] * 255
+    std = torch.tensor(processor.image_std)[:, None, None] * 255
+    levels = frames * std + mean
+    assert (levels - levels.round()).abs().max() < 1e-3
+
+
+def test_sampling_indices_follow_the_clip_rate():
+    p = QwenVLVideoProcessor.for_family("qwen3_vl")
+    assert p.sample_indices(20, 10.0, fps=2).tolist() == [0, 6, 13, 19]  # 20 / 10 * 2 = 4 frames
+    assert p.sample_indices(100, 25.0).tolist() == np.linspace(0, 99, 8).round().astype(int).tolist()
+    assert len(p.sample_indices(3, 30.0)) == 3  # never more than the clip holds
+
+
+def test_smart_resize_rules():
+    assert smart_resize(50, 70, factor=28, min_pixels=56 * 56, max_pixels=28 * 28 * 20) == (56, 56)
+    assert smart_resize(20, 60, factor=28, min_pixels=28 * 28 * 4, max_pixels=10 ** 6) == (56, 112)  # grown
+    with pytest.raises(ValueError, match="aspect ratio"):
+        smart_resize(10, 3000, factor=28, min_pixels=1, max_pixels=10 ** 8)
+    with pytest.raises(ValueError, match="at least 2 frames"):
+        smart_resize(64, 64, factor=32, min_pixels=1, max_pixels=10 ** 8, num_frames=1)
+
+
+def test_auto_processor_and_model_types(tmp_path):
+    folder = tmp_path / "qwen"
+    shutil.copytree(FIXTURES / "q3_no_sampling", folder)
+    (folder / "config.json").write_text(json.dumps({"model_type": "qwen3_vl"}))
+    p = AutoVisionProcessor.from_pretrained(folder)
+    assert isinstance(p, QwenVLVideoProcessor) and p.recipe == "qwen3_vl" and p.patch_size == 16
+    for model_type, patch in (("qwen2_5_vl", 14), ("qwen3_vl_moe", 16)):
+        bare = tmp_path / model_type
+        bare.mkdir()
+        (bare / "config.json").write_text(json.dumps({"model_type": model_type}))
+        (bare / "preprocessor_config.json").write_text(json.dumps({"size": {"shortest_edge": 784, "longest_edge": 9999}}))
+        got = AutoVisionProcessor.from_pretrained(bare)
+        assert got.patch_size == patch and got.min_pixels == 784
+    again = QwenVLVideoProcessor.from_dict(p.to_dict())
+    assert again.to_dict() == p.to_dict()
+
+
+def test_bad_input_is_named(tmp_path):
+    p = QwenVLVideoProcessor()
+    with pytest.raises(ValueError, match="uint8"):
+        p(np.zeros((2, 28, 28, 3), np.float32))
+    with pytest.raises(ValueError, match=r"\(T, H, W, 3\)"):
+        p(np.zeros((28, 28, 3), np.uint8))
+    with pytest.raises(CheckpointError, match="video_preprocessor_config.json"):
+        QwenVLVideoProcessor.from_pretrained(tmp_path)
