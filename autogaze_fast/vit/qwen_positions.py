@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -53,6 +54,14 @@ class VideoTokens:
     unit_grid: tuple[int, int, int]
     second_per_grid_t: float = 1.0
     time_scale: float | None = None
+
+    @classmethod
+    def from_output(cls, output: Any, clip: int = 0, *, second_per_grid_t: float = 1.0, merge_size: int = 2,
+                    time_scale: float | None = None) -> VideoTokens:
+        """Clip ``clip``'s tokens of a tower's :class:`~autogaze_fast.vit.qwen_common.QwenVisionOutput`."""
+        t, h, w = (int(v) for v in output.grid_thw[clip])
+        return cls(output.positions[output.clip_index == clip].cpu(), (t, h // merge_size, w // merge_size),
+                   second_per_grid_t, time_scale)
 
     def __post_init__(self) -> None:
         self.positions = torch.as_tensor(self.positions).long().reshape(-1, 3)
