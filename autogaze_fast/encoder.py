@@ -390,7 +390,8 @@ class GazedVideoEncoder:
         family = vision_family(vision)
         if family in QWEN_FAMILIES:  # merged tokens of kept merge units; frames at the processor's smart size
             vision_model = GazedVisionModel.from_pretrained(vision, impl=impl, device=device, dtype=dtype)
-            return cls(gaze_model, vision_model, gaze_processor, qwen_video_processor(vision, family), **options)
+            return cls(gaze_model, vision_model, gaze_processor, qwen_video_processor(vision, family, vision_model.config),
+                       **options)
         if family == "siglip":
             vision_model = SiglipVisionModel.from_pretrained(vision, scales=vision_scales or scales, impl=impl,
                                                              device=device, dtype=dtype)
@@ -793,13 +794,15 @@ def batch_row(gaze: dict, b: int, multi_token: int | None) -> tuple[dict, torch.
              "num_gazing_each_frame": torch.tensor(own, dtype=counts.dtype, device=counts.device)}, index)
 
 
-def qwen_video_processor(vision: str | os.PathLike, family: str) -> QwenVLVideoProcessor:
-    """The checkpoint's Qwen-VL video processor; the family's defaults (with a warning) when it has none."""
+def qwen_video_processor(vision: str | os.PathLike, family: str, config: Any) -> QwenVLVideoProcessor:
+    """The checkpoint's Qwen-VL video processor; without one (with a warning), the family's defaults at the
+    tower's patch, merge and temporal sizes."""
     try:
         return QwenVLVideoProcessor.from_pretrained(vision)
     except CheckpointError as e:
         warnings.warn(f"{e}; using the {family} default video preprocessing", stacklevel=3)
-        return QwenVLVideoProcessor.for_family(family)
+        return QwenVLVideoProcessor.for_family(family, patch_size=config.patch_size, merge_size=config.spatial_merge_size,
+                                               temporal_patch_size=config.temporal_patch_size)
 
 
 def read_vision_config(vision: str | os.PathLike) -> dict:
