@@ -27,6 +27,12 @@ PROCESSOR = "tests/processing/test_processor.py"
 STOP_RULE = "tests/test_stop_rule.py"
 ANYRES = "tests/tiling/test_anyres_stitching.py"
 GRAPHED = "tests/fast/test_graphed_decode.py"
+QWEN25 = "tests/vit/test_qwen2_5_vl.py"
+QWEN3 = "tests/vit/test_qwen3_vl.py"
+QWEN_COMMON = "tests/vit/test_qwen_common.py"
+MERGE_UNITS = "tests/vit/test_merge_units.py"
+QWEN_POSITIONS = "tests/vit/test_qwen_positions.py"
+QWEN_PROCESSOR = "tests/processing/test_qwen_vl_processor.py"
 
 GAZE_TESTS = [FIXTURE_PARITY, PERTURBED, SAMPLING, FAST_GAZE]
 
@@ -368,6 +374,31 @@ MUTANTS: list[Mutant] = [
     Mutant("anyres-crop", "model: any resolution", "reference/resolution.py",
            "grid[:, :, :target, :target]", "grid[:, :, -target:, -target:]",
            "any-resolution stitching crops the padding from the wrong side", [FIXTURE_PARITY, ANYRES]),
+    # ------------------------------------------------------------------ Qwen-VL towers (issue 23)
+    Mutant("qwen-window-transposed", "qwen towers", "autogaze_fast/vit/qwen_common.py",
+           "windows.append(window_offset + (t * nwh + uh // window_units) * nww + uw // window_units)",
+           "windows.append(window_offset + (t * nww + uw // window_units) * nwh + uh // window_units)",
+           "window ids numbered column-major: windows mix units of different windows on non-square grids",
+           [QWEN25, QWEN_COMMON]),
+    Mutant("qwen-rope-hw-swapped", "qwen towers", "autogaze_fast/vit/qwen_common.py",
+           "angles = torch.cat([hw[:, :1] * inv_freq[None], hw[:, 1:2] * inv_freq[None]], 1)",
+           "angles = torch.cat([hw[:, 1:2] * inv_freq[None], hw[:, :1] * inv_freq[None]], 1)",
+           "2-D RoPE with the row and column angles swapped", [QWEN25, QWEN3]),
+    Mutant("merge-units-any-coverage", "qwen gaze -> units", "autogaze_fast/vit/merge_units.py",
+           "return unit_coverage(cells, hu, wu) > min_coverage", "return unit_coverage(cells, hu, wu) >= min_coverage",
+           "a unit with no gazed cell at all is kept (>= 0 always holds)", [MERGE_UNITS]),
+    Mutant("merge-units-first-frame-only", "qwen gaze -> units", "autogaze_fast/vit/merge_units.py",
+           "cells.append(mask.reshape(mask.shape[0], gt, temporal_patch_size, *mask.shape[2:]).any(dim=2))",
+           "cells.append(mask.reshape(mask.shape[0], gt, temporal_patch_size, *mask.shape[2:])[:, :, 0])",
+           "only the first frame of a temporal pair decides its units", [MERGE_UNITS]),
+    Mutant("mrope-text-after-kept-max", "qwen LLM positions", "autogaze_fast/vit/qwen_positions.py",
+           "start += max(last, hu - 1, wu - 1) + 1",
+           "start = int(chunks[-1].max()) + 1 if piece.positions.numel() else start",
+           "text after a gazed video resumes after the kept tokens' largest id, not the dense grid's",
+           [QWEN_POSITIONS]),
+    Mutant("qwen-processor-no-antialias", "qwen processor", "autogaze_fast/processing/qwen_vl.py",
+           'mode="bicubic", align_corners=False, antialias=True)', 'mode="bicubic", align_corners=False, antialias=False)',
+           "Qwen video frames resized without torchvision's antialias", [QWEN_PROCESSOR]),
     # ------------------------------------------------------------------ loading
     Mutant("loader-skip-1d-weights", "loading", "autogaze_fast/loading.py",
            "        for k, v in own.items():\n            v.copy_(state_dict[k].to(dtype=v.dtype))",
