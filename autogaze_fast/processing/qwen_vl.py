@@ -174,11 +174,13 @@ class QwenVLVideoProcessor:
             raise CheckpointError(f"processor type {name!r} is not a Qwen-VL video processor "
                                   f"(known: {', '.join(k for k in RECIPE_OF if k[0].isupper())})")
         size = config.get("size") or {}
+        # Qwen2-VL's legacy min_pixels / max_pixels override size; Qwen3-VL's processor ignores them
+        legacy = config if recipe == "qwen2_vl" else {}
         params: dict[str, Any] = dict(
             patch_size=config.get("patch_size"), temporal_patch_size=config.get("temporal_patch_size", 2),
             merge_size=config.get("merge_size", 2),
-            min_pixels=config.get("min_pixels") or size.get("shortest_edge"),
-            max_pixels=config.get("max_pixels") or size.get("longest_edge"),
+            min_pixels=legacy.get("min_pixels") or size.get("shortest_edge"),
+            max_pixels=legacy.get("max_pixels") or size.get("longest_edge"),
             image_mean=config.get("image_mean"), image_std=config.get("image_std"),
             rescale_factor=config.get("rescale_factor", 1 / 255), do_sample_frames=config.get("do_sample_frames"),
             fps=config.get("fps"), min_frames=config.get("min_frames", 4), max_frames=config.get("max_frames", 768),

@@ -29,7 +29,7 @@ def test_outputs_equal_transformers(name):
     out = processor(videos, video_fps=rates, do_sample_frames=case["call"].get("do_sample_frames"),
                     fps=case["call"].get("fps"))
     assert torch.equal(out.grid_thw, TENSORS[f"{name}.video_grid_thw"])
-    torch.testing.assert_close(out.pixel_values, TENSORS[f"{name}.pixel_values_videos"], atol=1e-6, rtol=0)
+    torch.testing.assert_close(out.pixel_values, TENSORS[f"{name}.pixel_values_videos"], atol=0, rtol=0)
     assert out["pixel_values_videos"] is out.pixel_values and out.video_grid_thw is out.grid_thw
 
 
@@ -161,3 +161,15 @@ def test_more_bad_input_is_named():
         p.sample_indices(10, 5.0, fps=1, num_frames=2)
     with pytest.raises(ValueError, match="uint8"):
         p(torch.full((2, 3, 28, 28), float("nan")))  # NaN frames are float: refused with the dtype fix
+
+
+def test_legacy_pixel_keys_count_for_qwen2_only():
+    # transformers 4.57.6 (checked by hand in the scratch venv): Qwen3VLVideoProcessor(min_pixels=5*1024,
+    # max_pixels=6*1024, size={"shortest_edge": 1024, "longest_edge": 64*1024}) on a (4, 3, 70, 70) clip
+    # gives grid [2, 4, 4]: the legacy keys are ignored; Qwen2-VL's override size
+    config = {"min_pixels": 5 * 1024, "max_pixels": 6 * 1024, "size": {"shortest_edge": 1024, "longest_edge": 64 * 1024}}
+    clip = np.zeros((4, 70, 70, 3), np.uint8)
+    q3 = QwenVLVideoProcessor.from_dict(config, recipe="qwen3_vl")
+    assert q3(clip, do_sample_frames=False).grid_thw.tolist() == [[2, 4, 4]]
+    q2 = QwenVLVideoProcessor.from_dict(config, recipe="qwen2_vl")
+    assert (q2.min_pixels, q2.max_pixels) == (5 * 1024, 6 * 1024)
