@@ -91,10 +91,13 @@ def smart_resize(height: int, width: int, *, factor: int, min_pixels: int, max_p
 @dataclass
 class QwenVideoOutput:
     """The processed clips: ``pixel_values`` ``(Σ t·h·w, C·tp·p²)`` float32 rows (clips concatenated) and
-    ``grid_thw`` ``(n, 3)`` int64 (transformers' ``pixel_values_videos`` / ``video_grid_thw``)."""
+    ``grid_thw`` ``(n, 3)`` int64 (transformers' ``pixel_values_videos`` / ``video_grid_thw``);
+    ``frame_indices``: per clip, the ``(T_used,)`` int64 indices of the input frames kept (all of them
+    without sampling), before temporal padding."""
 
     pixel_values: torch.Tensor
     grid_thw: torch.Tensor
+    frame_indices: list[np.ndarray] | None = None
 
     @property
     def pixel_values_videos(self) -> torch.Tensor:
@@ -325,16 +328,21 @@ class QwenVLVideoProcessor:
             raise ValueError("no clip to process")
         rates = list(video_fps) if isinstance(video_fps, (list, tuple)) else [video_fps] * len(clips)
         sample = self.do_sample_frames if do_sample_frames is None else do_sample_frames
-        rows, grids = [], []
+        if len(rates) != len(clips):
+            raise ValueError(f"video_fps holds {len(rates)} rates for {len(clips)} clips: pass one per clip")
+        rows, grids, picked = [], [], []
         for clip, rate in zip(clips, rates):
             clip = as_clip(clip)
+            idx = np.arange(clip.shape[0], dtype=np.int64)
             if sample:
-                clip = clip[torch.from_numpy(self.sample_indices(clip.shape[0], rate, fps=fps, num_frames=num_frames))]
+                idx = self.sample_indices(clip.shape[0], rate, fps=fps, num_frames=num_frames)
+                clip = clip[torch.from_numpy(idx)]
+            picked.append(idx)
             r, grid = patchify_frames(self.resized_frames(clip), patch_size=self.patch_size,
                                       temporal_patch_size=self.temporal_patch_size, merge_size=self.merge_size)
             rows.append(r)
             grids.append(grid)
-        return QwenVideoOutput(torch.cat(rows), torch.tensor(grids, dtype=torch.long))
+        return QwenVideoOutput(torch.cat(rows), torch.tensor(grids, dtype=torch.long), picked)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({json.dumps(self.to_dict())})"

@@ -105,6 +105,7 @@ def test_sampling_filters_and_mean_std_equal_transformers(name):
     assert torch.equal(out.grid_thw, EXTRA_TENSORS[f"{name}.video_grid_thw"])
     # uint8 resize and the fused normalise reproduce transformers' arithmetic: bit-identical rows
     assert torch.equal(out.pixel_values, EXTRA_TENSORS[f"{name}.pixel_values_videos"])
+    assert len(out.frame_indices) == case["videos"]
 
 
 @pytest.mark.parametrize("recipe", ["qwen2_vl", "qwen3_vl"])
@@ -159,6 +160,8 @@ def test_more_bad_input_is_named():
         QwenVLVideoProcessor(fps=2.0)(np.zeros((4, 28, 28, 3), np.uint8), do_sample_frames=True)
     with pytest.raises(ValueError, match="exclusive"):
         p.sample_indices(10, 5.0, fps=1, num_frames=2)
+    with pytest.raises(ValueError, match="one per clip"):
+        p([np.zeros((2, 28, 28, 3), np.uint8)] * 2, video_fps=[1.0])
     with pytest.raises(ValueError, match="uint8"):
         p(torch.full((2, 3, 28, 28), float("nan")))  # NaN frames are float: refused with the dtype fix
 
