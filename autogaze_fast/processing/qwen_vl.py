@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -90,10 +91,13 @@ def smart_resize(height: int, width: int, *, factor: int, min_pixels: int, max_p
 @dataclass
 class QwenVideoOutput:
     """The processed clips: ``pixel_values`` ``(Σ t·h·w, C·tp·p²)`` float32 rows (clips concatenated) and
-    ``grid_thw`` ``(n, 3)`` int64 (transformers' ``pixel_values_videos`` / ``video_grid_thw``)."""
+    ``grid_thw`` ``(n, 3)`` int64 (transformers' ``pixel_values_videos`` / ``video_grid_thw``);
+    ``frame_indices``: per clip, the ``(T_used,)`` int64 indices of the input frames kept (all of them
+    without sampling), before temporal padding."""
 
     pixel_values: torch.Tensor
     grid_thw: torch.Tensor
+    frame_indices: list[np.ndarray] | None = None
 
     @property
     def pixel_values_videos(self) -> torch.Tensor:
@@ -134,7 +138,7 @@ class QwenVLVideoProcessor:
                  merge_size: int = 2, min_pixels: int | None = None, max_pixels: int | None = None,
                  image_mean: Sequence[float] | None = None, image_std: Sequence[float] | None = None,
                  rescale_factor: float = 1 / 255, do_sample_frames: bool | None = None, fps: float | None = None,
-                 min_frames: int = 4, max_frames: int = 768) -> None:
+                 min_frames: int = 4, max_frames: int = 768, resample: int = 3) -> None:
         if recipe not in RECIPES:
             raise ValueError(f"recipe must be one of {sorted(RECIPES)}, got {recipe!r}")
         d = RECIPES[recipe]
@@ -149,6 +153,10 @@ class QwenVLVideoProcessor:
         self.do_sample_frames = bool(d["do_sample_frames"] if do_sample_frames is None else do_sample_frames)
         self.fps = d["fps"] if fps is None else float(fps)
         self.min_frames, self.max_frames = int(min_frames), int(max_frames)
+        if int(resample) not in RESAMPLE_MODES:
+            raise ValueError(f"resample must be one of {sorted(RESAMPLE_MODES)} (PIL codes: 0 nearest, 2 bilinear, "
+                             f"3 bicubic), got {resample!r}")
+        self.resample = int(resample)
         if self.min_pixels > self.max_pixels:
             raise ValueError(f"min_pixels {self.min_pixels} exceeds max_pixels {self.max_pixels}")
 
@@ -169,14 +177,17 @@ class QwenVLVideoProcessor:
             raise CheckpointError(f"processor type {name!r} is not a Qwen-VL video processor "
                                   f"(known: {', '.join(k for k in RECIPE_OF if k[0].isupper())})")
         size = config.get("size") or {}
+        # Qwen2-VL's legacy min_pixels / max_pixels override size; Qwen3-VL's processor ignores them
+        legacy = config if recipe == "qwen2_vl" else {}
         params: dict[str, Any] = dict(
             patch_size=config.get("patch_size"), temporal_patch_size=config.get("temporal_patch_size", 2),
             merge_size=config.get("merge_size", 2),
-            min_pixels=config.get("min_pixels") or size.get("shortest_edge"),
-            max_pixels=config.get("max_pixels") or size.get("longest_edge"),
+            min_pixels=legacy.get("min_pixels") or size.get("shortest_edge"),
+            max_pixels=legacy.get("max_pixels") or size.get("longest_edge"),
             image_mean=config.get("image_mean"), image_std=config.get("image_std"),
             rescale_factor=config.get("rescale_factor", 1 / 255), do_sample_frames=config.get("do_sample_frames"),
-            fps=config.get("fps"), min_frames=config.get("min_frames", 4), max_frames=config.get("max_frames", 768))
+            fps=config.get("fps"), min_frames=config.get("min_frames", 4), max_frames=config.get("max_frames", 768),
+            resample=config.get("resample", 3))
         for key in ("do_resize", "do_rescale", "do_normalize"):
             if config.get(key) is False:
                 raise CheckpointError(f"{key}=false is not supported by the Qwen-VL video processor here")
@@ -212,7 +223,31 @@ class QwenVLVideoProcessor:
                 "merge_size": self.merge_size, "size": {"shortest_edge": self.min_pixels, "longest_edge": self.max_pixels},
                 "image_mean": list(self.image_mean), "image_std": list(self.image_std),
                 "rescale_factor": self.rescale_factor, "do_sample_frames": self.do_sample_frames, "fps": self.fps,
-                "min_frames": self.min_frames, "max_frames": self.max_frames, "resample": 3}
+                "min_frames": self.min_frames, "max_frames": self.max_frames, "resample": self.resample}
+
+    @classmethod
+    def for_vision_model(cls, model_or_config: Any, model_dir: str | os.PathLike | None = None, *,
+                         defaults_if_missing: bool = False) -> QwenVLVideoProcessor:
+        """The processor of a Qwen-VL tower: ``model_dir``'s config; without one (``defaults_if_missing``) the
+        recipe of the tower's patch size at its patch / merge / temporal sizes.
+
+        Raises:
+            CheckpointError: no processor config in ``model_dir`` and ``defaults_if_missing`` is False.
+        """
+        if model_dir is not None:
+            try:
+                return cls.from_pretrained(model_dir)
+            except CheckpointError:
+                if not defaults_if_missing:
+                    raise
+        elif not defaults_if_missing:
+            raise CheckpointError("no model_dir to read the video processor config from; pass "
+                                  "defaults_if_missing=True for the family's defaults")
+        config = getattr(model_or_config, "config", model_or_config)
+        patch = int(getattr(config, "patch_size", 14))
+        return cls("qwen3_vl" if patch == 16 else "qwen2_vl", patch_size=patch,
+                   merge_size=int(getattr(config, "spatial_merge_size", 2)),
+                   temporal_patch_size=int(getattr(config, "temporal_patch_size", 2)))
 
     # ------------------------------------------------------------------ processing
     @property
@@ -228,32 +263,61 @@ class QwenVLVideoProcessor:
 
     def sample_indices(self, total_frames: int, video_fps: float | None, *, fps: float | None = None,
                        num_frames: int | None = None) -> np.ndarray:
-        """Qwen3-VL's frame sampling: ``num_frames`` (else ``total / video_fps · fps`` clipped to
-        ``[min_frames, max_frames]`` and the clip) indices spread evenly over the clip, rounded."""
+        """The frame indices ``(T_sampled,)`` int64 that transformers' ``sample_frames`` picks.
+
+        Qwen3-VL: ``num_frames`` (else ``int(total / video_fps · fps)`` clamped to ``[min_frames, max_frames]``
+        and the clip; an unknown ``video_fps`` counts as 24, as transformers) indices spread evenly, rounded.
+        Qwen2-VL: ``num_frames`` rounded to the temporal patch (else from ``fps``, clamped, floored to the
+        temporal patch), indices ``arange(0, total, total / n)`` truncated; neither → every frame.
+
+        Raises:
+            ValueError: both ``fps`` and ``num_frames``; Qwen2-VL fps sampling without ``video_fps``, or asking
+                for more frames than the clip holds.
+        """
         if fps is not None and num_frames is not None:
             raise ValueError("fps and num_frames are exclusive: pass one")
-        if num_frames is None:
-            fps = self.fps if fps is None else fps
-            if fps is not None:
-                rate = 24.0 if video_fps is None else float(video_fps)  # transformers' fallback without metadata
-                num_frames = min(max(int(total_frames / rate * fps), self.min_frames), self.max_frames, total_frames)
-            else:
-                num_frames = min(max(total_frames, self.min_frames), self.max_frames)
-        return np.linspace(0, total_frames - 1, num_frames).round().astype(int)
+        fps = self.fps if fps is None and num_frames is None else fps
+        if self.recipe == "qwen3_vl":
+            if num_frames is None:
+                if fps is not None:
+                    rate = 24.0 if video_fps is None else float(video_fps)  # transformers' fallback without metadata
+                    num_frames = min(max(int(total_frames / rate * fps), self.min_frames), self.max_frames, total_frames)
+                else:
+                    num_frames = min(max(total_frames, self.min_frames), self.max_frames)
+            return np.linspace(0, total_frames - 1, num_frames).round().astype(np.int64)
+        tp = self.temporal_patch_size
+        if num_frames is not None:
+            n: float | None = round(num_frames / tp) * tp
+        elif fps is not None:
+            if video_fps is None:
+                raise ValueError("sampling by fps needs the clip's frame rate: pass video_fps=, or num_frames=")
+            top = math.floor(min(self.max_frames, total_frames) / tp) * tp
+            n = math.floor(min(max(total_frames / float(video_fps) * fps, self.min_frames), top, total_frames) / tp) * tp
+        else:
+            n = None
+        if n is not None and n > total_frames:
+            raise ValueError(f"cannot sample {n} frames from a clip of {total_frames}: lower num_frames or fps")
+        if n is None:
+            return np.arange(total_frames, dtype=np.int64)
+        if n <= 0:
+            raise ValueError(f"sampling leaves no frame (num_frames={n}) from a clip of {total_frames}: "
+                             f"raise fps or num_frames")
+        # the very float32 arange transformers uses, so the truncation falls the same way
+        return torch.arange(0, total_frames, total_frames / n).int().numpy().astype(np.int64)
 
     def resized_frames(self, video: Any) -> torch.Tensor:
         """``(T, H, W, 3)`` uint8 → ``(T, 3, H', W')`` float32 resized and normalised frames."""
         clip = as_clip(video)
         t, _, h, w = clip.shape
         size = self.target_size(t, h, w)
-        if size != (h, w):
-            clip = F.interpolate(clip, size=size, mode="bicubic", align_corners=False, antialias=True)
+        clip = resize_uint8(clip, size, self.resample)
         mean = torch.tensor(self.image_mean) * (1.0 / self.rescale_factor)
         std = torch.tensor(self.image_std) * (1.0 / self.rescale_factor)
         return (clip.float() - mean[:, None, None]) / std[:, None, None]
 
     def __call__(self, videos: Any, *, video_fps: float | Sequence[float | None] | None = None,
-                 do_sample_frames: bool | None = None, fps: float | None = None) -> QwenVideoOutput:
+                 do_sample_frames: bool | None = None, fps: float | None = None,
+                 num_frames: int | None = None) -> QwenVideoOutput:
         """One clip or a list of clips (each ``(T, H, W, 3)`` uint8) → :class:`QwenVideoOutput`.
 
         ``do_sample_frames`` (default: the config's; Qwen3-VL's is on) first picks frames at ``fps`` from
@@ -264,19 +328,50 @@ class QwenVLVideoProcessor:
             raise ValueError("no clip to process")
         rates = list(video_fps) if isinstance(video_fps, (list, tuple)) else [video_fps] * len(clips)
         sample = self.do_sample_frames if do_sample_frames is None else do_sample_frames
-        rows, grids = [], []
+        if len(rates) != len(clips):
+            raise ValueError(f"video_fps holds {len(rates)} rates for {len(clips)} clips: pass one per clip")
+        rows, grids, picked = [], [], []
         for clip, rate in zip(clips, rates):
             clip = as_clip(clip)
+            idx = np.arange(clip.shape[0], dtype=np.int64)
             if sample:
-                clip = clip[torch.from_numpy(self.sample_indices(clip.shape[0], rate, fps=fps))]
+                idx = self.sample_indices(clip.shape[0], rate, fps=fps, num_frames=num_frames)
+                clip = clip[torch.from_numpy(idx)]
+            picked.append(idx)
             r, grid = patchify_frames(self.resized_frames(clip), patch_size=self.patch_size,
                                       temporal_patch_size=self.temporal_patch_size, merge_size=self.merge_size)
             rows.append(r)
             grids.append(grid)
-        return QwenVideoOutput(torch.cat(rows), torch.tensor(grids, dtype=torch.long))
+        return QwenVideoOutput(torch.cat(rows), torch.tensor(grids, dtype=torch.long), picked)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({json.dumps(self.to_dict())})"
+
+
+#: PIL resample code → ``F.interpolate`` mode (as torchvision maps them).
+RESAMPLE_MODES = {0: "nearest-exact", 2: "bilinear", 3: "bicubic"}
+
+
+def resize_uint8(clip: torch.Tensor, size: tuple[int, int], resample: int = 3) -> torch.Tensor:
+    """``(T, 3, H, W)`` uint8 → ``(T, 3, H', W')`` uint8, as torchvision's ``resize(antialias=True)`` does it.
+
+    On CPU torch resizes uint8 natively (bicubic always; bilinear when the CPU has AVX2 / AVX512, torchvision's
+    own test); otherwise, and on other devices, float32 → interpolate → clamp (bicubic) → round → uint8.
+    Same-size frames come back unchanged.
+    """
+    if tuple(size) == tuple(clip.shape[-2:]):
+        return clip
+    mode = RESAMPLE_MODES[resample]
+    antialias = mode != "nearest-exact"
+    native = mode == "nearest-exact" or (clip.device.type == "cpu" and (
+        mode == "bicubic" or torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+        or platform.machine() in ("aarch64", "arm64")))
+    if native:
+        return F.interpolate(clip, size=tuple(size), mode=mode, antialias=antialias)
+    out = F.interpolate(clip.float(), size=tuple(size), mode=mode, antialias=antialias)
+    if mode == "bicubic":
+        out = out.clamp_(0, 255)
+    return out.round_().to(torch.uint8)
 
 
 def _model_type(model_dir) -> str | None:
