@@ -397,7 +397,7 @@ MUTANTS: list[Mutant] = [
            "text after a gazed video resumes after the kept tokens' largest id, not the dense grid's",
            [QWEN_POSITIONS]),
     Mutant("qwen-processor-no-antialias", "qwen processor", "autogaze_fast/processing/qwen_vl.py",
-           'mode="bicubic", align_corners=False, antialias=True)', 'mode="bicubic", align_corners=False, antialias=False)',
+           'antialias = mode != "nearest-exact"', 'antialias = False',
            "Qwen video frames resized without torchvision's antialias", [QWEN_PROCESSOR]),
     # ------------------------------------------------------------------ loading
     Mutant("loader-skip-1d-weights", "loading", "autogaze_fast/loading.py",
