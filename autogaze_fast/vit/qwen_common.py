@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from autogaze_fast.processing.qwen_patches import patchify_frames
+from autogaze_fast.reference.llama import RMSNorm  # transformers' Qwen2RMSNorm is this same norm (fp32, cast back)
 
 __all__ = [
     "frames_to_rows",
@@ -59,22 +60,6 @@ class QwenVisionOutput:
     grid_thw: torch.Tensor
     keep: torch.Tensor
     deepstack: tuple[torch.Tensor, ...] | None = None
-
-
-class RMSNorm(nn.Module):
-    """transformers' ``Qwen2RMSNorm``: ``weight · (x / sqrt(mean(x²) + eps))``, the norm in float32,
-    cast back to x's dtype before the weight. ``(..., C) → (..., C)``."""
-
-    def __init__(self, hidden_size: int, eps: float = 1e-6):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(hidden_size))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = x.dtype
-        h = x.float()
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * h.to(dtype)
 
 
 # ---------------------------------------------------------------------------------------------- checks
